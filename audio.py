@@ -1,0 +1,450 @@
+"""The audio core: parameters, I/O, resampling and the STFT pair, imported by every script.
+
+Array layout everywhere: time-domain audio is ``(samples, channels)`` float32; spectrograms are
+``(bins, frames)`` per channel, or ``(bins, frames, channels)`` for multichannel audio.
+
+The 512-bin convention
+----------------------
+With ``n_fft = 1024`` the STFT has 513 bins, 0 Hz to 4096 Hz (the Nyquist frequency at 8192 Hz).
+The model sees bins 0..511 and never the last one, the Nyquist bin, which after resampling to
+8192 Hz holds almost no energy (soxr's anti-aliasing filter removes it). At reconstruction the
+model's 512-bin mask is extended to 513 bins by repeating its top row (bin 511's mask is applied
+to the mixture's own Nyquist coefficient) and multiplied with the mixture's complex STFT, so the
+mixture phase and the Nyquist coefficient are kept, and a mask of ones gives the mixture back
+exactly (:func:`apply_mask`; the round trip is tested to better than -60 dB).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+
+class UserError(Exception):
+    """An error the user can fix. Scripts print it as one line and exit with status 2."""
+
+
+class AudioError(UserError):
+    """A file that cannot be read or written as audio; the message names the file."""
+
+
+def run_cli(main, argv=None) -> int:
+    """Run a script's ``main(argv)``: a :class:`UserError` becomes one line on stderr and exit 2."""
+    try:
+        return main(argv) or 0
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters
+# --------------------------------------------------------------------------------------------
+
+#: Every stride-2 layer of the six-layer U-Net halves both axes, so patches must divide by 2**6.
+UNET_DOWNSAMPLING = 2**6
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioParams:
+    """The audio parameters of Jansson et al. (2017), saved beside every model and cache.
+
+    ``patch_frames`` frames of ``hop_length`` samples at ``sample_rate``: 128 x 768 / 8192 is
+    about 12 s. ``n_bins`` is 512: the 513 bins of a 1024-point STFT minus the Nyquist bin.
+    """
+
+    sample_rate: int = 8192
+    n_fft: int = 1024
+    hop_length: int = 768
+    patch_frames: int = 128
+    n_bins: int = 512
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise UserError(f"audio parameter {field.name} must be a positive integer, got {value!r}")
+        if self.n_fft % 2:
+            raise UserError(f"n_fft must be even, got {self.n_fft}; use a power of two such as 1024")
+        if self.n_bins > self.n_fft // 2 + 1:
+            raise UserError(
+                f"n_bins={self.n_bins} exceeds the n_fft/2+1={self.n_fft // 2 + 1} bins of the STFT; "
+                f"lower n_bins or raise n_fft to at least {2 * (self.n_bins - 1)}"
+            )
+        if self.hop_length > self.n_fft:
+            raise UserError(
+                f"hop_length={self.hop_length} exceeds n_fft={self.n_fft}: samples between frames "
+                "would be lost; use a hop of at most n_fft"
+            )
+        for name in ("n_bins", "patch_frames"):
+            value = getattr(self, name)
+            if value % UNET_DOWNSAMPLING:
+                fixed = max(UNET_DOWNSAMPLING, value // UNET_DOWNSAMPLING * UNET_DOWNSAMPLING)
+                raise UserError(
+                    f"{name}={value} is not divisible by {UNET_DOWNSAMPLING} (2**6, one halving per "
+                    f"U-Net encoder layer); use {fixed}"
+                )
+
+    @property
+    def patch_seconds(self) -> float:
+        """Duration of one patch in seconds (about 12 s with the defaults)."""
+        return self.patch_frames * self.hop_length / self.sample_rate
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "parameters") -> "AudioParams":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise UserError(f"{source}: unknown audio parameter(s) {', '.join(unknown)}")
+        return cls(**data)
+
+    def save(self, path) -> None:
+        """Write the parameters as JSON (atomically)."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path) -> "AudioParams":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{path}: audio parameters not found") from None
+        except (OSError, ValueError) as err:
+            raise UserError(f"{path}: cannot read audio parameters ({err})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: audio parameters must be a JSON object")
+        return cls.from_dict(data, source=str(path))
+
+    def check_same(self, other: "AudioParams", what: str, fix: str) -> None:
+        """Refuse to combine things made with different parameters; the error lists them."""
+        if self != other:
+            diffs = ", ".join(
+                f"{k}: {v} vs {other.to_dict()[k]}" for k, v in self.to_dict().items() if other.to_dict()[k] != v
+            )
+            raise UserError(f"{what} was made with other audio parameters ({diffs}); {fix}")
+
+
+DEFAULT_PARAMS = AudioParams()
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write a text file through a temporary file and a rename: never half-written."""
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+class atomic_output:
+    """Context manager yielding a temporary path beside ``path``, renamed onto it on success.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+    """
+
+    def __init__(self, path, suffix: str | None = None):
+        self.path = Path(path)
+        self.suffix = self.path.suffix if suffix is None else suffix
+
+    def __enter__(self) -> Path:
+        directory = self.path.parent
+        if not directory.is_dir():
+            raise UserError(f"{directory}: output folder does not exist")
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part" + self.suffix, dir=directory)
+        except PermissionError:
+            raise UserError(f"{directory}: output folder is not writable") from None
+        except OSError as err:
+            raise UserError(f"{directory}: cannot write there ({err.strerror})") from None
+        os.close(fd)
+        self.tmp = Path(name)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                os.replace(self.tmp, self.path)
+            except OSError as err:
+                self.tmp.unlink(missing_ok=True)
+                raise UserError(f"{self.path}: cannot write ({err.strerror})") from None
+        else:
+            self.tmp.unlink(missing_ok=True)
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# Audio I/O
+# --------------------------------------------------------------------------------------------
+
+#: Containers libsndfile reads itself; everything else goes through ffmpeg.
+SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au"}
+FFMPEG_EXTENSIONS = {".m4a", ".mp4", ".aac", ".opus", ".webm", ".wma", ".mkv"}
+AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | FFMPEG_EXTENSIONS
+
+
+def is_audio_file(path) -> bool:
+    return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def load_audio(path, sr: int | None = None, mono: bool = False, offset: float | None = None,
+               duration: float | None = None) -> tuple[np.ndarray, int]:
+    """Read an audio file as ``(samples, channels)`` float32 in [-1, 1] and its sample rate.
+
+    ``sr`` resamples (soxr) to that rate; ``mono`` folds channels to one by averaging them
+    (the mean keeps the level of a centred source); ``offset`` and ``duration`` are seconds.
+    wav/flac/ogg/mp3 are read by libsndfile, m4a/mp4/aac (and a ``.stem.mp4``'s first stream,
+    the mixture) by ffmpeg. Raises :class:`AudioError`, naming the file, for a missing,
+    unreadable, empty or non-finite file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder, not an audio file")
+    if path.suffix.lower() in FFMPEG_EXTENSIONS:
+        audio, file_sr = _load_ffmpeg(path, offset, duration)
+    else:
+        audio, file_sr = _load_soundfile(path, offset, duration)
+    if audio.size == 0:
+        raise AudioError(f"{path}: contains no audio samples" + (" in the requested range" if offset or duration else ""))
+    if not np.isfinite(audio).all():
+        raise AudioError(f"{path}: contains NaN or infinite samples")
+    if mono:
+        audio = to_mono(audio)
+    if sr is not None and sr != file_sr:
+        audio = resample(audio, file_sr, sr)
+        file_sr = sr
+    return audio, file_sr
+
+
+def _load_soundfile(path: Path, offset, duration) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(str(path)) as f:
+            file_sr = f.samplerate
+            start = int(round((offset or 0.0) * file_sr))
+            frames = -1 if duration is None else int(round(duration * file_sr))
+            if start:
+                f.seek(min(start, f.frames))
+            audio = f.read(frames=frames, dtype="float32", always_2d=True)
+    except sf.LibsndfileError as err:
+        raise AudioError(f"{path}: cannot read as audio ({_short(err)})") from None
+    except (RuntimeError, ValueError, EOFError) as err:
+        raise AudioError(f"{path}: cannot read as audio ({_short(err)})") from None
+    return np.ascontiguousarray(audio), file_sr
+
+
+def _short(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    text = text[-1] if text else type(err).__name__
+    return text.split(": ", 1)[-1] if text.startswith("Error opening") else text
+
+
+def ffmpeg_binary() -> str:
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise UserError("ffmpeg is needed for m4a/mp4/aac files; install it with: sudo apt-get install ffmpeg")
+    return exe
+
+
+def _probe_ffmpeg(path: Path) -> tuple[int, int]:
+    """Sample rate and channel count of the first audio stream (ffprobe)."""
+    probe = shutil.which("ffprobe")
+    if probe is None:
+        ffmpeg_binary()
+        raise UserError("ffprobe is needed for m4a/mp4/aac files; install it with: sudo apt-get install ffmpeg")
+    proc = subprocess.run(
+        [probe, "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=sample_rate,channels",
+         "-of", "json", str(path)],
+        capture_output=True, text=True,
+    )
+    try:
+        stream = json.loads(proc.stdout)["streams"][0]
+        return int(stream["sample_rate"]), int(stream["channels"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no audio stream"
+        raise AudioError(f"{path}: cannot read as audio ({reason})") from None
+
+
+def _load_ffmpeg(path: Path, offset, duration) -> tuple[np.ndarray, int]:
+    file_sr, channels = _probe_ffmpeg(path)
+    cmd = [ffmpeg_binary(), "-nostdin", "-v", "error"]
+    if offset:
+        cmd += ["-ss", f"{offset:.6f}"]
+    cmd += ["-i", str(path)]
+    if duration is not None:
+        cmd += ["-t", f"{duration:.6f}"]
+    cmd += ["-map", "0:a:0", "-f", "f32le", "-acodec", "pcm_f32le", "-"]
+    proc = subprocess.run(cmd, capture_output=True)
+    if proc.returncode != 0:
+        reason = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise AudioError(f"{path}: cannot decode ({reason[-1] if reason else 'ffmpeg failed'})")
+    audio = np.frombuffer(proc.stdout, dtype="<f4")
+    audio = audio[: audio.size // channels * channels].reshape(-1, channels)
+    return audio.astype(np.float32), file_sr
+
+
+def save_audio(path, audio: np.ndarray, sr: int, subtype: str | None = None) -> None:
+    """Write ``(samples, channels)`` (or 1-D mono) audio atomically; never clips silently.
+
+    WAV is written as 16-bit PCM while the peak fits in [-1, 1]; a louder signal is written as
+    32-bit float WAV, with a warning, rather than clipped. Formats without float samples (FLAC)
+    refuse a signal that would clip. The file appears complete or not at all.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 1:
+        audio = audio[:, None]
+    if audio.ndim != 2:
+        raise ValueError(f"audio must be (samples, channels), got shape {audio.shape}")
+    if not np.isfinite(audio).all():
+        raise AudioError(f"{path}: refusing to write NaN or infinite samples")
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in {"wav", "flac"}:
+        raise AudioError(f"{path}: can only write .wav or .flac")
+    if subtype is None:
+        subtype = "PCM_16"
+        if peak > 1.0:
+            if fmt != "wav":
+                raise AudioError(f"{path}: peak {peak:.3f} exceeds full scale and FLAC cannot hold it; write .wav")
+            warnings.warn(f"{path}: peak {peak:.3f} exceeds full scale; writing 32-bit float WAV instead of clipping")
+            subtype = "FLOAT"
+    elif peak > 1.0 and not subtype.startswith(("FLOAT", "DOUBLE")):
+        raise AudioError(f"{path}: peak {peak:.3f} would clip as {subtype}; scale it or use subtype FLOAT")
+    with atomic_output(path) as tmp:
+        sf.write(str(tmp), audio, sr, subtype=subtype, format=fmt.upper())
+
+
+def to_mono(audio: np.ndarray) -> np.ndarray:
+    """Fold ``(samples, channels)`` to ``(samples, 1)`` by averaging the channels."""
+    return audio.mean(axis=1, keepdims=True, dtype=np.float32) if audio.shape[1] != 1 else audio
+
+
+def resample(audio: np.ndarray, sr_in: int, sr_out: int, quality: str = "HQ") -> np.ndarray:
+    """Resample ``(samples, channels)`` audio with soxr (band-limited, linear phase)."""
+    import soxr
+
+    if sr_in == sr_out:
+        return audio
+    out = soxr.resample(np.ascontiguousarray(audio, dtype=np.float32), sr_in, sr_out, quality=quality)
+    return out.reshape(-1, audio.shape[1]).astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------------------------
+# STFT
+# --------------------------------------------------------------------------------------------
+
+
+def stft(audio: np.ndarray, params: AudioParams = DEFAULT_PARAMS, n_fft: int | None = None,
+         hop_length: int | None = None) -> np.ndarray:
+    """Complex STFT of 1-D ``(samples,)`` or ``(samples, channels)`` audio, all n_fft/2+1 bins.
+
+    Returns ``(bins, frames)`` for 1-D input and ``(bins, frames, channels)`` for 2-D input.
+    Hann window, centred frames (librosa's convention), so frame ``t`` is centred on sample
+    ``t * hop_length``. ``n_fft``/``hop_length`` override the parameters (full-band inference
+    uses the same frame duration at another sample rate).
+    """
+    import librosa
+
+    n_fft = n_fft or params.n_fft
+    hop = hop_length or params.hop_length
+    audio = np.asarray(audio, dtype=np.float32)
+    spec = librosa.stft(audio.T, n_fft=n_fft, hop_length=hop, window="hann", center=True)
+    return spec if audio.ndim == 1 else np.moveaxis(spec, 0, -1)
+
+
+def istft(spec: np.ndarray, length: int, params: AudioParams = DEFAULT_PARAMS, n_fft: int | None = None,
+          hop_length: int | None = None) -> np.ndarray:
+    """Inverse of :func:`stft`: ``(bins, frames[, channels])`` to ``(length[, channels])`` float32."""
+    import librosa
+
+    n_fft = n_fft or params.n_fft
+    hop = hop_length or params.hop_length
+    if spec.ndim == 3:
+        spec = np.moveaxis(spec, -1, 0)
+    audio = librosa.istft(spec, n_fft=n_fft, hop_length=hop, window="hann", center=True, length=length)
+    return np.asarray(audio.T, dtype=np.float32)
+
+
+def model_bins(spec: np.ndarray, params: AudioParams = DEFAULT_PARAMS) -> np.ndarray:
+    """Keep the model's bins 0..n_bins-1 of a full spectrogram (drops the Nyquist bin)."""
+    return spec[: params.n_bins]
+
+
+def extend_mask(mask: np.ndarray, total_bins: int) -> np.ndarray:
+    """Extend a ``(n_bins, ...)`` mask to ``total_bins`` rows by repeating its top row."""
+    missing = total_bins - mask.shape[0]
+    if missing < 0:
+        raise ValueError(f"mask has {mask.shape[0]} bins, more than the spectrogram's {total_bins}")
+    if missing == 0:
+        return mask
+    top = np.repeat(mask[-1:], missing, axis=0)
+    return np.concatenate([mask, top], axis=0)
+
+
+def apply_mask(mix_spec: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Multiply the mixture's complex STFT by a magnitude mask of the model's bins.
+
+    ``mask`` has the model's ``n_bins`` rows (or all of them); the missing top rows (the Nyquist
+    bin) take the mask of the highest model bin, as the module docstring explains.
+    """
+    return mix_spec * extend_mask(mask, mix_spec.shape[0])
+
+
+def magnitude(audio: np.ndarray, params: AudioParams = DEFAULT_PARAMS) -> np.ndarray:
+    """The model's input: ``|STFT|`` of mono audio over the model's bins, ``(n_bins, frames)`` float32."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 2:
+        if audio.shape[1] != 1:
+            raise ValueError(f"magnitude() takes mono audio, got {audio.shape[1]} channels; fold with to_mono()")
+        audio = audio[:, 0]
+    return np.abs(model_bins(stft(audio, params), params)).astype(np.float32)
+
+
+def n_frames(n_samples: int, params: AudioParams = DEFAULT_PARAMS) -> int:
+    """Number of STFT frames of a signal of ``n_samples`` (centred frames)."""
+    return 1 + n_samples // params.hop_length
+
+
+# --------------------------------------------------------------------------------------------
+# Normalisation shared by training and inference
+# --------------------------------------------------------------------------------------------
+
+#: Magnitudes below this peak are treated as silence when normalising (a full-scale sine peaks
+#: near n_fft/4 = 256 with a Hann window), so a silent patch is not blown up to full scale.
+SILENCE_FLOOR = 1e-3
+
+
+def normalize_patches(mix: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Divide each patch of the mixture, and the matching target patches, by the mixture's peak.
+
+    Arrays are ``(batch, bins, frames[, 1])`` linear magnitudes. Input and target share one
+    factor per patch, so they stay in the same (linear) domain and the target stays a masked
+    copy of the input: ``target = mask * input`` holds before and after. The peak scaling makes
+    the model's input independent of the song's loudness (the mixture peaks at 1).
+    """
+    axes = tuple(range(1, mix.ndim))
+    scale = np.maximum(mix.max(axis=axes, keepdims=True), SILENCE_FLOOR)
+    return (mix / scale,) + tuple(o / scale for o in others)

@@ -1,0 +1,23 @@
+"""Shared fixtures. Tests import the top-level modules from the repository root."""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pytest  # noqa: E402
+
+MIR1K = Path(os.environ.get("MIR1K_ROOT", ROOT.parent / "shared" / "data" / "mir1k"))
+
+
+@pytest.fixture(scope="session")
+def mir1k_root() -> Path:
+    """The shared MIR-1K copy (../shared/data/mir1k beside the checkout, or $MIR1K_ROOT)."""
+    if not (MIR1K / "Wavfile").is_dir():
+        pytest.skip(f"MIR-1K not found at {MIR1K} (set MIR1K_ROOT)")
+    return MIR1K
