@@ -1,0 +1,217 @@
+"""Tests of unet_model.py: architecture, parameter count, mask output, saving and loading,
+and the same model on a second Keras backend (PyTorch) when one is installed."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import unet_model
+from audio import AudioParams, DEFAULT_PARAMS, UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_FILTERS = (4, 8, 8, 8, 8, 8)
+TINY_SHAPE = (64, 64, 1)  # depth 6 needs both axes divisible by 2**6
+TINY_PARAMS = AudioParams(patch_frames=64, n_bins=64)
+
+
+def tiny_model(**kwargs):
+    return unet_model.build_unet(input_shape=TINY_SHAPE, filters=TINY_FILTERS, **kwargs)
+
+
+def random_patches(n, shape=TINY_SHAPE, seed=0):
+    """Mixture-like patches: non-negative, peak 1 per patch."""
+    x = np.random.default_rng(seed).random((n,) + shape, dtype=np.float32) ** 4
+    return x / x.max(axis=(1, 2, 3), keepdims=True)
+
+
+def expected_param_count(filters, kernel_size, channels_in=1):
+    """Count the U-Net's parameters from its description, independently of Keras.
+
+    A (transposed) convolution from c_in to c_out channels has k*k*c_in*c_out weights plus
+    c_out biases; a batch norm over c channels has 4c (gamma, beta, moving mean and variance).
+    Encoder: 1 -> f1 -> ... -> fn, each with batch norm. Decoder block i maps its input to
+    f_{n-i} channels and is concatenated with the encoder's f_{n-i} channels, so the next
+    block's input has 2 f_{n-i}; the first block's input is the bottleneck f_n; the last block
+    maps 2 f_1 to one channel and has no batch norm.
+    """
+    k2 = kernel_size * kernel_size
+    total, c_in = 0, channels_in
+    for f in filters:
+        total += k2 * c_in * f + f + 4 * f
+        c_in = f
+    for f in reversed(filters[:-1]):
+        total += k2 * c_in * f + f + 4 * f
+        c_in = 2 * f
+    total += k2 * c_in * 1 + 1
+    return total
+
+
+def test_default_architecture_parameter_count_and_shapes():
+    model = unet_model.build_unet()
+    assert model.count_params() == expected_param_count((16, 32, 64, 128, 256, 512), 5)
+    assert model.count_params() == 9_826_321  # the formula's value, for the report and README
+    assert tuple(model.inputs[0].shape) == (None, DEFAULT_PARAMS.n_bins, DEFAULT_PARAMS.patch_frames, 1)
+    assert model.output_names == ["vocals"]
+    assert tuple(model.outputs[0].shape) == (None, 512, 128, 1)
+    # the bottleneck after six stride-2 encoder layers, and the encoder filters as specified
+    assert tuple(model.get_layer("encoder6_act").output.shape) == (None, 8, 2, 512)
+    assert [model.get_layer(f"encoder{i}_conv").filters for i in range(1, 7)] == [16, 32, 64, 128, 256, 512]
+    assert [model.get_layer(f"decoder{i}_deconv").filters for i in range(1, 7)] == [256, 128, 64, 32, 16, 1]
+    for i in range(1, 7):
+        conv = model.get_layer(f"encoder{i}_conv")
+        assert conv.kernel_size == (5, 5) and conv.strides == (2, 2) and conv.padding == "same"
+        assert model.get_layer(f"encoder{i}_act").negative_slope == pytest.approx(0.2)
+    # dropout 0.5 on the first three decoder blocks only; the last block has no batch norm
+    names = {layer.name for layer in model.layers}
+    assert [model.get_layer(f"decoder{i}_dropout").rate for i in (1, 2, 3)] == [0.5] * 3
+    assert not {"decoder4_dropout", "decoder5_dropout", "decoder6_bn", "decoder6_act"} & names
+    # skip connections double the channels of every decoder block but the last
+    assert [model.get_layer(f"decoder{i}_skip").output.shape[-1] for i in range(1, 6)] == [512, 256, 128, 64, 32]
+
+
+def test_tiny_model_parameter_count_follows_arguments():
+    model = unet_model.build_unet(input_shape=(32, 16, 1), filters=(3, 5, 7), kernel_size=3)
+    assert model.count_params() == expected_param_count((3, 5, 7), 3)
+    assert tuple(model.outputs[0].shape) == (None, 32, 16, 1)
+
+
+def test_output_is_mask_times_input_and_mask_is_in_unit_interval():
+    model = tiny_model()
+    x = random_patches(3)
+    vocals = np.asarray(model.predict(x, verbose=0))
+    mask = np.asarray(unet_model.mask_model(model).predict(x, verbose=0))
+    assert vocals.shape == mask.shape == x.shape
+    assert np.all((mask >= 0) & (mask <= 1))
+    assert mask.std() > 0  # a real function of the input, not a constant
+    np.testing.assert_allclose(vocals, mask * x, rtol=1e-5, atol=1e-7)
+    # inference is deterministic (dropout and batch norm in inference mode)
+    np.testing.assert_array_equal(vocals, np.asarray(model.predict(x, verbose=0)))
+
+
+def test_dropout_can_be_disabled():
+    names = {layer.name for layer in tiny_model(dropout=0.0).layers}
+    assert not any("dropout" in name for name in names)
+    names = {layer.name for layer in tiny_model(dropout_layers=9).layers}
+    assert sum("dropout" in name for name in names) == 5  # every decoder block before the mask
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(input_shape=(96, 64, 1)), "bins=96 must divide by 2\\*\\*6"),
+        (dict(input_shape=(64, 64, 2)), "must be \\(bins, frames, 1\\)"),
+        (dict(filters=()), "non-empty"),
+        (dict(dropout_layers=-1), "dropout_layers >= 0"),
+        (dict(dropout=1.0), "dropout in \\[0, 1\\)"),
+    ],
+)
+def test_build_unet_rejects_inconsistent_settings(kwargs, message):
+    settings = dict(input_shape=TINY_SHAPE, filters=TINY_FILTERS) | kwargs
+    with pytest.raises(ValueError, match=message):
+        unet_model.build_unet(**settings)
+
+
+@pytest.fixture
+def saved_tiny(tmp_path):
+    """A tiny model saved as run/best.keras with its audio parameters beside it."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    model = tiny_model()
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "best.keras")
+    TINY_PARAMS.save(run / unet_model.PARAMS_FILE)
+    return model, run / "best.keras"
+
+
+def test_load_model_round_trip(saved_tiny):
+    import keras
+
+    model, path = saved_tiny
+    loaded, params = unet_model.load_model(path)
+    assert params == TINY_PARAMS
+    x = random_patches(2)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6, atol=1e-7)
+    # the mask is reachable on a loaded model too, and a plain Keras load needs no custom objects
+    assert unet_model.mask_model(loaded).output_shape == (None,) + TINY_SHAPE
+    assert keras.saving.load_model(path).output_names == ["vocals"]
+
+
+def test_load_model_errors_name_the_file_and_fix(saved_tiny, tmp_path):
+    _, path = saved_tiny
+    with pytest.raises(UserError, match="no such model file"):
+        unet_model.load_model(tmp_path / "missing.keras")
+    with pytest.raises(UserError, match="is a folder.*best.keras"):
+        unet_model.load_model(path.parent)
+
+    (path.parent / unet_model.PARAMS_FILE).write_text(json.dumps(DEFAULT_PARAMS.to_dict()))
+    with pytest.raises(UserError, match=r"model input \(64, 64, 1\) does not match"):
+        unet_model.load_model(path)
+    (path.parent / unet_model.PARAMS_FILE).unlink()
+    with pytest.raises(UserError, match="audio parameters missing beside the model"):
+        unet_model.load_model(path)
+
+    TINY_PARAMS.save(path.parent / unet_model.PARAMS_FILE)
+    path.write_bytes(path.read_bytes()[:200])  # a truncated download
+    with pytest.raises(UserError, match="best.keras: cannot load the model"):
+        unet_model.load_model(path)
+    other = path.with_suffix(".h5")
+    other.write_bytes(b"x")
+    with pytest.raises(UserError, match="not a Keras 3 model file"):
+        unet_model.load_model(other)
+
+
+SECOND_BACKEND = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import keras
+    sys.path.insert(0, sys.argv[1])
+    import unet_model
+
+    assert keras.backend.backend() == "torch", keras.backend.backend()
+    # the model saved by the TensorFlow backend gives the same predictions here
+    x = np.load(sys.argv[3])
+    loaded = keras.saving.load_model(sys.argv[2])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x, training=False)), np.load(sys.argv[4]),
+                               rtol=1e-4, atol=1e-6)
+
+    # and a fresh model builds and trains here
+    keras.utils.set_random_seed(0)
+    model = unet_model.build_unet(input_shape=(64, 64, 1), filters=(4, 8, 8, 8, 8, 8))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    y = x * (np.arange(64, dtype="float32")[None, :, None, None] < 32)  # "vocals": the low half
+    before = [w.copy() for w in model.get_weights()]
+    loss = model.fit(x, y, batch_size=2, epochs=1, verbose=0).history["loss"][0]
+    assert np.isfinite(loss), loss
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    mask = keras.ops.convert_to_numpy(unet_model.mask_model(model)(x, training=False))
+    out = keras.ops.convert_to_numpy(model(x, training=False))
+    np.testing.assert_allclose(out, mask * x, rtol=1e-5, atol=1e-7)
+    print("ok", loss)
+    """
+)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="PyTorch not installed (pip install torch==2.13.0 to test the torch backend)")
+def test_model_loads_and_trains_on_torch_backend(saved_tiny, tmp_path):
+    model, path = saved_tiny
+    x = random_patches(2, seed=3)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.asarray(model.predict(x, verbose=0)))
+    env = dict(os.environ, KERAS_BACKEND="torch")
+    proc = subprocess.run(
+        [sys.executable, "-c", SECOND_BACKEND, str(ROOT), str(path), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("ok")

@@ -1,0 +1,166 @@
+"""The U-Net of Jansson et al. (2017) as a functional Keras 3 model, and loading a trained one.
+
+The model maps a normalised mixture magnitude patch ``(batch, n_bins, patch_frames, 1)``
+(512 x 128 by default, linear magnitudes with the mixture peak at 1, see
+``audio.normalize_patches``) to a soft mask in [0, 1] of the same shape, and outputs
+``mask * mixture`` as the vocal magnitude estimate. The training target is the vocal magnitude
+scaled by the same factor as the mixture, so input, output and target share one linear domain
+(the original coursework normalised the input in the log domain and compared with a linear
+target, and never learned).
+
+Architecture (defaults)
+-----------------------
+Encoder, six blocks: ``Conv2D(f, 5x5, stride 2, 'same') -> BatchNorm -> LeakyReLU(0.2)``
+with f = 16, 32, 64, 128, 256, 512; each block halves both axes (512x128 -> 8x2).
+
+Decoder, six blocks with the filters mirrored (256, 128, 64, 32, 16, then 1):
+``Conv2DTranspose(f, 5x5, stride 2, 'same') -> BatchNorm -> ReLU [-> Dropout(0.5) on the
+first three]``, then concatenated on the channel axis with the encoder output of the same
+resolution. The last block is a ``Conv2DTranspose`` to one channel followed only by a sigmoid
+(the layer named ``mask``); it has no batch norm and no ReLU, as in the paper, since a ReLU
+before the sigmoid would keep the mask at or above 0.5.
+
+Choices, compared with the PyTorch coursework (``Conv2d(1,16,5,2,2)`` ...,
+``ConvTranspose2d(..., 5, 2, 2, output_padding=1)``, ``ConvTranspose2d(32,1)`` + sigmoid):
+
+* ``padding='same'`` with stride 2 in Keras gives exactly ``ceil(n/2)`` on the way down and
+  ``2n`` on the way up, the shapes PyTorch gets from ``padding=2`` and ``output_padding=1``.
+  Keras pads 'same' asymmetrically (the extra zero goes at the end) where PyTorch pads 2 on
+  both sides, so the kernels are aligned one sample apart; the function learnt is equivalent
+  and the weights differ only in that alignment.
+* The skip connection concatenates the encoder block's *activated* output (after LeakyReLU),
+  as the coursework does, with the decoder block's output after its dropout.
+* Convolutions keep their biases although batch norm follows (as in the coursework's PyTorch
+  defaults), so the parameter count matches it.
+* Dropout follows the ReLU (the coursework applies ``F.dropout`` to the activated output).
+
+All model code uses ``keras.layers`` and ``keras.ops`` only, so it runs on the TensorFlow, JAX
+and PyTorch backends.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from audio import AudioParams, DEFAULT_PARAMS, UserError
+
+#: Default encoder filters; the decoder mirrors them.
+FILTERS = (16, 32, 64, 128, 256, 512)
+#: File written beside every saved model (by train.py) and read back by :func:`load_model`.
+PARAMS_FILE = "audio_params.json"
+
+
+def build_unet(
+    input_shape: tuple[int, int, int] = (DEFAULT_PARAMS.n_bins, DEFAULT_PARAMS.patch_frames, 1),
+    filters: tuple[int, ...] = FILTERS,
+    kernel_size: int = 5,
+    dropout: float = 0.5,
+    dropout_layers: int = 3,
+    leaky_slope: float = 0.2,
+    name: str = "unet",
+):
+    """Build the singing-voice U-Net (see the module docstring) as a functional ``keras.Model``.
+
+    ``input_shape`` is ``(bins, frames, 1)``; both of its first axes must divide by
+    ``2 ** len(filters)``. ``filters`` lists the encoder filters; their count is the depth.
+    ``dropout`` is applied after the first ``dropout_layers`` decoder blocks (at most all
+    ``depth - 1`` blocks before the mask layer, so a shallow test model takes the defaults).
+    The model has one output, named ``vocals`` (= mask * input, same shape as the input); the
+    mask is the output of the layer named ``mask`` (see :func:`mask_model`).
+    """
+    import keras
+
+    filters = tuple(int(f) for f in filters)
+    depth = len(filters)
+    if depth < 1 or min(filters) < 1:
+        raise ValueError(f"filters must be a non-empty list of positive integers, got {filters}")
+    if len(input_shape) != 3 or input_shape[2] != 1:
+        raise ValueError(f"input_shape must be (bins, frames, 1), got {input_shape}")
+    for axis, size in zip(("bins", "frames"), input_shape[:2]):
+        if size is not None and size % 2**depth:
+            raise ValueError(f"input {axis}={size} must divide by 2**{depth} for a U-Net of depth {depth}")
+    if dropout_layers < 0 or not 0 <= dropout < 1:
+        raise ValueError(f"need dropout in [0, 1) and dropout_layers >= 0, got {dropout} and {dropout_layers}")
+
+    conv = functools.partial(keras.layers.Conv2D, kernel_size=kernel_size, strides=2, padding="same")
+    deconv = functools.partial(keras.layers.Conv2DTranspose, kernel_size=kernel_size, strides=2, padding="same")
+    # Keras' defaults (momentum 0.99, epsilon 1e-3) differ from PyTorch's (0.1 i.e. 0.9, 1e-5);
+    # use PyTorch's so running statistics track as in the coursework.
+    batch_norm = functools.partial(keras.layers.BatchNormalization, momentum=0.9, epsilon=1e-5)
+
+    mix = keras.Input(shape=input_shape, name="mixture")  # (B, 512, 128, 1)
+    x = mix
+    skips = []
+    for i, f in enumerate(filters, start=1):
+        # (B, H, W, C) -> (B, H/2, W/2, f): 512x128 -> 256x64 -> ... -> 8x2 with 512 channels.
+        x = conv(f, name=f"encoder{i}_conv")(x)
+        x = batch_norm(name=f"encoder{i}_bn")(x)
+        x = keras.layers.LeakyReLU(negative_slope=leaky_slope, name=f"encoder{i}_act")(x)
+        skips.append(x)
+    skips.pop()  # the bottleneck (B, 8, 2, 512) feeds the decoder directly, not a skip
+
+    # Decoder filters mirror the encoder's: 256, 128, 64, 32, 16, then 1 for the mask.
+    for i, (f, skip) in enumerate(zip(reversed(filters[:-1]), reversed(skips)), start=1):
+        # (B, h, w, C) -> (B, 2h, 2w, f), then concatenated with the encoder output of that
+        # resolution -> (B, 2h, 2w, 2f): 8x2x512 -> 16x4x512 -> ... -> 256x64x32.
+        x = deconv(f, name=f"decoder{i}_deconv")(x)
+        x = batch_norm(name=f"decoder{i}_bn")(x)
+        x = keras.layers.ReLU(name=f"decoder{i}_act")(x)
+        if i <= dropout_layers and dropout > 0:
+            x = keras.layers.Dropout(dropout, name=f"decoder{i}_dropout")(x)
+        x = keras.layers.Concatenate(axis=-1, name=f"decoder{i}_skip")([x, skip])
+
+    # (B, 256, 64, 32) -> (B, 512, 128, 1): the last block has no batch norm or ReLU.
+    x = deconv(1, name=f"decoder{depth}_deconv")(x)
+    mask = keras.layers.Activation("sigmoid", name="mask")(x)
+    vocals = keras.layers.Multiply(name="vocals")([mask, mix])  # (B, 512, 128, 1)
+    return keras.Model(mix, vocals, name=name)
+
+
+def mask_model(model):
+    """A model sharing ``model``'s layers that maps the mixture patch to the sigmoid mask."""
+    import keras
+
+    return keras.Model(model.inputs, model.get_layer("mask").output, name=f"{model.name}_mask")
+
+
+def load_model(path, compile: bool = False):
+    """Load a saved ``.keras`` model and the :class:`AudioParams` saved beside it.
+
+    Returns ``(model, params)``. The parameters come from ``audio_params.json`` in the same
+    folder; a missing or unreadable file, or a model whose input does not match them, raises
+    :class:`UserError` naming the file and the fix. ``compile=False`` (default) skips restoring
+    the optimizer, which inference does not need.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give the model file, e.g. {path / 'best.keras'}")
+    if not path.is_file():
+        raise UserError(f"{path}: no such model file; train one with train.py or check the path")
+    if path.suffix != ".keras":
+        raise UserError(f"{path}: not a Keras 3 model file (expected a .keras file from train.py)")
+    params_path = path.parent / PARAMS_FILE
+    if not params_path.is_file():
+        raise UserError(f"{params_path}: audio parameters missing beside the model; copy the run's {PARAMS_FILE} there")
+    params = AudioParams.load(params_path)
+
+    import keras
+
+    try:
+        model = keras.saving.load_model(path, compile=compile)
+    except Exception as err:  # zip, h5 and deserialisation errors have no common base class
+        raise UserError(f"{path}: cannot load the model ({type(err).__name__}: {_first_line(err)})") from None
+    expected = (params.n_bins, params.patch_frames, 1)
+    got = tuple(model.inputs[0].shape[1:])
+    if got != expected:
+        raise UserError(
+            f"{path}: model input {got} does not match {params_path} ({expected}); "
+            "use the audio_params.json of the run that trained this model"
+        )
+    return model, params
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else ""
