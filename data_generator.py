@@ -1,0 +1,571 @@
+"""Step 1 of the pipeline: datasets in, a magnitude cache out, 512x128 training patches from it.
+
+Usage::
+
+    python data_generator.py synthesize --out data/synth                # built-in dataset (synth.py)
+    python data_generator.py prepare --dataset mir1k --root ../shared/data/mir1k --split train --cache cache/mir1k
+    python data_generator.py prepare --dataset stems --root data/synth --cache cache/synth
+    python data_generator.py export --dataset mir1k --root ../shared/data/mir1k --split test --unit clip --out data/mir1k-test
+
+``prepare`` reads each track (datasets.py), folds it to mono by averaging the channels
+(:func:`audio.to_mono`), resamples it to 8192 Hz (soxr), and stores the STFT magnitudes of the
+mixture, the vocals and the accompaniment over the model's 512 bins (:func:`audio.magnitude`).
+``train.py`` then reads batches through :class:`DataGenerator`.
+
+Cache layout
+------------
+::
+
+    <cache>/audio_params.json                   the AudioParams the cache was made with
+    <cache>/index.json                          {"format", "params", "runs", "tracks", "skipped"}
+    <cache>/tracks/<file>.mixture.npy           (n_bins, frames) float32 |STFT| of the mono mixture
+    <cache>/tracks/<file>.vocals.npy            (n_bins, frames) float32, the target
+    <cache>/tracks/<file>.accompaniment.npy     (n_bins, frames) float32, for the remix/gain augmentations
+
+Each ``tracks`` entry is ``{"name", "dataset", "split", "source", "file", "frames", "samples",
+"seconds", "vocals_silent"}``; ``file`` is a filesystem-safe stem of the name. A track enters
+the index only once its three arrays are written (each atomically), and the index itself is
+rewritten atomically after every track, so an interrupted prepare leaves a valid cache that
+the same command completes: tracks already in the index are skipped. The arrays are opened
+with ``np.load(mmap_mode="r")`` only when a batch needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import datasets
+from audio import (
+    DEFAULT_PARAMS,
+    AudioError,
+    AudioParams,
+    UserError,
+    atomic_output,
+    atomic_write_text,
+    magnitude,
+    n_frames,
+    normalize_patches,
+    resample,
+    run_cli,
+    save_audio,
+    to_mono,
+)
+
+CACHE_FORMAT = 1
+INDEX_FILE = "index.json"
+PARAMS_FILE = "audio_params.json"
+PARTS = ("mixture", "vocals", "accompaniment")
+#: Vocals whose peak (mono, 8192 Hz) stays below -60 dBFS are reported as silent (kept in the cache).
+SILENT_VOCALS_PEAK = 1e-3
+#: Hop between validation patches, in frames: 32 of 128 is the 75% overlap of the original generator.
+VALIDATION_HOP = 32
+#: Per-source gain range of the gain augmentation (Open-Unmix's choice).
+GAIN_RANGE = (0.25, 1.25)
+#: Memory maps kept open at once; each holds a file descriptor, and MIR-1K by clip has 3000 arrays.
+MAX_OPEN_ARRAYS = 384
+
+
+# --------------------------------------------------------------------------------------------
+# The cache
+# --------------------------------------------------------------------------------------------
+
+
+def _file_stem(name: str) -> str:
+    """A filesystem-safe, collision-free file stem for a track name."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:80] or "track"
+    return f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+def _read_index(path: Path) -> dict:
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: cannot read the cache index ({err}); delete the cache folder and prepare again") from None
+    if not isinstance(index, dict) or index.get("format") != CACHE_FORMAT or not isinstance(index.get("tracks"), list):
+        raise UserError(f"{path}: not a cache index of format {CACHE_FORMAT}; delete the cache folder and prepare again")
+    return index
+
+
+class Cache:
+    """A prepared cache folder (see the module docstring for its layout).
+
+    ``Cache(path)`` reads ``index.json`` and ``audio_params.json`` only; the magnitude arrays are
+    memory-mapped on first use by :meth:`array`, at most :data:`MAX_OPEN_ARRAYS` at a time, so
+    opening a cache of any size costs the index alone, and pages of the arrays live in the OS page
+    cache (shared between worker processes, released under memory pressure), not in the heap.
+
+    Attributes: ``path``; ``params`` (:class:`audio.AudioParams`); ``tracks``, a list of dicts
+    with at least ``name``, ``split``, ``dataset``, ``frames`` (see the module docstring);
+    ``skipped``, ``{name: reason}`` for tracks a prepare could not read.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        index_path = self.path / INDEX_FILE
+        if not index_path.is_file():
+            raise UserError(
+                f"{self.path}: not a prepared cache (no {INDEX_FILE}); make one with: "
+                f"python data_generator.py prepare --dataset ... --root ... --cache {self.path}"
+            )
+        index = _read_index(index_path)
+        self.params = AudioParams.load(self.path / PARAMS_FILE)
+        self.tracks: list[dict] = index["tracks"]
+        self.skipped: dict[str, str] = index.get("skipped", {})
+        self._by_name = {t["name"]: t for t in self.tracks}
+        self._open: collections.OrderedDict = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.tracks)
+
+    def __repr__(self) -> str:
+        return f"Cache({str(self.path)!r}, {len(self.tracks)} tracks)"
+
+    def names(self, split: str | None = None, dataset: str | None = None) -> list[str]:
+        """Names of the cached tracks, optionally only those of one split and/or dataset."""
+        return [
+            t["name"] for t in self.tracks
+            if (split is None or t["split"] == split) and (dataset is None or t["dataset"] == dataset)
+        ]
+
+    def track(self, name: str) -> dict:
+        """The index entry of one track."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UserError(f"{self.path}: no track named {name!r} in the cache") from None
+
+    def array(self, name: str, part: str) -> np.ndarray:
+        """The ``(n_bins, frames)`` float32 magnitude of ``part`` (mixture/vocals/accompaniment), memory-mapped."""
+        key = (name, part)
+        arr = self._open.get(key)
+        if arr is not None:
+            self._open.move_to_end(key)
+            return arr
+        path = self.path / "tracks" / f"{self.track(name)['file']}.{part}.npy"
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as err:
+            raise UserError(f"{path}: cannot open ({err}); run prepare again to rebuild it") from None
+        self._open[key] = arr
+        if len(self._open) > MAX_OPEN_ARRAYS:
+            self._open.popitem(last=False)
+        return arr
+
+    def __getstate__(self):
+        # worker processes re-open the memory maps themselves instead of receiving copies
+        state = self.__dict__.copy()
+        state["_open"] = collections.OrderedDict()
+        return state
+
+
+# --------------------------------------------------------------------------------------------
+# prepare / export
+# --------------------------------------------------------------------------------------------
+
+
+def _loaded_tracks(tracks, strict: bool, progress: bool, desc: str, skipped: dict):
+    """Yield ``(track, audio, sr)`` for each track, skipping unreadable ones with a warning.
+
+    A file that cannot be read is named on stderr and recorded in ``skipped``; with ``strict``
+    it stops the run with a :class:`UserError` instead.
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(tracks, desc=desc, unit="track", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    for track in bar:
+        bar.set_postfix_str(track.name[:40], refresh=False)
+        try:
+            audio, sr = track.load()
+        except AudioError as err:
+            if strict:
+                raise UserError(f"{err} (refused because of --strict; drop --strict to skip it)") from None
+            tqdm.write(f"warning: skipping track {track.name}: {err}", file=sys.stderr)
+            skipped[track.name] = str(err)
+            continue
+        yield track, audio, sr
+
+
+def _check_cache_folder(cache: Path, params: AudioParams) -> dict:
+    """Open or start the cache at ``cache``; refuse one made with other audio parameters."""
+    index_path = cache / INDEX_FILE
+    if index_path.is_file():
+        AudioParams.load(cache / PARAMS_FILE).check_same(
+            params, f"cache {cache}", "prepare into a new --cache folder, or delete this one"
+        )
+        return _read_index(index_path)
+    if cache.exists() and (not cache.is_dir() or any(cache.iterdir())):
+        raise UserError(f"{cache}: exists and is not a cache; choose a new or empty --cache folder")
+    if not cache.parent.is_dir():
+        raise UserError(f"{cache.parent}: folder does not exist; create it or choose another --cache")
+    (cache / "tracks").mkdir(parents=True, exist_ok=True)
+    params.save(cache / PARAMS_FILE)
+    return {"format": CACHE_FORMAT, "params": params.to_dict(), "runs": [], "tracks": [], "skipped": {}}
+
+
+def _select(tracks: list, limit: int | None) -> list:
+    if limit is not None:
+        if limit < 1:
+            raise UserError(f"--limit must be at least 1, got {limit}")
+        tracks = tracks[:limit]
+    return tracks
+
+
+def prepare(dataset: str, root, cache, split: str | None = None, unit: str = "track", limit: int | None = None,
+            strict: bool = False, progress: bool = True, params: AudioParams = DEFAULT_PARAMS) -> dict:
+    """Add the magnitudes of a dataset split to the cache folder ``cache`` (made if needed).
+
+    Tracks already in the cache are skipped, so re-running resumes an interrupted prepare.
+    ``limit`` keeps the first N tracks (sorted by name). Returns a summary:
+    ``{"added": [names], "already": int, "skipped": {name: reason}, "silent": [names]}``.
+    """
+    cache = Path(cache).expanduser()
+    tracks = _select(datasets.find_tracks(dataset, root, split, unit), limit)
+    index = _check_cache_folder(cache, params)
+    index_path = cache / INDEX_FILE
+    for stale in (cache / "tracks").glob(".*.part*"):  # temporary files of a killed run
+        stale.unlink(missing_ok=True)
+
+    run = {"dataset": dataset, "root": str(Path(root).resolve()), "split": split, "unit": unit}
+    if run not in index["runs"]:
+        index["runs"].append(run)
+    entries = {t["name"]: t for t in index["tracks"]}
+    todo, already = [], 0
+    for track in tracks:
+        entry = entries.get(track.name)
+        if entry is not None and (entry["dataset"], entry["split"]) != (track.dataset, track.split):
+            raise UserError(
+                f"{cache}: already holds a track named {track.name!r} from {entry['dataset']}/{entry['split']}; "
+                "prepare this split into another --cache folder"
+            )
+        files_ok = entry is not None and all(
+            (cache / "tracks" / f"{entry['file']}.{part}.npy").is_file() for part in PARTS
+        )
+        if files_ok:
+            already += 1
+        else:
+            todo.append(track)
+
+    summary = {"added": [], "already": already, "skipped": {}, "silent": []}
+    for track, audio, sr in _loaded_tracks(todo, strict, progress, "prepare", summary["skipped"]):
+        mono = {part: resample(to_mono(audio[part]), sr, params.sample_rate) for part in PARTS}
+        stem = _file_stem(track.name)
+        frames = None
+        for part in PARTS:
+            mag = magnitude(mono[part], params)
+            frames = mag.shape[1]
+            with atomic_output(cache / "tracks" / f"{stem}.{part}.npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, mag)
+        samples = len(mono["mixture"])
+        assert frames == n_frames(samples, params)
+        silent = bool(np.abs(mono["vocals"]).max() < SILENT_VOCALS_PEAK)
+        entries[track.name] = {
+            "name": track.name, "dataset": track.dataset, "split": track.split, "source": track.source,
+            "file": stem, "frames": frames, "samples": samples,
+            "seconds": round(samples / params.sample_rate, 3), "vocals_silent": silent,
+        }
+        index["skipped"].pop(track.name, None)
+        index["tracks"] = sorted(entries.values(), key=lambda t: t["name"])
+        atomic_write_text(index_path, json.dumps(index, indent=1) + "\n")
+        summary["added"].append(track.name)
+    index["skipped"].update(summary["skipped"])
+    index["tracks"] = sorted(entries.values(), key=lambda t: t["name"])
+    atomic_write_text(index_path, json.dumps(index, indent=1) + "\n")
+    summary["silent"] = [t["name"] for t in index["tracks"] if t["vocals_silent"]]
+    return summary
+
+
+def export(dataset: str, root, out, split: str | None = None, unit: str = "track", limit: int | None = None,
+           strict: bool = False, progress: bool = True) -> dict:
+    """Write a dataset split as a stems folder ``out/<track>/{mixture,vocals,accompaniment}.wav``.
+
+    Audio is written as read (the file's rate and channels), 16-bit PCM, or 32-bit float where a
+    signal exceeds full scale (a MIR-1K mixture = left + right can). Complete track folders are
+    skipped, so an interrupted export resumes. Returns ``{"written", "already", "skipped"}``.
+    """
+    out = Path(out).expanduser()
+    tracks = _select(datasets.find_tracks(dataset, root, split, unit), limit)
+    if not out.parent.is_dir():
+        raise UserError(f"{out.parent}: folder does not exist; create it or choose another --out")
+    out.mkdir(exist_ok=True)
+    summary = {"written": [], "already": 0, "skipped": {}}
+    todo = []
+    for track in tracks:
+        if all((out / track.name / f"{part}.wav").is_file() for part in PARTS):
+            summary["already"] += 1
+        else:
+            todo.append(track)
+    for track, audio, sr in _loaded_tracks(todo, strict, progress, "export", summary["skipped"]):
+        folder = out / track.name
+        folder.mkdir(exist_ok=True)
+        for part in PARTS:
+            loud = np.abs(audio[part]).max() > 1.0
+            save_audio(folder / f"{part}.wav", audio[part], sr, subtype="FLOAT" if loud else None)
+        summary["written"].append(track.name)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# Batches
+# --------------------------------------------------------------------------------------------
+
+
+class PatchSampler:
+    """Batches of ``(mixture, vocals)`` magnitude patches from a :class:`Cache`; the logic of :class:`DataGenerator`.
+
+    ``DataGenerator`` is this class mixed into ``keras.utils.PyDataset`` (defined on first use,
+    so importing this module does not import Keras); ``PatchSampler`` itself needs only numpy.
+
+    Arguments: ``cache`` (a :class:`Cache` or its path); ``tracks``, names of the tracks to draw
+    from (default all); ``batch_size``; ``mode``, ``"train"`` or ``"validation"``;
+    ``steps_per_epoch`` (train default: as many patches as the tracks hold, non-overlapping;
+    validation: caps the number of batches by taking evenly spread patches); ``seed``;
+    ``remix``, ``gain`` and ``input_dropout``, training augmentations (below); ``**kwargs`` go to
+    ``PyDataset.__init__`` (``workers``, ``use_multiprocessing``, ``max_queue_size``).
+
+    Batches are ``(mixture, vocals)``, each ``(B, n_bins, patch_frames, 1)`` float32.
+
+    Sampling. Training: each batch draws ``B`` tracks uniformly with replacement, then a uniform
+    random offset of ``patch_frames`` frames within each, so every track counts the same whatever
+    its length (stratified per track, as in the original PyTorch work). Batch ``i`` of epoch
+    ``e`` is drawn from ``numpy.random.default_rng((seed, e, i))``: it does not depend on which
+    worker makes it or in which order; :meth:`on_epoch_end` advances ``e``. Validation: every
+    track cut into patches at a hop of :data:`VALIDATION_HOP` frames (plus one ending at the
+    track's last frame), in a fixed order: identical every epoch.
+
+    Padding. A track shorter than a patch (a short clip) is padded at its end with zeros (zero
+    magnitude is silence in both input and target, so the padding asks nothing of the model).
+
+    Normalisation. Magnitudes stay linear (the model's output is mask * input, so input and target
+    must share a domain). :func:`audio.normalize_patches` divides each mixture patch and its vocals
+    patch by the mixture patch's peak: the input peaks at 1 whatever the song's loudness, and the
+    target is the same linear magnitude on the same scale, i.e. still ``ideal mask * input``.
+
+    Augmentations (training only; validation refuses them so it stays comparable across runs).
+    The cache holds magnitudes, not the complex STFT, so a new mixture of a vocals patch ``V`` and
+    an accompaniment patch ``A`` is approximated by ``sqrt(V**2 + A**2)``: the expected magnitude
+    (in power) of the sum of two sources with independent phases. It is exact where one source
+    dominates a bin (most bins) and misses the interference where both are comparable, where the
+    true ``|V + A|`` fluctuates around it; the plain sum ``V + A`` would overestimate every such
+    bin. It also keeps ``V <= mixture``, so the ideal mask stays in [0, 1]. Storing the complex
+    STFT would make the remix exact at 5/3 of the disk space; the magnitudes were preferred.
+
+    - ``remix``: every patch's vocals are mixed with the accompaniment of a random track (any,
+      itself included) at a random offset.
+    - ``gain``: vocals and accompaniment each scaled by a gain uniform in :data:`GAIN_RANGE`
+      before mixing (a common gain would be undone by the normalisation).
+    - ``input_dropout`` (probability p): as in the Keras coursework, each time-frequency cell of
+      the normalised input is zeroed with probability p (no rescaling, which would break the shared
+      domain). The target is zeroed at the same cells: the model's output there is mask * 0 = 0
+      whatever it does, so this only keeps the loss from counting an error nobody can fix.
+    """
+
+    def __init__(self, cache, tracks=None, batch_size: int = 64, mode: str = "train", steps_per_epoch: int | None = None,
+                 seed: int = 0, remix: bool = False, gain: bool = False, input_dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.cache = cache if isinstance(cache, Cache) else Cache(cache)
+        if mode not in ("train", "validation"):
+            raise UserError(f"mode must be 'train' or 'validation', got {mode!r}")
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not 0.0 <= input_dropout < 1.0:
+            raise UserError(f"input_dropout must be in [0, 1), got {input_dropout}")
+        if mode == "validation" and (remix or gain or input_dropout):
+            raise UserError("augmentations (remix, gain, input_dropout) are for training; validation mode takes none")
+        if steps_per_epoch is not None and steps_per_epoch < 1:
+            raise UserError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
+        names = self.cache.names() if tracks is None else list(tracks)
+        if not names:
+            raise UserError(f"{self.cache.path}: no tracks to draw patches from")
+        self.entries = [self.cache.track(n) for n in names]  # raises for unknown names
+        self.params = self.cache.params
+        self.batch_size = int(batch_size)
+        self.mode = mode
+        self.seed = int(seed)
+        self.remix = bool(remix)
+        self.gain = bool(gain)
+        self.input_dropout = float(input_dropout)
+        self.epoch = 0
+        frames = np.array([t["frames"] for t in self.entries])
+        self._max_offset = np.maximum(frames - self.params.patch_frames, 0)
+        if mode == "train":
+            patches = int(np.ceil(frames / self.params.patch_frames).sum())
+            self._steps = steps_per_epoch or max(1, math.ceil(patches / self.batch_size))
+            self._patches = None
+        else:
+            self._patches = self._validation_patches(steps_per_epoch)
+            self._steps = math.ceil(len(self._patches) / self.batch_size)
+
+    def _validation_patches(self, steps: int | None) -> np.ndarray:
+        """``(n, 2)`` array of (track index, offset): a hop of VALIDATION_HOP frames plus the last patch."""
+        rows = []
+        for i, last in enumerate(self._max_offset):
+            offsets = list(range(0, int(last) + 1, VALIDATION_HOP))
+            if offsets[-1] != last:
+                offsets.append(int(last))
+            rows.extend((i, o) for o in offsets)
+        patches = np.array(rows, dtype=np.int64)
+        if steps is not None and steps * self.batch_size < len(patches):
+            keep = np.unique(np.linspace(0, len(patches) - 1, steps * self.batch_size).round().astype(int))
+            patches = patches[keep]
+        return patches
+
+    def __len__(self) -> int:
+        return self._steps
+
+    def on_epoch_end(self):
+        """Advance the epoch, so the next training batches are new draws (validation stays fixed)."""
+        self.epoch += 1
+
+    def plan(self, index: int) -> dict:
+        """What batch ``index`` of the current epoch holds, before reading any audio.
+
+        ``{"track", "offset"}`` (arrays of length B: indexes into ``self.entries`` and frame
+        offsets), plus in training ``"rng"``, the generator the augmentations continue to draw from.
+        """
+        if not 0 <= index < self._steps:
+            raise IndexError(f"batch {index} out of range (0..{self._steps - 1})")
+        if self.mode == "validation":
+            rows = self._patches[index * self.batch_size:(index + 1) * self.batch_size]
+            return {"track": rows[:, 0], "offset": rows[:, 1]}
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        track = rng.integers(len(self.entries), size=self.batch_size)
+        offset = rng.integers(0, self._max_offset[track] + 1)
+        return {"track": track, "offset": offset, "rng": rng}
+
+    def _read(self, part: str, tracks, offsets) -> np.ndarray:
+        """``(B, n_bins, patch_frames)`` float32 patches of ``part``, zero-padded past a track's end."""
+        p = self.params
+        out = np.zeros((len(tracks), p.n_bins, p.patch_frames), dtype=np.float32)
+        for b, (t, o) in enumerate(zip(tracks, offsets)):
+            piece = self.cache.array(self.entries[t]["name"], part)[:, o:o + p.patch_frames]
+            out[b, :, :piece.shape[1]] = piece
+        return out
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        plan = self.plan(index)
+        track, offset = plan["track"], plan["offset"]
+        vocals = self._read("vocals", track, offset)
+        if self.remix or self.gain:
+            rng = plan["rng"]
+            if self.remix:
+                track = rng.integers(len(self.entries), size=len(track))
+                offset = rng.integers(0, self._max_offset[track] + 1)
+            accompaniment = self._read("accompaniment", track, offset)
+            if self.gain:
+                gains = rng.uniform(*GAIN_RANGE, size=(2, len(track), 1, 1)).astype(np.float32)
+                vocals *= gains[0]
+                accompaniment *= gains[1]
+            mixture = np.sqrt(vocals**2 + accompaniment**2)
+        else:
+            mixture = self._read("mixture", track, offset)
+        mixture, vocals = normalize_patches(mixture, vocals)
+        if self.input_dropout:
+            keep = plan["rng"].random(mixture.shape, dtype=np.float32) >= self.input_dropout
+            mixture *= keep
+            vocals *= keep
+        return mixture[..., None], vocals[..., None]
+
+
+def __getattr__(name):
+    # DataGenerator subclasses keras.utils.PyDataset; building it here on first use keeps
+    # `import data_generator` (and --help) free of the Keras/TensorFlow import.
+    if name == "DataGenerator":
+        import keras
+
+        cls = type("DataGenerator", (PatchSampler, keras.utils.PyDataset), {
+            "__module__": __name__,
+            "__doc__": "keras.utils.PyDataset of training patches; see PatchSampler for everything.\n\n"
+                       + PatchSampler.__doc__,
+        })
+        globals()["DataGenerator"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="data_generator.py",
+        description="Step 1: make the built-in dataset, turn a dataset into a training cache, or export a split as stems.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    syn = sub.add_parser("synthesize", help="write the built-in synthetic dataset (stems layout, 44.1 kHz stereo)")
+    syn.add_argument("--out", required=True, type=Path, help="output folder (gets train/ and test/)")
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--train", type=int, default=24, help="number of training tracks (default 24)")
+    syn.add_argument("--test", type=int, default=6, help="number of test tracks (default 6)")
+    syn.add_argument("--seconds", type=float, default=30.0, help="length of each track (default 30)")
+
+    source = argparse.ArgumentParser(add_help=False)
+    source.add_argument("--dataset", required=True, choices=datasets.DATASETS)
+    source.add_argument("--root", required=True, type=Path, help="dataset folder")
+    source.add_argument("--split", default=None, help="split to read (default all). stems: a split folder name; "
+                        f"musdb/musdb-hq: {', '.join(datasets.MUSDB_SPLITS)}; mir1k: {', '.join(datasets.MIR1K_SPLITS)}")
+    source.add_argument("--limit", type=int, default=None, help="only the first N tracks (sorted by name)")
+    source.add_argument("--strict", action="store_true", help="stop at an unreadable file instead of skipping it")
+    source.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    prep = sub.add_parser("prepare", parents=[source], help="store mixture/vocals/accompaniment magnitudes in a cache")
+    prep.add_argument("--cache", required=True, type=Path, help="cache folder (made if needed; resumed if it exists)")
+    prep.add_argument("--unit", choices=datasets.UNITS, default="track",
+                      help="mir1k: 'track' joins a song's clips (default), 'clip' keeps them apart")
+
+    exp = sub.add_parser("export", parents=[source], help="write a split as a stems folder OUT/<track>/{mixture,vocals,accompaniment}.wav")
+    exp.add_argument("--out", required=True, type=Path, help="output folder")
+    exp.add_argument("--unit", choices=datasets.UNITS, default="track",
+                     help="mir1k: 'clip' writes one folder per clip (Huang et al. evaluation), 'track' per song")
+    return parser
+
+
+def _synthesize(args) -> None:
+    try:
+        import synth
+    except ModuleNotFoundError as err:
+        if err.name != "synth":
+            raise
+        raise UserError("synth.py (the built-in dataset generator) is not in this checkout") from None
+    if args.train < 1 or args.test < 0 or args.seconds <= 0:
+        raise UserError("--train must be at least 1, --test at least 0 and --seconds positive")
+    synth.synthesize_dataset(args.out, seed=args.seed, n_train=args.train, n_test=args.test, seconds=args.seconds,
+                             progress=True)
+    print(f"wrote {args.train} train and {args.test} test tracks to {args.out}; next: "
+          f"python data_generator.py prepare --dataset stems --root {args.out} --cache cache/synth")
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    if args.command == "synthesize":
+        _synthesize(args)
+        return 0
+    if args.command == "prepare":
+        s = prepare(args.dataset, args.root, args.cache, args.split, args.unit, args.limit, args.strict, not args.quiet)
+        cache = Cache(args.cache)
+        hours = sum(t["seconds"] for t in cache.tracks) / 3600
+        print(f"{args.cache}: added {len(s['added'])} track(s), {s['already']} already there; "
+              f"cache holds {len(cache)} tracks ({hours:.2f} h)")
+    else:
+        s = export(args.dataset, args.root, args.out, args.split, args.unit, args.limit, args.strict, not args.quiet)
+        print(f"{args.out}: wrote {len(s['written'])} track(s), {s['already']} already there")
+    if s["skipped"]:
+        print(f"skipped {len(s['skipped'])} unreadable track(s): {', '.join(sorted(s['skipped']))}")
+    if s.get("silent"):
+        print(f"{len(s['silent'])} track(s) with silent vocals (kept): {', '.join(s['silent'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
