@@ -15,10 +15,11 @@ Datasets
     mixture minus vocals; where ``mixture`` is absent it is vocals plus accompaniment.
 ``musdb`` / ``musdb-hq``
     MUSDB18 (``<root>/{train,test}/<name>.stem.mp4``) and MUSDB18-HQ
-    (``<root>/{train,test}/<name>/{mixture,vocals,drums,bass,other}.wav``), listed by the
-    ``musdb`` package with its official split: ``train`` (86 tracks), ``validation`` (the 14
-    tracks of musdb's ``validation_tracks`` list, taken from the train subset) and ``test``
-    (50). Accompaniment = drums + bass + other (musdb's own ``accompaniment`` target).
+    (``<root>/{train,test}/<name>/{mixture,vocals,drums,bass,other}.wav``) with the official
+    split of the ``musdb`` package: ``train`` (86 tracks), ``validation`` (the 14 tracks of its
+    ``validation_tracks`` list, taken from the train subset) and ``test`` (50). Stem files are
+    decoded by ``stempeg`` (musdb's reader) with musdb's stream ids. Accompaniment = drums +
+    bass + other (musdb's own ``accompaniment`` target).
 ``mir1k``
     MIR-1K, ``<root>/Wavfile/<singer>_<song>_<clip>.{wav,flac}``, stereo with the
     accompaniment on the left and the singing voice on the right; mixture = left + right.
@@ -228,39 +229,55 @@ def _load_stems(track: Track) -> tuple[dict[str, np.ndarray], int]:
 # --------------------------------------------------------------------------------------------
 
 
+def musdb_validation_names() -> list[str]:
+    """The 14 validation track names of the official MUSDB18 split, from the musdb package's mus.yaml."""
+    import musdb
+    import yaml
+
+    with open(Path(musdb.__path__[0]) / "configs" / "mus.yaml") as f:
+        return list(yaml.safe_load(f)["validation_tracks"])
+
+
 def _find_musdb(root: Path, split: str | None, is_wav: bool) -> list[Track]:
+    # The listing mirrors musdb.DB(root, subsets, split, is_wav) (which filters the train subset
+    # by the same list and silently drops listed tracks that are absent) without building a
+    # musdb.DB: that runs ffprobe on every .stem.mp4 up front and one corrupt file makes it
+    # raise for the whole folder, where prepare should skip that file and name it.
     layout = MUSDB_HQ_LAYOUT if is_wav else MUSDB_LAYOUT
     dataset = "musdb-hq" if is_wav else "musdb"
-    if split == "valid":
+    if split == "valid":  # musdb's name for it
         split = "validation"
     if split is not None and split not in MUSDB_SPLITS:
         raise UserError(f"unknown {dataset} split {split!r}; choose one of {', '.join(MUSDB_SPLITS)}")
     if not any((root / s).is_dir() for s in ("train", "test")):
         raise UserError(f"{root}: no train/ or test/ folder; {layout}")
-    import musdb
-
-    # musdb names its validation split "valid"; it filters the train subset by its track list
-    # (a track on the list but absent from the folder is simply not returned).
-    wanted = [split] if split else list(MUSDB_SPLITS)
+    validation = set(musdb_validation_names())
     tracks = []
-    for ours in wanted:
-        subset, musdb_split = ("test", None) if ours == "test" else ("train", "valid" if ours == "validation" else "train")
-        if not (root / subset).is_dir():
+    for subset in ("train", "test"):
+        folder = root / subset
+        if not folder.is_dir():
             continue
-        db = musdb.DB(root=str(root), subsets=subset, split=musdb_split, is_wav=is_wav)
-        for mt in db.tracks:
-            if is_wav:
-                tracks.append(_stems_track(Path(mt.path).parent, dataset, ours, layout))
+        for path in sorted(folder.iterdir()):
+            if is_wav and path.is_dir() and not path.name.startswith("."):
+                name = path.name
+            elif not is_wav and path.is_file() and path.name.endswith(".stem.mp4"):
+                name = path.name[: -len(".stem.mp4")]
             else:
-                tracks.append(Track(mt.name, dataset, ours, (("stem", mt.path),)))
-        if ours == "validation":
-            expected = db.setup["validation_tracks"]
-            missing = len(set(expected) - {t.name for t in tracks if t.split == "validation"})
-            if missing:
-                warnings.warn(
-                    f"{root}: {missing} of the {len(expected)} MUSDB validation tracks are absent "
-                    "(a partial copy?); the validation split holds only the others"
-                )
+                continue
+            ours = "test" if subset == "test" else ("validation" if name in validation else "train")
+            if split is not None and ours != split:
+                continue
+            if is_wav:
+                tracks.append(_stems_track(path, dataset, ours, layout))
+            else:
+                tracks.append(Track(name, dataset, ours, (("stem", str(path)),)))
+    if split in (None, "validation") and (root / "train").is_dir():
+        missing = len(validation - {t.name for t in tracks if t.split == "validation"})
+        if missing:
+            warnings.warn(
+                f"{root}: {missing} of the {len(validation)} MUSDB validation tracks are absent "
+                "(a partial copy?); the validation split holds only the others"
+            )
     return tracks
 
 
