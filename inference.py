@@ -76,7 +76,8 @@ HIGH_BAND_REFERENCE = (0.46875, PASSBAND)
 #: Where the CLI looks for a model when --model is not given.
 PRETRAINED = Path(__file__).resolve().parent / "pretrained"
 STEMS = ("vocals", "accompaniment")
-TRAIN_HINT = ("train one with `python train.py ...` (see README) and pass --model runs/NAME/best.keras")
+TRAIN_HINT = ("train one: `python data_generator.py prepare --dataset mir1k --root DATA --cache cache/mir1k`, then "
+              "`python train.py --cache cache/mir1k --run-dir runs/NAME`, and pass --model runs/NAME/best.keras")
 
 
 # --------------------------------------------------------------------------------------------
