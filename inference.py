@@ -253,6 +253,18 @@ def full_band_mask(mask: np.ndarray, sr: int, frames: range | np.ndarray, params
     return rows[j0] * (1 - wf) + rows[j1] * wf
 
 
+def _padded_length(samples: int, n_fft: int, hop: int) -> int:
+    """Length after the zeros :func:`masked_istft` adds: at least one hop, and one window for a
+    very short input. With a hop longer than half the window, the centred STFT's last frame can
+    end before the signal does, and samples under no window cannot be inverted."""
+    return max(samples + hop, n_fft)
+
+
+def n_chunks(samples: int, n_fft: int, hop: int, chunk_frames: int = CHUNK_FRAMES) -> int:
+    """Number of chunks :func:`masked_istft` processes a signal of ``samples`` in."""
+    return math.ceil((1 + _padded_length(samples, n_fft, hop) // hop) / chunk_frames)
+
+
 def masked_istft(mixture: np.ndarray, mask_for, n_fft: int, hop: int, chunk_frames: int = CHUNK_FRAMES,
                  progress=None, timings: dict | None = None) -> np.ndarray:
     """``istft(stft(mixture) * mask)`` for ``(samples, channels)`` audio, in chunks of frames.
@@ -264,10 +276,7 @@ def masked_istft(mixture: np.ndarray, mask_for, n_fft: int, hop: int, chunk_fram
     STFT held at once is ``chunk_frames`` frames long.
     """
     samples, channels = mixture.shape
-    # Zeros after the end (at least one hop, and one window for a very short input): with a hop
-    # longer than half the window, the centred STFT's last frame can end before the signal does,
-    # and samples under no window cannot be inverted.
-    padded = max(samples + hop, n_fft)
+    padded = _padded_length(samples, n_fft, hop)
     total = 1 + padded // hop
     reach = -(-(n_fft // 2) // hop)  # frames on each side whose windows touch a sample
     out = np.empty((samples, channels), dtype=np.float32)
@@ -344,34 +353,44 @@ def separate_vocals(mixture: np.ndarray, sr: int, model, params: AudioParams | N
     with _timed(timings, "model_stft"):
         mix_mag = audio.magnitude(mono, params)  # (n_bins, frames) at the model's rate
     n_fft, hop = frame_grid(sr, params) if full_band else (params.n_fft, params.hop_length)
-    rate = sr if full_band else params.sample_rate
-    samples = x.shape[0] if full_band else mono.shape[0]
-    chunks = math.ceil((1 + max(samples + hop, n_fft) // hop) / chunk_frames)  # as in masked_istft
-    label = progress if isinstance(progress, str) else "separating"
-    with tqdm(total=n_segments(mix_mag.shape[1], params.patch_frames, overlap) + chunks, desc=label, unit="step",
+    samples = x.shape[0] if full_band else round(x.shape[0] * params.sample_rate / sr)
+    steps = n_segments(mix_mag.shape[1], params.patch_frames, overlap) + n_chunks(samples, n_fft, hop, chunk_frames)
+    with tqdm(total=steps, desc=progress if isinstance(progress, str) else "separating", unit="step",
               disable=not progress, leave=False, file=sys.stderr) as bar:
         with _timed(timings, "model"):
             mask = predict_mask(mix_mag, predictor, params, overlap, batch_size, bar)
-
-        def exact_mask(frames):  # the model's own frames, past the last one: its last mask
-            return audio.extend_mask(mask[:, np.minimum(frames, mask.shape[1] - 1)], n_fft // 2 + 1)
-
-        if full_band and sr == params.sample_rate:
-            # No resampling, so the model saw every bin: apply its mask as in training.
-            vocals = masked_istft(x, exact_mask, n_fft, hop,
-                                  chunk_frames, bar, timings)
-        elif full_band:
-            vocals = masked_istft(x, lambda frames: full_band_mask(mask, sr, frames, params), n_fft, hop,
-                                  chunk_frames, bar, timings)
-        else:
-            with _timed(timings, "resample"):
-                low = audio.resample(x, sr, rate)
-            low_vocals = masked_istft(low, exact_mask, n_fft,
-                                      hop, chunk_frames, bar, timings)
-            with _timed(timings, "resample"):
-                vocals = audio.resample(low_vocals, rate, sr)
-            vocals = _fit_length(vocals, x.shape[0])
+        vocals = apply_vocal_mask(x, sr, mask, params, full_band, chunk_frames=chunk_frames, progress=bar,
+                                  timings=timings)
     return vocals[:, 0] if one_d else vocals
+
+
+def apply_vocal_mask(mixture: np.ndarray, sr: int, mask: np.ndarray, params: AudioParams = DEFAULT_PARAMS,
+                     full_band: bool = True, high_band: str = "mean", chunk_frames: int = CHUNK_FRAMES,
+                     progress=None, timings: dict | None = None) -> np.ndarray:
+    """The vocals of ``(samples, channels)`` audio at ``sr`` under a model-rate mask ``(n_bins, frames)``.
+
+    ``full_band``: the mask is mapped onto the song's own STFT (:func:`full_band_mask`; the
+    model's own grid when ``sr`` is the model's rate). Otherwise the song is resampled to the
+    model's rate, masked there and the vocals resampled back (nothing above 4 kHz).
+    Split from :func:`separate_vocals` so that any mask (an oracle, in the benchmark) can be applied.
+    """
+    n_fft, hop = params.n_fft, params.hop_length
+
+    def exact_mask(frames):  # the model's own frames, past the last one: its last mask
+        return audio.extend_mask(mask[:, np.minimum(frames, mask.shape[1] - 1)], n_fft // 2 + 1)
+
+    if sr == params.sample_rate:
+        # No resampling, so the model saw every bin: apply its mask as in training.
+        return masked_istft(mixture, exact_mask, n_fft, hop, chunk_frames, progress, timings)
+    if full_band:
+        n_fft, hop = frame_grid(sr, params)
+        return masked_istft(mixture, lambda frames: full_band_mask(mask, sr, frames, params, high_band), n_fft, hop,
+                            chunk_frames, progress, timings)
+    with _timed(timings, "resample"):
+        low = audio.resample(mixture, sr, params.sample_rate)
+    low_vocals = masked_istft(low, exact_mask, n_fft, hop, chunk_frames, progress, timings)
+    with _timed(timings, "resample"):
+        return _fit_length(audio.resample(low_vocals, params.sample_rate, sr), mixture.shape[0])
 
 
 def _fit_length(x: np.ndarray, samples: int) -> np.ndarray:
