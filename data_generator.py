@@ -208,7 +208,10 @@ def _check_cache_folder(cache: Path, params: AudioParams) -> dict:
         raise UserError(f"{cache.parent}: folder does not exist; create it or choose another --cache")
     (cache / "tracks").mkdir(parents=True, exist_ok=True)
     params.save(cache / PARAMS_FILE)
-    return {"format": CACHE_FORMAT, "params": params.to_dict(), "runs": [], "tracks": [], "skipped": {}}
+    # an index from the start: a run stopped before its first track still leaves a (empty) cache
+    index = {"format": CACHE_FORMAT, "params": params.to_dict(), "runs": [], "tracks": [], "skipped": {}}
+    atomic_write_text(index_path, json.dumps(index, indent=1) + "\n")
+    return index
 
 
 def _select(tracks: list, limit: int | None) -> list:
@@ -337,7 +340,8 @@ class PatchSampler:
     random offset of ``patch_frames`` frames within each, so every track counts the same whatever
     its length (stratified per track, as in the original PyTorch work). Batch ``i`` of epoch
     ``e`` is drawn from ``numpy.random.default_rng((seed, e, i))``: it does not depend on which
-    worker makes it or in which order; :meth:`on_epoch_end` advances ``e``. Validation: every
+    worker makes it or in which order; :meth:`on_epoch_end` advances ``e`` (Keras' ``fit`` also
+    calls it once before the first epoch, which therefore draws with ``e = 1``). Validation: every
     track cut into patches at a hop of :data:`VALIDATION_HOP` frames (plus one ending at the
     track's last frame), in a fixed order: identical every epoch.
 
