@@ -1,0 +1,121 @@
+"""How fast DataGenerator makes patches, beside how fast the full U-Net consumes them in training.
+
+    .venv/bin/python benchmarks/bench_data_generator.py [--cache DIR] [--batch-size 16] [--batches 50] [--model-steps 3]
+
+Without ``--cache`` it prepares a temporary cache of synthetic stems (sines and noise). The
+generator is timed in one process (no workers) with the page cache warm; the model is
+``unet_model.build_unet()`` compiled with Adam and an L1 loss, timed over a few
+``train_on_batch`` steps after one warm-up step. Prints a table; the generator should make
+patches at least 10x faster than training consumes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+import audio  # noqa: E402
+import data_generator as dg  # noqa: E402
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, help="a prepared cache (default: a temporary synthetic one)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batches", type=int, default=50, help="generator batches timed per mode")
+    parser.add_argument("--model-steps", type=int, default=3, help="train_on_batch steps timed (0: skip the model)")
+    return parser
+
+
+def synthetic_cache(folder: Path, tracks: int = 8, seconds: float = 30.0) -> Path:
+    """A stems dataset of sines over noise at 8192 Hz, prepared into ``folder/cache``."""
+    rng = np.random.default_rng(0)
+    sr = audio.DEFAULT_PARAMS.sample_rate
+    t = np.arange(int(seconds * sr)) / sr
+    for i in range(tracks):
+        song = folder / "stems" / "train" / f"song{i}"
+        song.mkdir(parents=True)
+        vocals = 0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t)[:, None]
+        accompaniment = 0.05 * rng.standard_normal((len(t), 1))
+        audio.save_audio(song / "vocals.wav", vocals, sr)
+        audio.save_audio(song / "accompaniment.wav", accompaniment, sr)
+        audio.save_audio(song / "mixture.wav", vocals + accompaniment, sr)
+    dg.prepare("stems", folder / "stems", folder / "cache", progress=False)
+    return folder / "cache"
+
+
+def time_generator(gen, batches: int) -> float:
+    """Patches per second over ``batches`` batches (after one pass to warm the page cache)."""
+    n = min(batches, len(gen))
+    for i in range(n):
+        gen[i]
+    gen.on_epoch_end()
+    start = time.perf_counter()
+    for i in range(n):
+        gen[i]
+    return n * gen.batch_size / (time.perf_counter() - start)
+
+
+def time_model(batch_size: int, steps: int, params) -> tuple[float | None, str]:
+    """Patches per second of train_on_batch on the full U-Net, or None with the reason."""
+    try:
+        import keras
+        from unet_model import build_unet
+    except ImportError as err:
+        return None, f"unet_model not available ({err})"
+    model = build_unet(input_shape=(params.n_bins, params.patch_frames, 1))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mae")
+    rng = np.random.default_rng(0)
+    x = rng.random((batch_size, params.n_bins, params.patch_frames, 1), dtype=np.float32)
+    y = 0.5 * x
+    model.train_on_batch(x, y)  # warm-up: tracing and graph building
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    return steps * batch_size / (time.perf_counter() - start), f"{model.count_params():,} parameters"
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = dg.Cache(args.cache or synthetic_cache(Path(tmp)))
+        hours = sum(t["seconds"] for t in cache.tracks if "seconds" in t) / 3600
+        print(f"cache: {cache.path} ({len(cache)} tracks, {hours:.2f} h); batch size {args.batch_size}; "
+              f"{os.cpu_count()} CPU core(s)\n")
+        rows = []
+        for label, kwargs in (
+            ("generator, training", {}),
+            ("generator, training + remix, gain, input dropout", dict(remix=True, gain=True, input_dropout=0.1)),
+            ("generator, validation", dict(mode="validation")),
+        ):
+            gen = dg.PatchSampler(cache, batch_size=args.batch_size, **kwargs)
+            rows.append((label, time_generator(gen, args.batches)))
+        consumed, note = (None, "skipped") if args.model_steps == 0 else time_model(
+            args.batch_size, args.model_steps, cache.params)
+        rows.append((f"U-Net train_on_batch ({note})", consumed))
+
+    print(f"{'what':<62} {'patches/s':>10} {'ms/batch':>9} {'x training':>11}")
+    for label, rate in rows:
+        if rate is None:
+            print(f"{label:<62} {'n/a':>10}")
+            continue
+        ratio = f"{rate / consumed:,.0f}x" if consumed else "n/a"
+        print(f"{label:<62} {rate:>10,.1f} {1000 * args.batch_size / rate:>9.1f} {ratio:>11}")
+    if consumed:
+        slowest = min(rate for _, rate in rows[:-1])
+        verdict = "OK" if slowest >= 10 * consumed else "TOO SLOW"
+        print(f"\nslowest generator mode is {slowest / consumed:,.0f}x training consumption (needs >= 10x): {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(audio.run_cli(main))
