@@ -366,10 +366,12 @@ class PatchSampler:
       itself included) at a random offset.
     - ``gain``: vocals and accompaniment each scaled by a gain uniform in :data:`GAIN_RANGE`
       before mixing (a common gain would be undone by the normalisation).
-    - ``input_dropout`` (probability p): as in the Keras coursework, each time-frequency cell of
-      the normalised input is zeroed with probability p (no rescaling, which would break the shared
-      domain). The target is zeroed at the same cells: the model's output there is mask * 0 = 0
-      whatever it does, so this only keeps the loss from counting an error nobody can fix.
+    - ``input_dropout`` (probability p): dropout on the model's input, the coursework's
+      regulariser, here at the finest grain: each time-frequency cell of the normalised input is
+      zeroed with probability p, without the usual 1/(1-p) rescaling, which would break the
+      shared domain. The target is zeroed at the same cells: the model's output there is
+      mask * 0 = 0 whatever it does, so this only keeps the loss from counting an error nobody
+      can fix; the model learns to fill in from the neighbouring cells.
     """
 
     def __init__(self, cache, tracks=None, batch_size: int = 64, mode: str = "train", steps_per_epoch: int | None = None,

@@ -264,6 +264,10 @@ def test_validation_batches_shapes_domain_and_determinism(cache_dir):
         np.testing.assert_array_equal(again[i][1], v)
     with pytest.raises(IndexError):
         gen[3]
+    # steps_per_epoch caps validation with evenly spread patches, first and last included
+    capped = dg.PatchSampler(cache, tracks=["long", "short"], batch_size=3, mode="validation", steps_per_epoch=2)
+    assert len(capped) == 2 and len(capped._patches) == 6
+    assert capped._patches[0].tolist() == [0, 0] and capped._patches[-1].tolist() == [1, 0]
 
 
 def test_training_draws_tracks_equally_whatever_their_length(cache_dir):
