@@ -10,7 +10,14 @@ Usage::
 ``prepare`` reads each track (datasets.py), folds it to mono by averaging the channels
 (:func:`audio.to_mono`), resamples it to 8192 Hz (soxr), and stores the STFT magnitudes of the
 mixture, the vocals and the accompaniment over the model's 512 bins (:func:`audio.magnitude`).
-``train.py`` then reads batches through :class:`DataGenerator`.
+``train.py`` then reads batches through :class:`DataGenerator`::
+
+    cache = Cache("cache/mir1k")
+    train = DataGenerator(cache, tracks=cache.names(split="train"), batch_size=16, remix=True, workers=2)
+    val = DataGenerator(cache, tracks=cache.names(split="validation"), batch_size=16, mode="validation")
+    model.fit(train, validation_data=val, epochs=...)
+
+Run one prepare per cache folder at a time (two at once would overwrite each other's index).
 
 Cache layout
 ------------
@@ -388,7 +395,7 @@ class PatchSampler:
             raise UserError("augmentations (remix, gain, input_dropout) are for training; validation mode takes none")
         if steps_per_epoch is not None and steps_per_epoch < 1:
             raise UserError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
-        names = self.cache.names() if tracks is None else list(tracks)
+        names = self.cache.names() if tracks is None else [tracks] if isinstance(tracks, str) else list(tracks)
         if not names:
             raise UserError(f"{self.cache.path}: no tracks to draw patches from")
         self.entries = [self.cache.track(n) for n in names]  # raises for unknown names
