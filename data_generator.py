@@ -556,7 +556,7 @@ def _synthesize(args) -> None:
     synth.synthesize_dataset(args.out, seed=args.seed, n_train=args.train, n_test=args.test, seconds=args.seconds,
                              progress=True)
     print(f"wrote {args.train} train and {args.test} test tracks to {args.out}; next: "
-          f"python data_generator.py prepare --dataset stems --root {args.out} --cache cache/synth")
+          f"python data_generator.py prepare --dataset stems --root {args.out} --split train --cache cache/synth")
 
 
 def main(argv=None) -> int:
