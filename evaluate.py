@@ -331,14 +331,11 @@ def write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
 
 
 def read_csv(path) -> list[dict]:
-    """Rows of a per_track.csv with numbers as floats (for notebooks and :func:`summarize`)."""
+    """Rows of a per_track.csv or summary.csv, numbers as floats (for notebooks and :func:`summarize`)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    for row in rows:
-        for key, value in row.items():
-            if key not in ("track", "method", "status", "notes"):
-                row[key] = float(value)
-    return rows
+    text = {"track", "method", "status", "notes", "metric"}
+    return [{k: (v if k in text else float(v)) for k, v in row.items()} for row in rows]
 
 
 def box_plots(rows: list[dict], folder: Path, families=FAMILIES) -> list[Path]:
