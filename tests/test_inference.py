@@ -121,21 +121,38 @@ def test_full_band_mask_maps_time_and_frequency():
     bins_hz = np.arange(512) * 8.0  # model bin j is 8j Hz
     times = np.arange(frames) * 768 / 8192
     mask = (bins_hz[:, None] / 4096 + times[None, :] / 100).astype(np.float32)
-    out = inference.full_band_mask(mask, sr, range(frames - 2), high_band="mean")
+    out = inference.full_band_mask(mask, sr, range(frames - 2))
     n_fft, hop = inference.frame_grid(sr)
     assert out.shape == (n_fft // 2 + 1, frames - 2)
     freqs = np.arange(n_fft // 2 + 1) * sr / n_fft
     full_times = np.arange(frames - 2) * hop / sr
     expected = freqs[:, None] / 4096 + full_times[None, :] / 100
-    low = freqs <= 3840
+    low, high = freqs <= 3840, freqs > 3840
     np.testing.assert_allclose(out[low], expected[low], atol=1e-5)
-    # above the passband: the mean of the 1920-3840 Hz band, frame by frame
-    ref = (bins_hz >= 1920) & (bins_hz <= 3840)
-    band_mean = bins_hz[ref].mean() / 4096 + full_times / 100
-    np.testing.assert_allclose(out[freqs > 3840], np.broadcast_to(band_mean, out[freqs > 3840].shape), atol=1e-4)
+    # above the passband: the mean of the 2880-3840 Hz band, frame by frame, squared
+    band_mean = bins_hz[(bins_hz >= 2880) & (bins_hz <= 3840)].mean() / 4096 + full_times / 100
+    np.testing.assert_allclose(out[high], np.broadcast_to(band_mean**2, out[high].shape), atol=1e-4)
+    plain = inference.full_band_mask(mask, sr, range(frames - 2), high_band="mean")
+    np.testing.assert_allclose(plain[high], np.broadcast_to(band_mean, out[high].shape), atol=1e-4)
     edge = inference.full_band_mask(mask, sr, range(frames - 2), high_band="edge")
-    np.testing.assert_allclose(edge[freqs > 5000], np.broadcast_to(3840 / 4096 + full_times / 100,
-                                                                    edge[freqs > 5000].shape), atol=1e-4)
+    np.testing.assert_allclose(edge[high], np.broadcast_to(3840 / 4096 + full_times / 100, out[high].shape),
+                               atol=1e-4)
+    top = inference.full_band_mask(mask, sr, range(frames - 2), high_band="top")
+    below_top = freqs <= 4088
+    np.testing.assert_allclose(top[below_top], expected[below_top], atol=1e-5)
+    np.testing.assert_allclose(top[~below_top], np.broadcast_to(4088 / 4096 + full_times / 100,
+                                                                top[~below_top].shape), atol=1e-4)
+
+
+def test_full_band_mask_below_the_models_rate():
+    """At 6000 Hz every bin lies under the model's band: mapped by frequency up to the passband."""
+    mask = np.tile(np.linspace(0, 1, 512, dtype=np.float32)[:, None], (1, 10))
+    out = inference.full_band_mask(mask, 6000, range(5))
+    n_fft, _ = inference.frame_grid(6000)
+    freqs = np.arange(n_fft // 2 + 1) * 6000 / n_fft
+    low = freqs <= 0.9375 * 3000
+    np.testing.assert_allclose(out[low, 0], freqs[low] / 8 / 511, atol=1e-5)
+    assert np.isfinite(out).all() and out.max() <= 1
 
 
 def test_chunked_masking_equals_one_piece():
@@ -185,10 +202,13 @@ def test_separate_accepts_1d_mono(tiny_model):
 
 
 def test_a_constant_mask_scales_the_whole_band():
-    """Mask 0.3 everywhere: vocals = 0.3 x mixture at every frequency, up to 22 kHz."""
+    """Mask 1 gives the mixture back at every frequency up to 22 kHz; mask 0.3 scales the
+    model's band by 0.3 and, squared, the band above 3.84 kHz by 0.09."""
     x = noise(10.0, 44100, 2)
+    np.testing.assert_allclose(inference.separate(x, 44100, constant_mask(1.0))["vocals"], x, atol=1e-5)
     vocals = inference.separate(x, 44100, constant_mask(0.3))["vocals"]
-    np.testing.assert_allclose(vocals, 0.3 * x, atol=1e-5)
+    assert band_energy(vocals, 44100, 0, 3700) / band_energy(x, 44100, 0, 3700) == pytest.approx(0.09, rel=0.01)
+    assert band_energy(vocals, 44100, 4000) / band_energy(x, 44100, 4000) == pytest.approx(0.09**2, rel=0.01)
 
 
 def test_vocals_keep_energy_above_4khz_in_full_band_only():
@@ -196,10 +216,11 @@ def test_vocals_keep_energy_above_4khz_in_full_band_only():
     t = np.arange(8 * sr) / sr
     high = 0.2 * np.sin(2 * np.pi * 9000 * t)[:, None] * np.ones((1, 2))
     x = (noise(8.0, sr, 2) + high).astype(np.float32)
-    full = inference.separate(x, sr, constant_mask(0.5))
-    limited = inference.separate(x, sr, constant_mask(0.5), full_band=False)
+    full = inference.separate(x, sr, constant_mask(0.8))
+    limited = inference.separate(x, sr, constant_mask(0.8), full_band=False)
     mix_high = band_energy(x, sr, 4200)
-    assert band_energy(full["vocals"], sr, 4200) / mix_high == pytest.approx(0.25, rel=0.02)
+    # the mask above 3.84 kHz is 0.8**2 = 0.64, so the energy ratio is 0.64**2
+    assert band_energy(full["vocals"], sr, 4200) / mix_high == pytest.approx(0.64**2, rel=0.02)
     assert band_energy(limited["vocals"], sr, 4200) / mix_high < 1e-3  # the telephone alternative
     assert band_energy(limited["accompaniment"], sr, 4200) / mix_high > 0.99
     for stems in (full, limited):
