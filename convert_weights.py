@@ -149,7 +149,7 @@ def keras_to_state_dict(model, skip_first: bool = False) -> dict[str, np.ndarray
         state[f"deconv{i}.bias"] = bias
         if i < depth:
             state.update(_bn_to_torch(model.get_layer(f"decoder{i}_bn"), f"debn{i}"))
-    return {k: np.ascontiguousarray(v) for k, v in state.items()}
+    return {k: np.array(v, order="C") for k, v in state.items()}  # ascontiguousarray makes 0-d arrays 1-d
 
 
 def _bn_to_torch(layer, prefix: str) -> dict[str, np.ndarray]:
@@ -323,6 +323,8 @@ def load_torch_checkpoint(path, unsafe_pickle: bool = False) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint file" + (" (it is a folder)" if path.is_dir() else ""))
+    if not _is_torch_file(path):
+        raise UserError(f"{path}: cannot read as a PyTorch checkpoint (not a file written by torch.save)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not unsafe_pickle)
     except pickle.UnpicklingError as err:
@@ -339,6 +341,20 @@ def load_torch_checkpoint(path, unsafe_pickle: bool = False) -> dict:
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise UserError(f"{path}: cannot read as a PyTorch checkpoint ({_first_line(err)})") from None
     return extract_state_dict(obj, str(path))
+
+
+#: How torch.save's legacy (before PyTorch 1.6) format begins: its magic number, pickled.
+_LEGACY_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)[:-1]
+
+
+def _is_torch_file(path: Path) -> bool:
+    """Whether ``path`` has the form of a torch.save file: a zip archive, or the legacy format."""
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        return f.read(len(_LEGACY_MAGIC)) == _LEGACY_MAGIC
 
 
 def extract_state_dict(obj, source: str = "checkpoint") -> dict:

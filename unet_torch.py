@@ -138,10 +138,15 @@ def unet_from_state_dict(state_dict: dict, **kwargs) -> UNet:
 def predict_mask(module: nn.Module, patches: np.ndarray) -> np.ndarray:
     """The mask of a batch of patches in the Keras layout, ``(B, bins, frames, 1)`` -> same shape.
 
-    Runs ``module`` in inference mode (``eval()``, no gradients) on channels-first tensors; usable
-    as ``inference.separate``'s model (any callable with this signature).
+    Runs ``module`` in inference mode (``eval()``, no gradients; its mode is restored after) on
+    channels-first tensors; usable as ``inference.separate``'s model (any callable with this
+    signature).
     """
+    was_training = module.training
     module.eval()
-    with torch.inference_mode():
-        x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(patches, -1, 1), dtype=np.float32))
-        return np.moveaxis(module(x).numpy(), 1, -1)
+    try:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(patches, -1, 1), dtype=np.float32))
+            return np.moveaxis(module(x).numpy(), 1, -1)
+    finally:
+        module.train(was_training)
