@@ -1,0 +1,78 @@
+"""Benchmark of evaluate.py: time to score a 3-minute track, per metric family, serial and in parallel.
+
+    .venv/bin/python benchmarks/bench_evaluate.py [--seconds 180] [--tracks 2] [--native]
+
+Writes ``--tracks`` synthetic 44.1 kHz stereo songs (``synth.synthesize_track``) as a stems
+folder, with estimates (vocals + 10% of the accompaniment and the converse) in inference.py's
+layout, then times ``evaluate.run_jobs`` over them (reading, resampling to 8192 Hz mono and
+scoring, what ``python evaluate.py`` does per track) for BSS Eval v3 (mir_eval) and v4 (museval)
+apart, with one process and with ``--jobs 2``. ``--native`` adds rows at 44.1 kHz, v4 stereo
+(the SiSEC setting), which is much slower. Prints a table. The machine's CPU may be shared:
+compare rows within a run rather than across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import audio  # noqa: E402
+import datasets  # noqa: E402
+import evaluate  # noqa: E402
+import synth  # noqa: E402
+
+
+def write_songs(folder: Path, n: int, seconds: float, sr: int = 44100) -> tuple[Path, Path]:
+    """``n`` synthetic songs as ``folder/refs/<song>/...`` and estimates as ``folder/est/<song>/...``."""
+    for i in range(n):
+        vocals, acc, _ = synth.synthesize_track(i, seconds, sr)
+        song = f"song{i:03d}"
+        (folder / "refs" / song).mkdir(parents=True)
+        (folder / "est" / song).mkdir(parents=True)
+        for name, x in (("vocals", vocals), ("accompaniment", acc), ("mixture", vocals + acc)):
+            audio.save_audio(folder / "refs" / song / f"{name}.wav", x, sr)
+        audio.save_audio(folder / "est" / song / "vocals.wav", vocals + 0.1 * acc, sr)
+        audio.save_audio(folder / "est" / song / "accompaniment.wav", acc + 0.1 * vocals, sr)
+    return folder / "refs", folder / "est"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=180.0, help="length of each song (default: %(default)s)")
+    parser.add_argument("--tracks", type=int, default=2, help="songs scored per row (default: %(default)s)")
+    parser.add_argument("--native", action="store_true", help="also time 44.1 kHz stereo (v4) scoring")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        refs, est = write_songs(Path(tmp), args.tracks, args.seconds)
+        print(f"wrote {args.tracks} songs of {args.seconds:g} s in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        tracks = datasets.find_tracks("stems", refs)
+        configs = [("v3 mir_eval", evaluate.Settings(families=("v3",))),
+                   ("v4 museval", evaluate.Settings(families=("v4",))),
+                   ("v3 + v4", evaluate.Settings())]
+        if args.native:
+            configs.append(("v4 museval", evaluate.Settings(sr=None, stereo=True, families=("v4",))))
+        rows = []
+        for label, settings in configs:
+            rate = "44100 Hz stereo" if settings.sr is None else f"{settings.sr} Hz mono"
+            for workers in (1, 2):
+                jobs = [evaluate.Job(t, est, "est", (), settings) for t in tracks]
+                start = time.perf_counter()
+                evaluate.run_jobs(jobs, workers=workers, progress=False)
+                wall = time.perf_counter() - start
+                rows.append([label, rate, workers, len(tracks), wall, wall / len(tracks)])
+                print(f"{label}, {rate}, jobs {workers}: {wall:.1f} s", file=sys.stderr)
+    print(f"\nScoring {args.tracks} songs of {args.seconds:g} s (44.1 kHz stereo files), evaluate.run_jobs:")
+    print(evaluate.format_table(["metrics", "evaluated at", "jobs", "tracks", "wall s", "s/track"], rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
