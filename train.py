@@ -313,7 +313,14 @@ def read_history(path) -> dict[str, list[float]]:
         return {}
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {key: [float(r[key]) if r[key] not in ("", None) else math.nan for r in rows] for key in (rows[0] if rows else {})}
+    return {key: [_float(r[key]) for r in rows] for key in (rows[0] if rows else {})}
+
+
+def _float(text) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):  # CSVLogger writes "NA" for a value missing from an epoch's logs
+        return math.nan
 
 
 def plot_history(history_path, png_path) -> None:
@@ -329,7 +336,7 @@ def plot_history(history_path, png_path) -> None:
     FigureCanvasAgg(fig)
     ax, ax_lr = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     for key, label in (("loss", "training"), ("val_loss", "validation")):
-        if key in history:
+        if any(math.isfinite(v) for v in history.get(key, [])):
             ax.plot(epochs, history[key], marker=".", label=label)
     ax.set_yscale("log")
     ax.set_ylabel("loss")

@@ -1,0 +1,331 @@
+"""Tests of train.py: real (tiny) trainings on a small prepared cache, resuming after SIGKILL,
+NaN and save failures, refusals of bad input, and MirroredStrategy on two CPU devices."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import data_generator
+import train
+import unet_model
+from audio import AudioParams, UserError, save_audio
+
+ROOT = Path(__file__).resolve().parent.parent
+SR = 8192
+#: A small cache: 64 bins x 64 frames patches (the U-Net's depth 6 needs multiples of 64).
+TINY_PARAMS = AudioParams(n_bins=64, patch_frames=64)
+
+
+def write_stems(root: Path, n_tracks: int = 4, seconds: float = 8.0, seed: int = 0) -> None:
+    """A stems folder root/train/songN/{mixture,vocals,accompaniment}.wav: gated harmonic "vocals"
+    over noise and a low tone, so the vocals are learnable from the mixture."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    for i in range(n_tracks):
+        f0 = rng.uniform(200, 500)
+        gate = np.sin(2 * np.pi * rng.uniform(0.3, 0.8) * t) > 0
+        phase = 2 * np.pi * f0 * t * (1 + 0.01 * np.sin(2 * np.pi * 5 * t))
+        vocals = 0.2 * gate * sum(np.sin(k * phase) / k for k in range(1, 5))
+        accompaniment = 0.05 * rng.standard_normal(t.size) + 0.2 * np.sin(2 * np.pi * rng.uniform(60, 120) * t)
+        folder = root / "train" / f"song{i}"
+        folder.mkdir(parents=True)
+        save_audio(folder / "vocals.wav", vocals.astype(np.float32), SR)
+        save_audio(folder / "accompaniment.wav", accompaniment.astype(np.float32), SR)
+        save_audio(folder / "mixture.wav", (vocals + accompaniment).astype(np.float32), SR)
+
+
+@pytest.fixture(scope="module")
+def stems(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("stems")
+    write_stems(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache(stems, tmp_path_factory) -> Path:
+    """A cache of the four tracks made by the data engineer's prepare (64 x 64 patches)."""
+    path = tmp_path_factory.mktemp("caches") / "tiny"
+    data_generator.prepare("stems", stems, path, params=TINY_PARAMS, progress=False)
+    return path
+
+
+def tiny_args(cache, run_dir, epochs=3, steps=8, *extra):
+    """train.py options for a tiny U-Net (20,701 parameters) on the tiny cache."""
+    return ["--cache", str(cache), "--run-dir", str(run_dir), "--epochs", str(epochs),
+            "--steps-per-epoch", str(steps), "--batch-size", "4", "--filters", "4,8,8,8,8,8",
+            "--learning-rate", "1e-3", "--validation-split", "0.25", "--verbose", "0", *extra]
+
+
+def history(run_dir) -> dict:
+    return train.read_history(Path(run_dir) / train.HISTORY_FILE)
+
+
+def resume_epoch(run_dir) -> int:
+    """The epoch saved in the run's resume point (0 before the first one); read as train.py does."""
+    try:
+        state = train.read_state(Path(run_dir) / "backup")
+    except UserError:  # not there yet
+        return 0
+    return state["epoch"] if state else 0
+
+
+def weights_of(path) -> list:
+    model, _ = unet_model.load_model(path)
+    return model.get_weights()
+
+
+# ---------------------------------------------------------------------------------------------
+# Real training
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_training_decreases_loss_and_fills_the_run_dir(cache, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train.main(tiny_args(cache, run, 3, 10)) == 0
+    h = history(run)
+    assert h["epoch"] == [0, 1, 2]
+    assert h["loss"][-1] < 0.8 * h["loss"][0], h["loss"]
+    assert h["val_loss"][-1] < h["val_loss"][0], h["val_loss"]
+    assert h["learning_rate"][0] == pytest.approx(1e-3)
+
+    config = json.loads((run / "config.json").read_text())
+    assert config["filters"] == [4, 8, 8, 8, 8, 8] and config["loss"] == "mse" and config["seed"] == 0
+    assert sorted(config["train_tracks"] + config["validation_tracks"]) == [f"song{i}" for i in range(4)]
+    assert len(config["validation_tracks"]) == 1
+    assert AudioParams.load(run / "audio_params.json") == TINY_PARAMS
+    assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if (run / "logs").exists():  # TensorBoard is optional (see train.make_callbacks)
+        assert list((run / "logs").rglob("events.out.tfevents.*"))
+
+    # best.keras is the epoch of lowest validation loss, loadable with its parameters
+    model, params = unet_model.load_model(run / "best.keras")
+    assert params == TINY_PARAMS
+    x, _ = data_generator.DataGenerator(cache, batch_size=2, mode="validation")[0]
+    assert np.isfinite(model.predict(x, verbose=0)).all()
+    best_epoch = int(np.argmin(h["val_loss"]))
+    state = json.loads((run / "backup" / "state.json").read_text())
+    assert state["epoch"] == 3 and state["finished"] == "completed"
+    assert state["callbacks"]["best_checkpoint"]["best"] == pytest.approx(h["val_loss"][best_epoch])
+
+    # the same command again does nothing; a larger --epochs continues from epoch 3
+    last = (run / "last.keras").read_bytes()
+    capsys.readouterr()
+    assert train.main(tiny_args(cache, run, 3, 10)) == 0
+    assert "already trained for 3 epochs" in capsys.readouterr().out
+    assert (run / "last.keras").read_bytes() == last
+    assert train.main(tiny_args(cache, run, 4, 10)) == 0
+    assert "resuming after epoch 3 of 4" in capsys.readouterr().out
+    h2 = history(run)
+    assert h2["epoch"] == [0, 1, 2, 3]
+    assert h2["loss"][:3] == h["loss"]
+
+
+@pytest.mark.slow
+def test_seed_fixes_initial_weights_and_data_order(cache, tmp_path):
+    runs = {name: tmp_path / name for name in ("a", "b", "c")}
+    for name, run in runs.items():
+        seed = "1" if name == "c" else "0"
+        assert train.main(tiny_args(cache, run, 1, 3, "--seed", seed, "--validation-split", "0")) == 0
+    a, b, c = (history(run)["loss"][0] for run in runs.values())
+    assert a == pytest.approx(b, rel=1e-5)
+    assert a != pytest.approx(c, rel=1e-3)
+    for wa, wb in zip(weights_of(runs["a"] / "last.keras"), weights_of(runs["b"] / "last.keras")):
+        np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(cache, tmp_path):
+    # a cache whose arrays turn NaN after two good epochs (a damaged file, say)
+    bad = tmp_path / "cache"
+    subprocess.run(["cp", "-r", str(cache), str(bad)], check=True)
+    run = tmp_path / "run"
+    assert train.main(tiny_args(bad, run, 2, 4)) == 0
+    saved = {name: (run / name).read_bytes() for name in ("best.keras", "last.keras")}
+    for path in (bad / "tracks").glob("*.mixture.npy"):
+        np.save(path, np.full_like(np.load(path), np.nan))
+
+    with pytest.raises(UserError, match="NaN or infinite in epoch 3; the checkpoints keep epoch 2"):
+        train.main(tiny_args(bad, run, 4, 4))
+    for name, content in saved.items():
+        assert (run / name).read_bytes() == content, name
+    assert json.loads((run / "backup" / "state.json").read_text())["epoch"] == 2
+    assert all(np.isfinite(w).all() for w in weights_of(run / "last.keras"))
+    assert np.isnan(history(run)["loss"][2])  # the failed epoch is on record
+
+
+@pytest.mark.slow
+def test_failed_save_keeps_the_previous_checkpoint(cache, tmp_path, monkeypatch):
+    import keras
+
+    real_save = keras.Model.save
+    calls = []
+
+    def save_then_fail(self, filepath, *args, **kwargs):
+        calls.append(filepath)
+        if len(calls) <= 2:  # epoch 1: best.keras and last.keras
+            return real_save(self, filepath, *args, **kwargs)
+        Path(filepath).write_bytes(b"half a zip")  # the disk fills up halfway through
+        raise OSError(28, "No space left on device")
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(keras.Model, "save", save_then_fail)
+    with pytest.raises(UserError, match="cannot save the checkpoint .*No space left.*the previous one is intact"):
+        train.main(tiny_args(cache, run, 2, 3))
+    monkeypatch.undo()
+    assert all(Path(p).name.startswith(".") for p in calls[2:])  # it wrote to a temporary file
+    assert not list(run.glob(".*part*"))  # which is gone
+    for name in ("best.keras", "last.keras"):
+        assert all(np.isfinite(w).all() for w in weights_of(run / name))
+    assert history(run)["epoch"] == [0]
+    # and the same command resumes after epoch 1
+    assert train.main(tiny_args(cache, run, 2, 3)) == 0
+    assert history(run)["epoch"] == [0, 1]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_same_command_resumes(cache, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "train.py"), *tiny_args(cache, run, 6, 40)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while resume_epoch(run) < 2:  # two epochs saved...
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "training too slow"
+            time.sleep(0.05)
+        time.sleep(0.4)  # ...and part of the third (an epoch takes about 2 s here)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    state = json.loads((run / "backup" / "state.json").read_text())
+    done = state["epoch"]
+    assert 2 <= done < 6 and state["finished"] is None
+    before = {k: v[:done] for k, v in history(run).items()}
+
+    rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-3000:]
+    assert f"resuming after epoch {done} of 6" in rerun.stdout
+    after = history(run)
+    assert after["epoch"] == [0, 1, 2, 3, 4, 5]  # each epoch once: a half-written row was dropped
+    assert {k: v[:done] for k, v in after.items()} == before  # the history before the kill is kept
+    assert json.loads((run / "backup" / "state.json").read_text())["epoch"] == 6
+    assert all(np.isfinite(w).all() for w in weights_of(run / "last.keras"))
+    assert sorted(p.name for p in (run / "backup").iterdir()) == ["epoch-0006.weights.h5", "state.json"]
+
+
+MIRRORED = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, sys.argv[1])
+import train
+sys.exit(train.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_cpu_devices(cache, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-c", MIRRORED, str(ROOT), *tiny_args(cache, run, 2, 4, "--distribute", "mirrored")],
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "2 replicas" in proc.stdout
+    h = history(run)
+    assert h["epoch"] == [0, 1] and np.isfinite(h["loss"]).all() and np.isfinite(h["val_loss"]).all()
+    assert all(np.isfinite(w).all() for w in weights_of(run / "last.keras"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusals (no training)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_missing_or_invalid_cache_is_refused(tmp_path):
+    with pytest.raises(UserError, match="no such folder.*data_generator.py prepare"):
+        train.main(tiny_args(tmp_path / "nothing", tmp_path / "run"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="not a prepared cache"):
+        train.main(tiny_args(tmp_path / "empty", tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_dir_of_another_configuration_or_cache_is_refused(cache, stems, tmp_path):
+    run = tmp_path / "run"
+    assert train.main(tiny_args(cache, run, 1, 1)) == 0
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match="made by another configuration .*learning_rate: 0.001 -> 0.01"):
+        train.main(tiny_args(cache, run, 1, 1, "--learning-rate", "1e-2"))
+    with pytest.raises(UserError, match="another configuration .*loss: 'mse' -> 'l1'"):
+        train.main(tiny_args(cache, run, 1, 1, "--loss", "l1"))
+    # a cache of the same tracks made with other audio parameters
+    other = tmp_path / "cache128"
+    data_generator.prepare("stems", stems, other, params=AudioParams(n_bins=64, patch_frames=128), progress=False)
+    with pytest.raises(UserError, match="other audio parameters .*patch_frames: 64 vs 128"):
+        train.main(tiny_args(other, run, 2, 1))
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files  # nothing overwritten
+
+    stranger = tmp_path / "photos"
+    stranger.mkdir()
+    (stranger / "cat.jpg").write_bytes(b"")
+    with pytest.raises(UserError, match="not empty and has no config.json"):
+        train.main(tiny_args(cache, stranger))
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--filters", "4,x"], "--filters '4,x': give comma-separated integers"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--learning-rate", "nan"], "--learning-rate must be a positive number"),
+        (["--validation-split", "1"], r"--validation-split must be in \[0, 1\)"),
+        (["--split", "test"], "--split test: the cache has no such tracks \\(its splits: train\\)"),
+    ],
+)
+def test_bad_options_are_refused_before_training(cache, tmp_path, extra, message):
+    with pytest.raises(UserError, match=message):
+        train.main(tiny_args(cache, tmp_path / "run", 3, 8, *extra))
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_prints_one_line_errors(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--cache", str(tmp_path / "no"),
+                           "--run-dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: --cache") and proc.stderr.count("\n") == 1
+
+
+def test_validation_split_holds_out_whole_tracks(cache):
+    c = data_generator.Cache(cache)
+    tr, va = train.split_tracks(c, "train", 0.5, seed=0)
+    assert len(va) == 2 and not set(tr) & set(va) and sorted(tr + va) == c.names("train")
+    assert train.split_tracks(c, "train", 0.5, seed=0) == (tr, va)
+    assert {tuple(train.split_tracks(c, "train", 0.5, seed=s)[1]) for s in range(8)} != {tuple(va)}
+    assert train.split_tracks(c, "train", 0.01, seed=0)[1]  # at least one validation track
+    assert train.split_tracks(c, "train", 0.0, seed=0) == (c.names("train"), [])
+
+
+def test_damaged_resume_point_is_refused(tmp_path):
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    assert train.read_state(backup) is None
+    (backup / "state.json").write_text(json.dumps({"epoch": 3, "weights": "epoch-0003.weights.h5"}))
+    with pytest.raises(UserError, match="damaged resume point .*epoch-0003.weights.h5 is missing"):
+        train.read_state(backup)
+    (backup / "state.json").write_text("{")
+    with pytest.raises(UserError, match="damaged resume point"):
+        train.read_state(backup)
