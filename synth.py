@@ -1,6 +1,6 @@
 """Synthetic songs with separate stems: the built-in default dataset.
 
-:func:`synthesize_dataset` writes ``out/{train,test}/songNNN/{mixture,vocals,accompaniment}.wav``
+:func:`synthesize_dataset` writes ``out/{train,test}/<name>/{mixture,vocals,accompaniment}.wav``
 (44.1 kHz stereo 16-bit by default) so the whole pipeline (train, separate, evaluate) can run
 before MUSDB18 is downloaded. Every track is a pure function of ``(seed, split, index)``, and
 ``mixture == vocals + accompaniment`` holds exactly on the 16-bit integers.
@@ -106,9 +106,13 @@ CONSONANT_WEIGHTS = (0.16, 0.07, 0.07, 0.06, 0.14, 0.1, 0.06, 0.12, 0.12, 0.1)
 # --------------------------------------------------------------------------------------------
 
 
-def track_name(index: int) -> str:
-    """Folder name of the ``index``-th track of a split: ``song000``, ``song001``, ..."""
-    return f"song{index:03d}"
+def track_name(split: str, index: int) -> str:
+    """Folder name of the ``index``-th track of a split: ``train000``, ..., ``test000``, ...
+
+    The split is part of the name so that names are unique across splits (tracks are found by
+    name: datasets.find_tracks refuses duplicates, and estimates are stored per name).
+    """
+    return f"{split}{index:03d}"
 
 
 def track_seed(seed: int, split: str, index: int) -> np.random.SeedSequence:
@@ -164,7 +168,8 @@ def synthesize_dataset(out, seed: int = 0, n_train: int = 24, n_test: int = 6, s
                        sr: int = 44100, progress: bool = True) -> list[Path]:
     """Write a synthetic stems dataset; returns the track folders (train first, then test).
 
-    Layout: ``out/{train,test}/songNNN/{mixture,vocals,accompaniment}.wav``, stereo 16-bit PCM at
+    Layout: ``out/train/trainNNN/`` and ``out/test/testNNN/``, each with
+    ``{mixture,vocals,accompaniment}.wav``, stereo 16-bit PCM at
     ``sr``, plus ``out/dataset.json`` (generator, version, seed, sizes, seconds, sr). Each track
     depends only on ``(seed, split, index)``. Running again with the same arguments skips the
     complete tracks (and finishes an interrupted run); a folder that holds another dataset (other
@@ -185,7 +190,7 @@ def synthesize_dataset(out, seed: int = 0, n_train: int = 24, n_test: int = 6, s
     jobs = [(split, i) for split, count in zip(SPLITS, (n_train, n_test)) for i in range(count)]
     folders = []
     for split, index in tqdm(jobs, desc=f"synthesizing {out}", unit="track", disable=not progress):
-        folder = out / split / track_name(index)
+        folder = out / split / track_name(split, index)
         folders.append(folder)
         if all((folder / f"{stem}.wav").is_file() for stem in STEMS):
             continue  # same arguments, same bytes: an earlier run already wrote it
@@ -365,7 +370,7 @@ def _wavetable(phase: np.ndarray, amps, size: int = 1 << 15) -> np.ndarray:
     coeffs = np.zeros(size // 2 + 1, dtype=np.complex128)
     coeffs[1:len(amps) + 1] = -0.5j * size * np.asarray(amps, dtype=np.float64)
     table = np.fft.irfft(coeffs, size).astype(np.float32)
-    return table[(phase % 1.0 * size).astype(np.int64) & (size - 1)]
+    return table[(phase * size).astype(np.int64) & (size - 1)]  # phase >= 0: the mask wraps it
 
 
 def _harmonics(wave: str, top_hz: float, sr: int) -> np.ndarray:
@@ -434,12 +439,13 @@ def _compose_voice(rng, plan: dict, mode) -> dict:
             available = (seconds - 0.35) / beat - cursor
         length = min(float(rng.choice([3, 4, 4, 5, 6, 7, 8])), math.floor(2 * available) / 2)
         length = max(length, 1.0)
-        eighths = int(round(2 * length))
-        durs = []
-        weights = [0.45, 0.3, 0.1, 0.1, 0.05] if beat > 0.5 else [0.25, 0.4, 0.1, 0.17, 0.08]
-        while sum(durs) < eighths:
-            durs.append(int(rng.choice([1, 2, 3, 4, 6], p=weights)))
-        durs[-1] -= sum(durs) - eighths
+        sixteenths = int(round(4 * length))
+        durs = []  # in sixteenths; single sixteenths only in slow songs, where they last >= 0.14 s
+        weights = ([0.15, 0.45, 0.05, 0.2, 0.07, 0.05, 0.03] if beat > 0.55 else
+                   [0.0, 0.45, 0.05, 0.3, 0.08, 0.09, 0.03])
+        while sum(durs) < sixteenths:
+            durs.append(int(rng.choice([1, 2, 3, 4, 6, 8, 12], p=weights)))
+        durs[-1] -= sum(durs) - sixteenths
         phrase_gain = 10 ** (rng.uniform(-3, 3) / 20)
         start_note = len(notes)
         t = cursor * beat
@@ -457,12 +463,14 @@ def _compose_voice(rng, plan: dict, mode) -> dict:
                 rng.choice(len(CONSONANT_NAMES), p=CONSONANT_WEIGHTS))
             vowel = notes[-1]["vowel"] if melisma else int(rng.choice(len(VOWEL_NAMES), p=VOWEL_WEIGHTS))
             cdur = rng.uniform(*CONSONANTS[CONSONANT_NAMES[consonant]][1]) if consonant >= 0 else 0.0
-            onset = t + float(np.clip(rng.normal(0, 0.01), -0.025, 0.025))
-            notes.append({"onset": onset, "end": t + d * beat / 2, "midi": int(allowed[position]),
+            if k:  # the consonant takes at most 40 % of the previous note
+                cdur = min(cdur, 0.4 * durs[k - 1] * beat / 4)
+            onset = t + float(np.clip(rng.normal(0, 0.01), -0.02, 0.02))
+            notes.append({"onset": onset, "end": t + d * beat / 4, "midi": int(allowed[position]),
                           "vel": phrase_gain * 10 ** (rng.uniform(-1.5, 1.5) / 20), "vowel": vowel,
                           "consonant": consonant, "cdur": cdur, "swell": rng.uniform(-0.3, 0.3),
                           "scoop": rng.uniform(0.3, 1.5) if rng.random() < 0.3 else 0.0})
-            t += d * beat / 2
+            t += d * beat / 4
         phrase = notes[start_note:]
         # Legato: a note lasts until the next syllable's consonant; the last one is held 80-100 %.
         for a, b in zip(phrase[:-1], phrase[1:]):
@@ -784,26 +792,31 @@ def _render_line(notes, n: int, sr: int, wave: str, adsr, glide: float = 0.0, vi
     tc = np.arange(0, n, CONTROL) / sr
     j = np.searchsorted(on, tc, side="right") - 1
     k = np.clip(j, 0, len(on) - 1)
-    since = tc - on[k]
+    since = np.where(j < 0, 1e3, tc - on[k])  # before the first note: long after a (silent) one
     env = _adsr(since, dur[k], *adsr) * vel[k]
     env[j < 0] = 0.0
-    env = _one_pole(_upsample(env, n), 0.002, sr)[:, None]  # smooths the control steps
+    env = _one_pole(_upsample(env, n), 0.002, sr).astype(np.float32)  # smooths the control steps
     pitch = midi[k]
     if glide:
         pitch = _one_pole(pitch, glide, sr / CONTROL)
     depth, rate = vibrato
     if depth:
         pitch = pitch + (depth * np.clip((since - 0.2) / 0.3, 0, 1) * np.sin(2 * np.pi * rate * tc))[:, None]
-    dt = _upsample(_midi_hz(pitch) / sr, n)
-    phase = np.cumsum(dt, axis=0)
     if wave != "fm":  # band-limited for the highest note this line plays
-        osc = _wavetable(phase, _harmonics(wave, float(_midi_hz(pitch.max())), sr))
+        amps = _harmonics(wave, float(_midi_hz(pitch.max())), sr)
     else:
         ratio, index, decay = fm
-        index = _upsample((index * np.exp(-since / decay)).astype(np.float32), n)[:, None]
-        modulator = np.sin((2 * np.pi * ((ratio * phase) % 1.0)).astype(np.float32))
-        osc = np.sin((2 * np.pi * (phase % 1.0)).astype(np.float32) + index * modulator)
-    return osc * env.astype(np.float32), since
+        index = _upsample((index * np.exp(-since / decay)).astype(np.float32), n)
+    out = np.empty((n, pitch.shape[1]), dtype=np.float32)
+    for v in range(pitch.shape[1]):  # one voice at a time keeps the sample-rate arrays few
+        phase = np.cumsum(_upsample(_midi_hz(pitch[:, v]) / sr, n))
+        if wave != "fm":
+            out[:, v] = _wavetable(phase, amps)
+        else:
+            modulator = np.sin((2 * np.pi * ((ratio * phase) % 1.0)).astype(np.float32))
+            out[:, v] = np.sin((2 * np.pi * (phase % 1.0)).astype(np.float32) + index * modulator)
+        out[:, v] *= env
+    return out, since
 
 
 def _upsample(control: np.ndarray, n: int) -> np.ndarray:
@@ -838,7 +851,7 @@ def _drum_samples(rng, sr: int) -> dict:
     ts = t(0.35)
     snare_noise = _lowpass(rng.standard_normal(len(ts)), rng.uniform(800, 1500), sr, 2, "highpass")
     snare = (0.5 * np.sin(2 * np.pi * rng.uniform(170, 240) * ts) * np.exp(-ts / 0.05)
-             + snare_noise * np.exp(-ts / rng.uniform(0.07, 0.16)))
+             + snare_noise * np.exp(-ts / rng.uniform(0.04, 0.1)))
     snare = _lowpass(snare, rng.uniform(4000, 9000), sr)
     th = t(0.4)
     if rng.random() < 0.5:  # white noise or a metallic cluster of square waves (808 style)
@@ -870,10 +883,10 @@ def _render_accompaniment(rng, plan: dict, n: int, sr: int) -> tuple[np.ndarray,
     parts = []  # (mono signal, level dB, pan, reverb send)
 
     drums = _drum_samples(rng, sr)
-    for name, level, width in (("kick", -3, 0.05), ("snare", -7, 0.1), ("hat", -21, 0.5), ("open_hat", -24, 0.5)):
+    for name, level, width in (("kick", -3, 0.05), ("snare", -9, 0.1), ("hat", -21, 0.5), ("open_hat", -24, 0.5)):
         onsets, gains = plan["drum_hits"][name]
         sig = _place(drums[name], onsets, gains, n, sr)
-        parts.append((sig, level + rng.uniform(-3, 3), rng.uniform(-width, width), 0.15 if name == "snare" else 0.0))
+        parts.append((sig, level + rng.uniform(-3, 3), rng.uniform(-width, width), 0.1 if name == "snare" else 0.0))
 
     bass_wave = ("saw", "square", "fm")[rng.integers(3)]
     timbres["bass"] = bass_wave

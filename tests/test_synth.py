@@ -34,7 +34,7 @@ def dataset(tmp_path_factory):
 
 def test_layout_format_and_description(dataset):
     root, folders = dataset
-    assert folders == [root / "train" / "song000", root / "train" / "song001", root / "test" / "song000"]
+    assert folders == [root / "train" / "train000", root / "train" / "train001", root / "test" / "test000"]
     for folder in folders:
         assert sorted(p.name for p in folder.iterdir()) == sorted(f"{s}.wav" for s in STEMS)
         for stem in STEMS:
@@ -62,7 +62,7 @@ def test_same_seed_gives_the_same_bytes_whatever_the_number_of_tracks(dataset, t
     root, _ = dataset
     synth.synthesize_dataset(tmp_path / "again", seed=0, n_train=1, n_test=1, seconds=SECONDS, progress=False)
     first, again = file_bytes(root), file_bytes(tmp_path / "again")
-    for name in ("train/song000", "test/song000"):
+    for name in ("train/train000", "test/test000"):
         for stem in STEMS:
             assert again[f"{name}/{stem}.wav"] == first[f"{name}/{stem}.wav"], f"{name}/{stem} differs"
 
@@ -72,16 +72,16 @@ def test_different_seeds_and_tracks_differ(dataset, tmp_path):
     synth.synthesize_dataset(tmp_path / "other", seed=1, n_train=1, n_test=0, seconds=SECONDS, progress=False)
     first, other = file_bytes(root), file_bytes(tmp_path / "other")
     for stem in STEMS:
-        assert other[f"train/song000/{stem}.wav"] != first[f"train/song000/{stem}.wav"]
-        assert first[f"train/song001/{stem}.wav"] != first[f"train/song000/{stem}.wav"]
-        assert first[f"test/song000/{stem}.wav"] != first[f"train/song000/{stem}.wav"]
+        assert other[f"train/train000/{stem}.wav"] != first[f"train/train000/{stem}.wav"]
+        assert first[f"train/train001/{stem}.wav"] != first[f"train/train000/{stem}.wav"]
+        assert first[f"test/test000/{stem}.wav"] != first[f"train/train000/{stem}.wav"]
 
 
 def test_files_match_the_score_silent_rests_and_sung_phrases(dataset):
     root, _ = dataset
     for split, index in (("train", 0), ("train", 1), ("test", 0)):
         vocals, acc, score = synth.synthesize_track(synth.track_seed(0, split, index), SECONDS, SR)
-        folder = root / split / synth.track_name(index)
+        folder = root / split / synth.track_name(split, index)
         on_disk = read_int16(folder / "vocals.wav")
         np.testing.assert_array_equal(on_disk, np.round(vocals * 32768).astype(np.int32))
         np.testing.assert_array_equal(read_int16(folder / "accompaniment.wav"), np.round(acc * 32768))
@@ -175,8 +175,20 @@ def test_rerun_skips_complete_tracks_and_finishes_an_interrupted_run(tmp_path):
     args = {"seed": 5, "n_train": 2, "n_test": 0, "seconds": 2.0, "progress": False}
     synth.synthesize_dataset(out, **args)
     before = file_bytes(out)
-    stamp = (out / "train/song000/mixture.wav").stat().st_mtime_ns
-    (out / "train/song001/mixture.wav").unlink()  # as if interrupted before the last stem
+    stamp = (out / "train/train000/mixture.wav").stat().st_mtime_ns
+    (out / "train/train001/mixture.wav").unlink()  # as if interrupted before the last stem
     synth.synthesize_dataset(out, **args)
-    assert (out / "train/song000/mixture.wav").stat().st_mtime_ns == stamp, "a complete track was rewritten"
+    assert (out / "train/train000/mixture.wav").stat().st_mtime_ns == stamp, "a complete track was rewritten"
     assert file_bytes(out) == before
+
+
+def test_the_stems_reader_finds_every_track_by_a_unique_name(dataset):
+    import datasets
+
+    root, _ = dataset
+    tracks = datasets.find_tracks("stems", root)  # all splits at once: names must not collide
+    assert sorted((t.split, t.name) for t in tracks) == [("test", "test000"), ("train", "train000"),
+                                                         ("train", "train001")]
+    stems, sr = tracks[0].load()
+    assert sr == SR and stems["vocals"].shape == (int(SECONDS * SR), 2)
+    np.testing.assert_array_equal(stems["mixture"], stems["vocals"] + stems["accompaniment"])
