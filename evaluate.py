@@ -104,6 +104,12 @@ def prepare(signal: np.ndarray, sr: int, settings: Settings, rate: int) -> np.nd
     return audio.resample(signal, sr, rate)
 
 
+def prepare_references(references: dict, sr: int, settings: Settings) -> tuple[dict, int]:
+    """The mixture and sources of a track at the evaluation rate and channels, and that rate."""
+    rate = settings.rate(sr)
+    return {k: prepare(references[k], sr, settings, rate) for k in ("mixture",) + SOURCES}, rate
+
+
 def score_track(references: dict, estimates: dict, sr: int, settings: Settings = DEFAULT_SETTINGS,
                 estimates_sr: int | None = None) -> dict:
     """Metrics of one track's ``estimates`` against its ``references``.
@@ -120,8 +126,7 @@ def score_methods(references: dict, methods: dict[str, dict], sr: int, settings:
                   estimates_sr: int | None = None) -> dict[str, dict]:
     """Score several methods' estimates of one track, sharing the references' preparation and
     the mixture's SDR (computed once). ``methods`` maps a name to ``{"vocals", "accompaniment"}``."""
-    rate = settings.rate(sr)
-    refs = {k: prepare(references[k], sr, settings, rate) for k in ("mixture",) + SOURCES}
+    refs, rate = prepare_references(references, sr, settings)
     ests = {name: {s: prepare(e[s], estimates_sr or sr, settings, rate) for s in SOURCES} for name, e in methods.items()}
     return score_prepared(refs, ests, rate, settings)
 
@@ -161,7 +166,7 @@ def score_prepared(refs: dict, methods: dict[str, dict], rate: int, settings: Se
                     row.update({f"v3_{s}_SDR": sdr[i], f"v3_{s}_SIR": sir[i], f"v3_{s}_SAR": sar[i],
                                 f"v3_{s}_NSDR": sdr[i] - mix_sdr[i]})
         if "v4" in settings.families:
-            row.update(_bss_eval_v4(refs, aligned, rate, settings, f"{name}", notes))
+            row.update(_bss_eval_v4(refs, aligned, rate, settings, name, notes))
         row["notes"] = "; ".join(notes)
         results[name] = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in row.items()}
     return results
@@ -404,8 +409,7 @@ def evaluate_track(job: Job) -> list[dict]:
         warnings.simplefilter("always")
         references, sr = track.load()
         settings = job.settings
-        rate = settings.rate(sr)
-        refs = {k: prepare(references[k], sr, settings, rate) for k in ("mixture",) + SOURCES}
+        refs, rate = prepare_references(references, sr, settings)
         methods, early = {}, {}
         if job.estimates is not None:
             files, missing = estimate_files(job.estimates, track.name)
@@ -604,7 +608,8 @@ def report(rows: list[dict], summary: list[dict], settings: Settings, n_tracks: 
     for row in unscored:
         print(f"not scored: {row['track']} ({row['method']}): {row['status']}", file=sys.stderr)
     rate = f"{settings.sr} Hz" if settings.sr else "the references' own rate"
-    print(f"\n{n_tracks} tracks at {rate}, {'v4 on the references channels' if settings.stereo else 'mono'}; "
+    channels = "v4 on the references' channels" if settings.stereo else "mono"
+    print(f"\n{n_tracks} tracks at {rate}, {channels}; "
           f"v4 frames {settings.window:g} s, hop {settings.hop:g} s. Summaries use finite values only (n).")
     header = ["method", "metric", "n", "mean", "std", "median", "len-weighted"]
     print(format_table(header, [[r["method"], r["metric"], r["n"], r["mean"], r["std"], r["median"], r["weighted"]]
