@@ -1,9 +1,15 @@
 """Train the U-Net on a prepared cache; the same command resumes a run that was interrupted.
 
-Usage::
+Usage (MIR-1K, with its singer-disjoint validation split prepared into the same cache)::
 
-    python train.py --cache cache/mir1k --run-dir runs/mir1k            # train, or resume
-    python train.py --cache cache/mir1k --run-dir runs/mir1k --epochs 200  # train further
+    python data_generator.py prepare --dataset mir1k --root ../shared/data/mir1k --split train --cache cache/mir1k
+    python data_generator.py prepare --dataset mir1k --root ../shared/data/mir1k --split validation --cache cache/mir1k
+    python train.py --cache cache/mir1k --run-dir runs/mir1k --validation-from validation  # train, or resume
+    python train.py --cache cache/mir1k --run-dir runs/mir1k --validation-from validation --epochs 200  # further
+
+Without ``--validation-from``, a seeded 10% of the training tracks is held out
+(``--validation-split``). ``--max-minutes`` ends a session after the epoch that crosses the
+limit; the same command continues it later.
 
 Run folder (``--run-dir``)::
 
@@ -38,8 +44,8 @@ import functools
 import importlib.util
 import json
 import math
-import os
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -56,7 +62,7 @@ STATE_FILE = "state.json"
 LOSSES = {"mse": "mean_squared_error", "l1": "mean_absolute_error"}
 #: Settings that may change when a run is resumed: how long and on what hardware it trains,
 #: and where the cache lies; everything else must match the run folder's config.json.
-RUNTIME_KEYS = ("epochs", "jit_compile", "distribute", "workers", "cache", "verbose")
+RUNTIME_KEYS = ("epochs", "max_minutes", "jit_compile", "distribute", "workers", "cache", "verbose")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -79,12 +85,18 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="train", help="cache split to train on (default train)")
     parser.add_argument("--validation-split", type=float, default=0.1,
                         help="fraction of the training tracks held out for validation (default 0.1; 0 for none)")
+    parser.add_argument("--validation-from", metavar="SPLIT", default=None,
+                        help="validate on this cache split instead of holding out tracks (e.g. MIR-1K's "
+                        "singer-disjoint 'validation' split, prepared into the same cache)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data order and initial weights (default 0)")
     parser.add_argument("--filters", default=",".join(map(str, FILTERS)),
                         help="encoder filters, comma-separated (default %(default)s)")
     parser.add_argument("--kernel-size", type=int, default=5, help="convolution kernel size (default 5)")
     parser.add_argument("--dropout", type=float, default=0.5,
                         help="dropout of the first three decoder layers (default 0.5)")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop after the first epoch that ends past this many minutes; the same command "
+                        "continues the run later")
     parser.add_argument("--patience", type=int, default=10,
                         help="epochs without improvement before early stopping (default 10)")
     parser.add_argument("--lr-patience", type=int, default=4,
@@ -105,7 +117,7 @@ def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     filters = _check_args(args)
     cache = _open_cache(args.cache)
-    train_tracks, val_tracks = split_tracks(cache, args.split, args.validation_split, args.seed)
+    train_tracks, val_tracks = split_tracks(cache, args.split, args.validation_split, args.seed, args.validation_from)
 
     config = {
         "cache": str(Path(args.cache).resolve()),
@@ -113,6 +125,7 @@ def main(argv=None) -> int:
         "train_tracks": train_tracks,
         "validation_tracks": val_tracks,
         "validation_split": args.validation_split,
+        "validation_from": args.validation_from,
         "filters": list(filters),
         "kernel_size": args.kernel_size,
         "dropout": args.dropout,
@@ -126,6 +139,7 @@ def main(argv=None) -> int:
         "remix": args.remix,
         "seed": args.seed,
         "epochs": args.epochs,
+        "max_minutes": args.max_minutes,
         "jit_compile": args.jit_compile,
         "distribute": args.distribute,
         "workers": args.workers,
@@ -184,6 +198,9 @@ def main(argv=None) -> int:
             f"epoch {backup.epoch}. Lower --learning-rate and train in a new --run-dir"
         )
     early = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)).stopped_epoch
+    if not early and backup.epoch < args.epochs:
+        print(f"{run_dir}: stopped at the time limit after epoch {backup.epoch}; run the same command to continue")
+        return 0
     backup.mark_finished("early stopping" if early else "completed")
     print(f"{run_dir}: {'stopped early' if early else 'finished'} after epoch {backup.epoch}; "
           f"best model {run_dir / BEST_FILE}")
@@ -206,6 +223,8 @@ def _check_args(args) -> tuple[int, ...]:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if not (args.learning_rate > 0 and math.isfinite(args.learning_rate)):
         raise UserError(f"--learning-rate must be a positive number, got {args.learning_rate}")
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise UserError(f"--max-minutes must be positive, got {args.max_minutes}")
     if not 0 <= args.validation_split < 1:
         raise UserError(f"--validation-split must be in [0, 1), got {args.validation_split}")
     if not 0 <= args.dropout < 1:
@@ -223,25 +242,38 @@ def _open_cache(path):
     return Cache(path)
 
 
-def split_tracks(cache, split: str, validation_split: float, seed: int) -> tuple[list[str], list[str]]:
-    """Names of the training and validation tracks: a seeded random fraction of the ``split``
-    tracks is held out (whole tracks, so no song is in both); at least one of each when
-    ``validation_split`` > 0 and there are two or more tracks."""
+def split_tracks(cache, split: str, validation_split: float, seed: int,
+                 validation_from: str | None = None) -> tuple[list[str], list[str]]:
+    """Names of the training and validation tracks.
+
+    With ``validation_from``, validation uses all tracks of that cache split. Otherwise a seeded
+    random fraction ``validation_split`` of the ``split`` tracks is held out (whole tracks, so
+    no song is in both; at least one when the fraction is positive).
+    """
     import numpy as np
 
-    names = sorted(t["name"] for t in cache.tracks if t["split"] == split)
-    if not names:
-        splits = sorted({t["split"] for t in cache.tracks})
-        raise UserError(f"--split {split}: the cache has no such tracks (its splits: {', '.join(splits) or 'none'})")
+    def names_of(which: str, option: str) -> list[str]:
+        names = sorted(t["name"] for t in cache.tracks if t["split"] == which)
+        if not names:
+            splits = sorted({t["split"] for t in cache.tracks})
+            raise UserError(f"{option} {which}: the cache has no such tracks (its splits: {', '.join(splits) or 'none'}); "
+                            "prepare that split into the cache or choose another")
+        return names
+
+    names = names_of(split, "--split")
+    if validation_from is not None:
+        if validation_from == split:
+            raise UserError(f"--validation-from {validation_from}: the same split as --split; choose another")
+        return names, names_of(validation_from, "--validation-from")
     if validation_split == 0:
         return names, []
     if len(names) < 2:
         raise UserError(f"--validation-split {validation_split}: the cache's {split} split has only one track; "
-                        "use --validation-split 0 or a larger cache")
+                        "use --validation-split 0, --validation-from SPLIT or a larger cache")
     n_val = min(len(names) - 1, max(1, round(validation_split * len(names))))
     order = np.random.default_rng(seed).permutation(len(names))
-    val = sorted(names[i] for i in order[:n_val])
-    return [n for n in names if n not in set(val)], val
+    val = {names[i] for i in order[:n_val]}
+    return [n for n in names if n not in val], sorted(val)
 
 
 def prepare_run_dir(run_dir: Path, config: dict, params: AudioParams) -> dict | None:
@@ -376,6 +408,7 @@ def make_callbacks(run_dir: Path, monitor: str, args) -> list:
         keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
         classes.LossPlot(run_dir / HISTORY_FILE, run_dir / PLOT_FILE),
         *tensorboard,
+        *([classes.TimeLimit(args.max_minutes * 60)] if args.max_minutes else []),
         classes.AtomicBackupAndRestore(run_dir / BACKUP_DIR, {
             "reduce_lr": (reduce_lr, ("best", "wait", "cooldown_counter")),
             "early_stopping": (early_stopping, ("best", "wait", "best_epoch")),
@@ -433,6 +466,20 @@ def callback_classes() -> types.SimpleNamespace:
 
         def on_epoch_end(self, epoch, logs=None):
             plot_history(self.history_path, self.png_path)
+
+    class TimeLimit(keras.callbacks.Callback):
+        """Stop training at the end of the first epoch that ends ``seconds`` after training began."""
+
+        def __init__(self, seconds: float):
+            super().__init__()
+            self.seconds = seconds
+
+        def on_train_begin(self, logs=None):
+            self.start = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if time.monotonic() - self.start > self.seconds:
+                self.model.stop_training = True
 
     class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         """BackupAndRestore whose resume point survives a kill at any moment.
@@ -498,7 +545,7 @@ def callback_classes() -> types.SimpleNamespace:
                 if old.name != weights:
                     old.unlink(missing_ok=True)
 
-    return types.SimpleNamespace(AtomicModelCheckpoint=AtomicModelCheckpoint, LossPlot=LossPlot,
+    return types.SimpleNamespace(AtomicModelCheckpoint=AtomicModelCheckpoint, LossPlot=LossPlot, TimeLimit=TimeLimit,
                                  AtomicBackupAndRestore=AtomicBackupAndRestore)
 
 

@@ -23,9 +23,10 @@ SR = 8192
 TINY_PARAMS = AudioParams(n_bins=64, patch_frames=64)
 
 
-def write_stems(root: Path, n_tracks: int = 4, seconds: float = 8.0, seed: int = 0) -> None:
-    """A stems folder root/train/songN/{mixture,vocals,accompaniment}.wav: gated harmonic "vocals"
-    over noise and a low tone, so the vocals are learnable from the mixture."""
+def write_stems(root: Path, n_tracks: int = 4, seconds: float = 8.0, seed: int = 0, split: str = "train",
+                prefix: str = "song") -> None:
+    """A stems folder root/<split>/<prefix>N/{mixture,vocals,accompaniment}.wav: gated harmonic
+    "vocals" over noise and a low tone, so the vocals are learnable from the mixture."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * SR)) / SR
     for i in range(n_tracks):
@@ -34,7 +35,7 @@ def write_stems(root: Path, n_tracks: int = 4, seconds: float = 8.0, seed: int =
         phase = 2 * np.pi * f0 * t * (1 + 0.01 * np.sin(2 * np.pi * 5 * t))
         vocals = 0.2 * gate * sum(np.sin(k * phase) / k for k in range(1, 5))
         accompaniment = 0.05 * rng.standard_normal(t.size) + 0.2 * np.sin(2 * np.pi * rng.uniform(60, 120) * t)
-        folder = root / "train" / f"song{i}"
+        folder = root / split / f"{prefix}{i}"
         folder.mkdir(parents=True)
         save_audio(folder / "vocals.wav", vocals.astype(np.float32), SR)
         save_audio(folder / "accompaniment.wav", accompaniment.astype(np.float32), SR)
@@ -89,7 +90,12 @@ def weights_of(path) -> list:
 @pytest.mark.slow
 def test_training_decreases_loss_and_fills_the_run_dir(cache, tmp_path, capsys):
     run = tmp_path / "run"
+    # a time limit stops after the first epoch; the same command without it trains on
+    assert train.main(tiny_args(cache, run, 3, 10, "--max-minutes", "0.0001")) == 0
+    assert "stopped at the time limit after epoch 1" in capsys.readouterr().out
+    assert history(run)["epoch"] == [0]
     assert train.main(tiny_args(cache, run, 3, 10)) == 0
+    assert "resuming after epoch 1 of 3" in capsys.readouterr().out
     h = history(run)
     assert h["epoch"] == [0, 1, 2]
     assert h["loss"][-1] < 0.8 * h["loss"][0], h["loss"]
@@ -117,7 +123,6 @@ def test_training_decreases_loss_and_fills_the_run_dir(cache, tmp_path, capsys):
 
     # the same command again does nothing; a larger --epochs continues from epoch 3
     last = (run / "last.keras").read_bytes()
-    capsys.readouterr()
     assert train.main(tiny_args(cache, run, 3, 10)) == 0
     assert "already trained for 3 epochs" in capsys.readouterr().out
     assert (run / "last.keras").read_bytes() == last
@@ -293,7 +298,9 @@ def test_run_dir_of_another_configuration_or_cache_is_refused(cache, stems, tmp_
         (["--batch-size", "0"], "--batch-size must be at least 1"),
         (["--learning-rate", "nan"], "--learning-rate must be a positive number"),
         (["--validation-split", "1"], r"--validation-split must be in \[0, 1\)"),
+        (["--max-minutes", "0"], "--max-minutes must be positive"),
         (["--split", "test"], "--split test: the cache has no such tracks \\(its splits: train\\)"),
+        (["--validation-from", "test"], "--validation-from test: the cache has no such tracks"),
     ],
 )
 def test_bad_options_are_refused_before_training(cache, tmp_path, extra, message):
@@ -317,6 +324,21 @@ def test_validation_split_holds_out_whole_tracks(cache):
     assert {tuple(train.split_tracks(c, "train", 0.5, seed=s)[1]) for s in range(8)} != {tuple(va)}
     assert train.split_tracks(c, "train", 0.01, seed=0)[1]  # at least one validation track
     assert train.split_tracks(c, "train", 0.0, seed=0) == (c.names("train"), [])
+    with pytest.raises(UserError, match="--validation-from validation: the cache has no such tracks"):
+        train.split_tracks(c, "train", 0.1, seed=0, validation_from="validation")
+
+
+def test_validation_from_another_split(tmp_path):
+    """A cache holding two splits (as MIR-1K's train and validation): --validation-from uses the second."""
+    write_stems(tmp_path / "stems", n_tracks=2, seconds=3.0)
+    write_stems(tmp_path / "stems", n_tracks=1, seconds=3.0, seed=1, split="validation", prefix="other")
+    path = tmp_path / "cache"
+    for split in ("train", "validation"):
+        data_generator.prepare("stems", tmp_path / "stems", path, split=split, params=TINY_PARAMS, progress=False)
+    c = data_generator.Cache(path)
+    assert train.split_tracks(c, "train", 0.5, 0, validation_from="validation") == (["song0", "song1"], ["other0"])
+    with pytest.raises(UserError, match="the same split as --split"):
+        train.split_tracks(c, "train", 0.5, 0, validation_from="train")
 
 
 def test_damaged_resume_point_is_refused(tmp_path):
