@@ -21,18 +21,22 @@ resolution. The last block is a ``Conv2DTranspose`` to one channel followed only
 before the sigmoid would keep the mask at or above 0.5.
 
 Choices, compared with the PyTorch coursework (``Conv2d(1,16,5,2,2)`` ...,
-``ConvTranspose2d(..., 5, 2, 2, output_padding=1)``, ``ConvTranspose2d(32,1)`` + sigmoid):
+``ConvTranspose2d(..., 5, 2, 2, output_padding=1)`` with the skip concatenated,
+``ConvTranspose2d(32,1)`` + sigmoid):
 
 * ``padding='same'`` with stride 2 in Keras gives exactly ``ceil(n/2)`` on the way down and
   ``2n`` on the way up, the shapes PyTorch gets from ``padding=2`` and ``output_padding=1``.
   Keras pads 'same' asymmetrically (the extra zero goes at the end) where PyTorch pads 2 on
-  both sides, so the kernels are aligned one sample apart; the function learnt is equivalent
-  and the weights differ only in that alignment.
-* The skip connection concatenates the encoder block's *activated* output (after LeakyReLU),
-  as the coursework does, with the decoder block's output after its dropout.
-* Convolutions keep their biases although batch norm follows (as in the coursework's PyTorch
-  defaults), so the parameter count matches it.
-* Dropout follows the ReLU (the coursework applies ``F.dropout`` to the activated output).
+  both sides, so the kernels are aligned one sample apart: the same family of functions, but
+  weights do not carry over between the two without that shift.
+* The skip connection concatenates the encoder block's *activated* output (after LeakyReLU)
+  with the decoder block's output after its ReLU and dropout, decoder channels first
+  (Spleeter instead concatenates the encoder's raw convolution output).
+* Convolutions keep their biases although batch norm follows (PyTorch's default
+  ``bias=True``), so the parameter count, 9,826,321 with the defaults, includes them; batch
+  norm uses PyTorch's momentum (0.1, i.e. Keras 0.9) and epsilon (1e-5).
+* The last block is a transposed convolution from 32 channels (16 decoded + 16 skipped) to
+  one, then the sigmoid, as in the coursework: no batch norm, no ReLU, no dropout.
 
 All model code uses ``keras.layers`` and ``keras.ops`` only, so it runs on the TensorFlow, JAX
 and PyTorch backends.
