@@ -211,9 +211,10 @@ def _check_cache_folder(cache: Path, params: AudioParams) -> dict:
         return _read_index(index_path)
     if cache.exists() and (not cache.is_dir() or any(cache.iterdir())):
         raise UserError(f"{cache}: exists and is not a cache; choose a new or empty --cache folder")
-    if not cache.parent.is_dir():
-        raise UserError(f"{cache.parent}: folder does not exist; create it or choose another --cache")
-    (cache / "tracks").mkdir(parents=True, exist_ok=True)
+    try:
+        (cache / "tracks").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{cache}: cannot create the cache folder ({err.strerror})") from None
     params.save(cache / PARAMS_FILE)
     # an index from the start: a run stopped before its first track still leaves a (empty) cache
     index = {"format": CACHE_FORMAT, "params": params.to_dict(), "runs": [], "tracks": [], "skipped": {}}
@@ -303,9 +304,10 @@ def export(dataset: str, root, out, split: str | None = None, unit: str = "track
     """
     out = Path(out).expanduser()
     tracks = _select(datasets.find_tracks(dataset, root, split, unit), limit)
-    if not out.parent.is_dir():
-        raise UserError(f"{out.parent}: folder does not exist; create it or choose another --out")
-    out.mkdir(exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{out}: cannot create the output folder ({err.strerror})") from None
     summary = {"written": [], "already": 0, "skipped": {}}
     todo = []
     for track in tracks:
