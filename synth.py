@@ -11,17 +11,18 @@ A song has a tempo (75-150 bpm), a key (any tonic, major or natural minor) and a
 progression that loops, one chord per bar. Bars are grouped in blocks of four in which drums, bass
 and pad are independently switched on or off (never all of them), so the texture changes.
 
-*Voice.* A singer has a register (a range of about 16 semitones between G#2 and E5) and a formant
-scale (larger for higher voices). The melody is a random walk on the scale that prefers chord
-tones on beats; it is sung in phrases of 1-8 beats separated by rests of at least a second, so
-some stretches have no voice at all: the vocals are exactly zero (digital silence) outside the
-phrases. Each note is a syllable: an optional consonant before the beat (fricatives s/sh/f/h and
+*Voice.* A singer has a register (16 semitones centred between E3 and A#4, so notes from A2
+to G5) and a formant scale (larger for higher voices). The melody is a random walk on the scale
+that prefers chord tones on beats, in sixteenth to dotted-half notes; it is sung in phrases of
+1-8 beats separated by rests (at least a second from note to note, sometimes an instrumental
+break), so some stretches have no voice at all: the vocals are exactly zero (digital silence)
+outside the phrases, which ``score["rests"]`` lists. Each note is a syllable: an optional consonant before the beat (fricatives s/sh/f/h and
 bursts t/k/p as shaped noise, voiced nasals m/n/l as a dip with nasal formants) and a vowel
 (a/e/i/o/u formants F1..F5 that glide from syllable to syllable); a few notes are melismas (new
 pitch, same vowel, no consonant). The pitch has portamento between notes, scoops into some
 notes, delayed vibrato and a slow drift. The glottal source is a band-limited sawtooth following
 that pitch; it is filtered in the STFT domain by the time-varying formant envelope, with
-aspiration noise shaped the same way, which keeps harmonics and noise up to ~10-13 kHz. Most
+aspiration noise shaped the same way, which keeps harmonics and noise up to 10-14 kHz. Most
 phrases start with an audible breath. The dry voice goes through a room reverb whose tail is
 gated at the end of the phrase.
 
@@ -412,7 +413,7 @@ def _compose(rng, seconds: float) -> dict:
     plan = {"bpm": bpm, "beat": beat, "key": key, "mode": mode_name, "roots": roots, "n_bars": n_bars,
             "chord_pcs": chord_pcs, "sections": sections, "seconds": seconds}
     plan.update(_compose_voice(rng, plan, mode))
-    plan["lead_notes"] = _compose_lead(rng, plan, mode)
+    plan["lead_notes"] = _compose_lead(rng, plan)
     plan["bass_notes"] = _compose_bass(rng, plan, mode)
     plan["chords_notes"] = _compose_chords(rng, plan, mode)
     plan["drum_hits"] = _compose_drums(rng, plan)
@@ -492,7 +493,7 @@ def _compose_voice(rng, plan: dict, mode) -> dict:
             "voice_centre": centre, "voice_allowed": allowed}
 
 
-def _compose_lead(rng, plan: dict, mode) -> list[tuple[float, float, float, float]]:
+def _compose_lead(rng, plan: dict) -> list[tuple[float, float, float, float]]:
     """(onset, duration, midi, velocity) of the lead: fills in the voice's rests, maybe a counter-melody."""
     beat, allowed = plan["beat"], plan["voice_allowed"]
     if rng.random() < 0.3:
@@ -540,7 +541,7 @@ def _compose_bass(rng, plan: dict, mode) -> list[tuple[float, float, float, floa
     for bar, root in enumerate(plan["roots"]):
         if not plan["sections"]["bass"][bar // 4]:
             continue
-        root_midi = int(_degree_midi(base, MODES[plan["mode"]], root))
+        root_midi = int(_degree_midi(base, mode, root))
         for i, e in enumerate(pattern):
             nxt = pattern[i + 1] if i + 1 < len(pattern) else 8
             midi = root_midi + int(rng.choice([0, 0, 0, 7, 12])) if i else root_midi
