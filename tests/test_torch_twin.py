@@ -422,5 +422,18 @@ def test_compare_frameworks_on_two_short_tracks(run_dir, tmp_path, capsys):
         row = next(line for line in out.splitlines() if line.startswith(task)).split()
         assert float(row[1]) > 0 and float(row[2]) > 0  # patches per second of both
 
+    # from a PyTorch checkpoint, on a plain song (no references: differences only, no scores)
+    pt = tmp_path / "coursework.pt"
+    torch.save(convert_weights.keras_to_torch(unet_model.load_model(path)[0]).state_dict(), pt)
+    params = tmp_path / "params.json"
+    TINY_PARAMS.save(params)
+    argv = ["--torch", str(pt), "--params", str(params), str(tmp_path / "stems" / "test" / "a" / "mixture.wav"),
+            "--bench-batches", "0", "--threads", "1"]
+    assert compare_frameworks.main(argv) == 0
+    out = capsys.readouterr().out
+    layout = convert_weights.padding_layout(unet_model.build_unet(TINY_SHAPE, TINY_FILTERS))
+    assert f"Keras padding: {layout}" in out and "overall: mask" in out
+    assert "GNSDR" not in out and "Patches per second" not in out
+
     with pytest.raises(UserError, match="--dataset and --root go together"):
         compare_frameworks.main(["--model", str(path), "--dataset", "stems"])
