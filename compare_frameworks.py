@@ -73,9 +73,11 @@ def main(argv=None) -> int:
         raise UserError("--dataset and --root go together (the dataset's kind and its folder)")
     if not args.songs and not args.dataset:
         raise UserError("give songs to separate, or --dataset and --root to separate and score a dataset")
+    import convert_weights
+
+    convert_weights.require_torch()
     threads = set_threads(args.threads)  # before either framework starts its thread pools
 
-    import convert_weights
     import unet_model
     import unet_torch
 

@@ -250,10 +250,7 @@ def torch_to_keras(source, input_shape: tuple[int, int, int] = (DEFAULT_PARAMS.n
                         leaky_slope=source.leaky_slope, skip_first=source.skip_first)
         state_dict = source.state_dict()
     else:
-        state_dict = source
-        settings = {}
-        if skip_first is None:
-            skip_first = False
+        settings, state_dict = {}, source
     if skip_first is not None:
         settings["skip_first"] = skip_first
     if leaky_slope is not None:
@@ -411,8 +408,18 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def require_torch() -> None:
+    """Raise :class:`UserError` with the install command when PyTorch (optional) is missing."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UserError("PyTorch is needed for this (an optional dependency): "
+                        "pip install torch==2.13.0 (the CPU build)") from None
+
+
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
+    require_torch()
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         raise UserError(f"{output}: exists; choose another name or add --overwrite")

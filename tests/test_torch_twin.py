@@ -392,6 +392,14 @@ def test_cli_keras2torch_then_torch2keras(run_dir, tmp_path, capsys):
         convert_weights.main(["torch2keras", str(pt), str(tmp_path / "model.h5")])
 
 
+def test_commands_without_torch_say_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "torch", None)  # what an environment without PyTorch gives
+    with pytest.raises(UserError, match="pip install torch==2.13.0"):
+        convert_weights.main(["keras2torch", str(tmp_path / "a.keras"), str(tmp_path / "a.pt")])
+    with pytest.raises(UserError, match="pip install torch==2.13.0"):
+        compare_frameworks.main(["--model", str(tmp_path / "a.keras"), str(tmp_path / "song.wav")])
+
+
 # --------------------------------------------------------------------------------------------
 # The comparison
 # --------------------------------------------------------------------------------------------
