@@ -351,3 +351,24 @@ def test_damaged_resume_point_is_refused(tmp_path):
     (backup / "state.json").write_text("{")
     with pytest.raises(UserError, match="damaged resume point"):
         train.read_state(backup)
+
+
+def test_only_the_chief_writes_the_run_dir(tmp_path):
+    class Resolver:  # what MultiWorkerMirroredStrategy.cluster_resolver reports from TF_CONFIG
+        def __init__(self, task_type, task_id, cluster):
+            self.task_type, self.task_id, self.cluster = task_type, task_id, cluster
+
+        def cluster_spec(self):
+            return type("Spec", (), {"as_dict": lambda _: self.cluster})()
+
+    def strategy(*args):
+        return type("Strategy", (), {"cluster_resolver": Resolver(*args)})()
+
+    run = tmp_path / "run"
+    workers = {"worker": ["a:1", "b:1"]}
+    assert train._worker_run_dir(run, None) == run
+    assert train._worker_run_dir(run, strategy("worker", 0, workers)) == run
+    assert train._worker_run_dir(run, strategy("worker", 1, workers)) == tmp_path / "run.worker1"
+    with_chief = dict(workers, chief=["c:1"])
+    assert train._worker_run_dir(run, strategy("chief", 0, with_chief)) == run
+    assert train._worker_run_dir(run, strategy("worker", 0, with_chief)) == tmp_path / "run.worker0"
