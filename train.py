@@ -103,6 +103,9 @@ def get_parser() -> argparse.ArgumentParser:
                         help="epochs without improvement before halving the learning rate (default 4)")
     parser.add_argument("--remix", action="store_true",
                         help="augment by remixing vocals with other tracks' accompaniment")
+    parser.add_argument("--gain", action="store_true", help="augment with random vocals/accompaniment gains")
+    parser.add_argument("--input-dropout", type=float, default=0.0,
+                        help="zero this fraction of input cells, as the Keras coursework (default 0)")
     parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                         help="compile train steps with XLA (default: Keras' choice, on for GPUs only)")
     parser.add_argument("--distribute", choices=("none", "mirrored", "multiworker"), default="none",
@@ -137,6 +140,8 @@ def main(argv=None) -> int:
         "patience": args.patience,
         "lr_patience": args.lr_patience,
         "remix": args.remix,
+        "gain": args.gain,
+        "input_dropout": args.input_dropout,
         "seed": args.seed,
         "epochs": args.epochs,
         "max_minutes": args.max_minutes,
@@ -146,7 +151,16 @@ def main(argv=None) -> int:
         "verbose": args.verbose,
     }
 
+    depth = 2 ** len(filters)
+    if cache.params.n_bins % depth or cache.params.patch_frames % depth:
+        raise UserError(f"--filters {args.filters}: {len(filters)} layers need patches divisible by {depth}, the "
+                        f"cache's are {cache.params.n_bins} x {cache.params.patch_frames}; use fewer filters")
+
     strategy = make_strategy(args.distribute)  # before any other TensorFlow call (multiworker needs it)
+    replicas = strategy.num_replicas_in_sync if strategy else 1
+    if args.batch_size % replicas:
+        raise UserError(f"--batch-size {args.batch_size} does not divide over {replicas} replicas; "
+                        f"use a multiple of {replicas}")
     run_dir = _worker_run_dir(Path(args.run_dir), strategy)
     state = prepare_run_dir(run_dir, config, cache.params)
     if state is not None and state.get("finished") == "early stopping":
@@ -169,16 +183,12 @@ def main(argv=None) -> int:
     keras.utils.set_random_seed(args.seed)  # initial weights and dropout
     loader = dict(batch_size=args.batch_size, seed=args.seed, workers=args.workers)
     train_data = DataGenerator(cache, tracks=train_tracks, mode="train", steps_per_epoch=args.steps_per_epoch,
-                               remix=args.remix, **loader)
+                               remix=args.remix, gain=args.gain, input_dropout=args.input_dropout, **loader)
     val_data = None
     if val_tracks:
         val_data = DataGenerator(cache, tracks=val_tracks, mode="validation",
                                  steps_per_epoch=args.validation_steps, **loader)
 
-    replicas = strategy.num_replicas_in_sync if strategy else 1
-    if args.batch_size % replicas:
-        raise UserError(f"--batch-size {args.batch_size} does not divide over {replicas} replicas; "
-                        f"use a multiple of {replicas}")
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = build_unet(input_shape=(cache.params.n_bins, cache.params.patch_frames, 1), filters=filters,
                            kernel_size=args.kernel_size, dropout=args.dropout)
@@ -195,7 +205,7 @@ def main(argv=None) -> int:
     if backup.diverged is not None:
         raise UserError(
             f"{run_dir}: the loss became NaN or infinite in epoch {backup.diverged + 1}; the checkpoints keep "
-            f"epoch {backup.epoch}. Lower --learning-rate and train in a new --run-dir"
+            f"epoch {backup.epoch}. Check the cache for damaged data, or lower --learning-rate in a new --run-dir"
         )
     early = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)).stopped_epoch
     if not early and backup.epoch < args.epochs:
@@ -227,6 +237,8 @@ def _check_args(args) -> tuple[int, ...]:
         raise UserError(f"--max-minutes must be positive, got {args.max_minutes}")
     if not 0 <= args.validation_split < 1:
         raise UserError(f"--validation-split must be in [0, 1), got {args.validation_split}")
+    if not 0 <= args.input_dropout < 1:
+        raise UserError(f"--input-dropout must be in [0, 1), got {args.input_dropout}")
     if not 0 <= args.dropout < 1:
         raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
     return filters

@@ -299,6 +299,7 @@ def test_run_dir_of_another_configuration_or_cache_is_refused(cache, stems, tmp_
         (["--learning-rate", "nan"], "--learning-rate must be a positive number"),
         (["--validation-split", "1"], r"--validation-split must be in \[0, 1\)"),
         (["--max-minutes", "0"], "--max-minutes must be positive"),
+        (["--filters", "4,4,4,4,4,4,4"], "7 layers need patches divisible by 128, the cache's are 64 x 64"),
         (["--split", "test"], "--split test: the cache has no such tracks \\(its splits: train\\)"),
         (["--validation-from", "test"], "--validation-from test: the cache has no such tracks"),
     ],
