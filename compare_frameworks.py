@@ -6,7 +6,8 @@
 The model given (a ``.keras`` model, or a PyTorch checkpoint of the coursework U-Net) is
 converted to the other framework (``convert_weights.py``), and both separate every song with
 ``inference.separate`` -- the same patches, normalisation, overlap-add and mask application;
-only the network differs. Printed side by side:
+only the network differs. Without songs or ``--dataset`` only the speeds are measured.
+Printed side by side:
 
 * the largest difference between the two frameworks' masks (over every patch of every song)
   and between their separated vocals (samples);
@@ -71,8 +72,8 @@ def main(argv=None) -> int:
         raise UserError("--batch-size and --threads must be at least 1 and --bench-batches at least 0")
     if bool(args.dataset) != bool(args.root):
         raise UserError("--dataset and --root go together (the dataset's kind and its folder)")
-    if not args.songs and not args.dataset:
-        raise UserError("give songs to separate, or --dataset and --root to separate and score a dataset")
+    if not args.songs and not args.dataset and not args.bench_batches:
+        raise UserError("nothing to do: give songs, or --dataset and --root, or --bench-batches above 0")
     import convert_weights
 
     convert_weights.require_torch()
@@ -98,8 +99,9 @@ def main(argv=None) -> int:
                                         else " (1 before, 2 after: NOT PyTorch's function, see convert_weights.py)"))
 
     tracks = list_tracks(args)
-    rows, diffs = compare_tracks(tracks, model, module, params, args.batch_size, args.v4)
-    print_comparison(rows, diffs, args.v4)
+    if tracks:
+        rows, diffs = compare_tracks(tracks, model, module, params, args.batch_size, args.v4)
+        print_comparison(rows, diffs, args.v4)
     if args.bench_batches:
         speeds = benchmark(model, module, args.batch_size, args.bench_batches)
         print_speeds(speeds, args.batch_size, threads)
