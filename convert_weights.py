@@ -97,7 +97,8 @@ def padding_layout(model) -> str:
     ``TORCH_PADDING`` needs every encoder convolution to be ``'valid'`` after a
     ``ZeroPadding2D(k//2)`` named ``encoder{i}_pad`` and every decoder transposed convolution to
     be ``'valid'`` followed by a ``Cropping2D((k//2, k//2 - 1))`` named ``decoder{i}_crop`` (see
-    the module docstring). Anything else with 'same' padding is ``SAME_PADDING``.
+    the module docstring). All-'same' convolutions are ``SAME_PADDING``; anything else raises
+    :class:`UserError`.
     """
     depth = keras_depth(model)
     names = {layer.name for layer in model.layers}
