@@ -207,13 +207,21 @@ def predict_mask(mix_mag: np.ndarray, predictor, params: AudioParams = DEFAULT_P
 
 
 def frame_grid(sr: int, params: AudioParams = DEFAULT_PARAMS) -> tuple[int, int]:
-    """``(n_fft, hop)`` at rate ``sr`` whose frames last as long as the model's (n_fft even).
+    """``(n_fft, hop)`` at rate ``sr`` whose frames last as long as the model's.
 
-    44100 Hz gives (5512, 4134): 0.09374 s per hop instead of 0.09375 s; the small drift is
-    absorbed by mapping each frame's time exactly (:func:`full_band_mask`).
+    The hop is the model's hop scaled by ``sr / sample_rate`` and rounded; 44100 Hz gives 4134
+    samples, 0.09374 s instead of 0.09375 s, a drift absorbed by mapping each frame's time
+    exactly (:func:`full_band_mask`). The window is the scaled n_fft (5512.5 at 44.1 kHz)
+    rounded up to the next even length whose prime factors are all small (5544 = 2^3 3^2 7 11):
+    0.6 % longer, and the FFT is twice as fast as with 5512 = 2^3 13 53.
     """
+    import scipy.fft
+
     scale = sr / params.sample_rate
-    return max(2, 2 * round(params.n_fft * scale / 2)), max(1, round(params.hop_length * scale))
+    n_fft = scipy.fft.next_fast_len(max(2, math.ceil(params.n_fft * scale)))
+    while n_fft % 2:
+        n_fft = scipy.fft.next_fast_len(n_fft + 1)
+    return n_fft, max(1, round(params.hop_length * scale))
 
 
 def full_band_mask(mask: np.ndarray, sr: int, frames: range | np.ndarray, params: AudioParams = DEFAULT_PARAMS,

@@ -110,8 +110,12 @@ def test_frame_grid_keeps_the_models_frame_duration():
     assert inference.frame_grid(8192) == (1024, 768)
     assert inference.frame_grid(16384) == (2048, 1536)
     n_fft, hop = inference.frame_grid(44100)
-    assert n_fft % 2 == 0 and (n_fft, hop) == (5512, 4134)
+    assert n_fft % 2 == 0 and (n_fft, hop) == (5544, 4134)  # 5544 = 2^3 3^2 7 11: a fast FFT size
     assert hop / 44100 == pytest.approx(768 / 8192, rel=1e-4)
+    assert n_fft / 44100 == pytest.approx(1024 / 8192, rel=0.01)
+    for sr in (11025, 22050, 48000, 96000):
+        n_fft, hop = inference.frame_grid(sr)
+        assert n_fft % 2 == 0 and 0 <= n_fft / sr - 1024 / 8192 < 0.01 * 1024 / 8192
 
 
 def test_full_band_mask_maps_time_and_frequency():
