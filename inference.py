@@ -50,6 +50,7 @@ song is the audio itself (input and the two stems) and the 8192 Hz mono spectrog
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import math
 import os
@@ -58,7 +59,6 @@ import sys
 import tempfile
 import time
 import warnings
-import weakref
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +139,10 @@ def n_segments(frames: int, size: int, overlap: float = DEFAULT_OVERLAP) -> int:
 # The model's mask
 # --------------------------------------------------------------------------------------------
 
-_PREDICTORS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+#: The mask functions of the last few models, so that a notebook calling separate() again does
+#: not rebuild and retrace; bounded, as each entry keeps its model alive.
+_PREDICTORS: "collections.OrderedDict[int, tuple]" = collections.OrderedDict()
+_MAX_PREDICTORS = 4
 
 
 def mask_predictor(model, params: AudioParams = DEFAULT_PARAMS):
@@ -164,9 +167,9 @@ def mask_predictor(model, params: AudioParams = DEFAULT_PARAMS):
             f"(n_bins={params.n_bins}, patch_frames={params.patch_frames}); use the audio_params.json "
             "saved with that model"
         )
-    cached = _PREDICTORS.get(model)
-    if cached is not None:
-        return cached
+    cached = _PREDICTORS.get(id(model))
+    if cached is not None and cached[0] is model:
+        return cached[1]
     try:
         mask_layer = model.get_layer("mask")
     except ValueError:
@@ -182,7 +185,9 @@ def mask_predictor(model, params: AudioParams = DEFAULT_PARAMS):
         # predict_on_batch runs one compiled call, without Model.predict's per-call setup.
         return np.asarray(masker.predict_on_batch(patches))
 
-    _PREDICTORS[model] = predict
+    _PREDICTORS[id(model)] = (model, predict)
+    while len(_PREDICTORS) > _MAX_PREDICTORS:
+        _PREDICTORS.popitem(last=False)
     return predict
 
 

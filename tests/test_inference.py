@@ -416,3 +416,13 @@ def test_bad_options(tmp_path, model_dir, capsys, option, words):
     song = write(tmp_path / "s.wav", noise(1.0, 8192, 1), 8192)
     status, err = run([str(song), "--model", str(model_dir)] + option, capsys)
     assert status == 2 and words in err
+
+
+def test_a_model_is_prepared_once(tiny_model):
+    """separate() called again with the same model reuses its mask function (no retracing)."""
+    assert inference.mask_predictor(tiny_model) is inference.mask_predictor(tiny_model)
+    with pytest.raises(UserError, match="no layer named 'mask'"):
+        import keras
+
+        plain = keras.Sequential([keras.Input((512, 128, 1)), keras.layers.Conv2D(1, 3, padding="same")])
+        inference.mask_predictor(plain)
