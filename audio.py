@@ -181,6 +181,10 @@ class atomic_output:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
             try:
+                # mkstemp makes the file private (0600); give it the mode a plain open() would
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(self.tmp, 0o666 & ~umask)
                 os.replace(self.tmp, self.path)
             except OSError as err:
                 self.tmp.unlink(missing_ok=True)

@@ -24,11 +24,13 @@ Choices, compared with the PyTorch coursework (``Conv2d(1,16,5,2,2)`` ...,
 ``ConvTranspose2d(..., 5, 2, 2, output_padding=1)`` with the skip concatenated,
 ``ConvTranspose2d(32,1)`` + sigmoid):
 
-* ``padding='same'`` with stride 2 in Keras gives exactly ``ceil(n/2)`` on the way down and
-  ``2n`` on the way up, the shapes PyTorch gets from ``padding=2`` and ``output_padding=1``.
-  Keras pads 'same' asymmetrically (the extra zero goes at the end) where PyTorch pads 2 on
-  both sides, so the kernels are aligned one sample apart: the same family of functions, but
-  weights do not carry over between the two without that shift.
+* Padding as PyTorch's ``padding=2`` / ``output_padding=1``: ``ZeroPadding2D(2)`` then a
+  ``'valid'`` ``Conv2D`` (``n/2`` on the way down); a ``'valid'`` ``Conv2DTranspose``
+  (``2n + 3``) then ``Cropping2D(((2, 1), (2, 1)))`` (``2n`` on the way up). Keras'
+  ``padding='same'`` gives the same shapes but pads 1 before and 2 after, so its stride-2
+  convolutions read the input at the other parity: another function, which no re-indexing of
+  5-tap kernels makes equal (convert_weights.py explains). With explicit padding the
+  coursework's PyTorch weights give exactly its outputs here.
 * The skip connection concatenates the encoder block's *activated* output (after LeakyReLU)
   with the decoder block's output after its ReLU and dropout, decoder channels first
   (Spleeter instead concatenates the encoder's raw convolution output).
@@ -84,11 +86,20 @@ def build_unet(
     for axis, size in zip(("bins", "frames"), input_shape[:2]):
         if size is not None and size % 2**depth:
             raise ValueError(f"input {axis}={size} must divide by 2**{depth} for a U-Net of depth {depth}")
+    if kernel_size < 3 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd and at least 3 (PyTorch's padding k//2), got {kernel_size}")
     if dropout_layers < 0 or not 0 <= dropout < 1:
         raise ValueError(f"need dropout in [0, 1) and dropout_layers >= 0, got {dropout} and {dropout_layers}")
 
-    conv = functools.partial(keras.layers.Conv2D, kernel_size=kernel_size, strides=2, padding="same")
-    deconv = functools.partial(keras.layers.Conv2DTranspose, kernel_size=kernel_size, strides=2, padding="same")
+    # PyTorch's padding: k//2 zeros on both sides before each 'valid' stride-2 convolution, and
+    # each 'valid' transposed convolution (2h + k - 2 rows) cropped by k//2 at the start and
+    # k//2 - 1 at the end (padding=k//2, output_padding=1), so that the coursework's weights give
+    # exactly its function (convert_weights.py). Keras' 'same' pads 1 before and 2 after and
+    # samples the input at the other parity: equivalent shapes, a different function.
+    pad = kernel_size // 2
+    conv = functools.partial(keras.layers.Conv2D, kernel_size=kernel_size, strides=2, padding="valid")
+    deconv = functools.partial(keras.layers.Conv2DTranspose, kernel_size=kernel_size, strides=2, padding="valid")
+    crop = functools.partial(keras.layers.Cropping2D, ((pad, pad - 1), (pad, pad - 1)))
     # Keras' defaults (momentum 0.99, epsilon 1e-3) differ from PyTorch's (0.1 i.e. 0.9, 1e-5);
     # use PyTorch's so running statistics track as in the coursework.
     batch_norm = functools.partial(keras.layers.BatchNormalization, momentum=0.9, epsilon=1e-5)
@@ -98,6 +109,7 @@ def build_unet(
     skips = []
     for i, f in enumerate(filters, start=1):
         # (B, H, W, C) -> (B, H/2, W/2, f): 512x128 -> 256x64 -> ... -> 8x2 with 512 channels.
+        x = keras.layers.ZeroPadding2D(pad, name=f"encoder{i}_pad")(x)
         x = conv(f, name=f"encoder{i}_conv")(x)
         x = batch_norm(name=f"encoder{i}_bn")(x)
         x = keras.layers.LeakyReLU(negative_slope=leaky_slope, name=f"encoder{i}_act")(x)
@@ -109,6 +121,7 @@ def build_unet(
         # (B, h, w, C) -> (B, 2h, 2w, f), then concatenated with the encoder output of that
         # resolution -> (B, 2h, 2w, 2f): 8x2x512 -> 16x4x512 -> ... -> 256x64x32.
         x = deconv(f, name=f"decoder{i}_deconv")(x)
+        x = crop(name=f"decoder{i}_crop")(x)
         x = batch_norm(name=f"decoder{i}_bn")(x)
         x = keras.layers.ReLU(name=f"decoder{i}_act")(x)
         if i <= dropout_layers and dropout > 0:
@@ -117,6 +130,7 @@ def build_unet(
 
     # (B, 256, 64, 32) -> (B, 512, 128, 1): the last block has no batch norm or ReLU.
     x = deconv(1, name=f"decoder{depth}_deconv")(x)
+    x = crop(name=f"decoder{depth}_crop")(x)
     mask = keras.layers.Activation("sigmoid", name="mask")(x)
     vocals = keras.layers.Multiply(name="vocals")([mask, mix])  # (B, 512, 128, 1)
     return keras.Model(mix, vocals, name=name)

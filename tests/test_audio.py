@@ -1,6 +1,7 @@
 """The audio core: parameters, I/O, resampling, the STFT pair and normalisation."""
 
 import json
+import os
 import shutil
 import subprocess
 import warnings
@@ -162,6 +163,9 @@ def test_save_is_atomic_and_never_clips(tmp_path):
     path = tmp_path / "out.wav"
     audio.save_audio(path, tone(), SR)
     assert sf.info(path).subtype == "PCM_16"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temporary file's private 0600
     loud = tone(amp=1.5)
     with pytest.warns(UserWarning, match="exceeds full scale"):
         audio.save_audio(path, loud, SR)

@@ -66,7 +66,8 @@ def test_default_architecture_parameter_count_and_shapes():
     assert [model.get_layer(f"decoder{i}_deconv").filters for i in range(1, 7)] == [256, 128, 64, 32, 16, 1]
     for i in range(1, 7):
         conv = model.get_layer(f"encoder{i}_conv")
-        assert conv.kernel_size == (5, 5) and conv.strides == (2, 2) and conv.padding == "same"
+        assert conv.kernel_size == (5, 5) and conv.strides == (2, 2) and conv.padding == "valid"
+        assert model.get_layer(f"encoder{i}_pad").padding == ((2, 2), (2, 2))  # PyTorch's padding=2
         assert model.get_layer(f"encoder{i}_act").negative_slope == pytest.approx(0.2)
     # dropout 0.5 on the first three decoder blocks only; the last block has no batch norm
     names = {layer.name for layer in model.layers}

@@ -1,7 +1,6 @@
 """Tests of the PyTorch twin (unet_torch.py), the weight conversion (convert_weights.py) and the
 framework comparison (compare_frameworks.py). Skipped as a whole without PyTorch."""
 
-import functools
 import pickle
 import sys
 import types
@@ -30,47 +29,6 @@ def _two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(before)
-
-
-def torch_padded_unet(input_shape=TINY_SHAPE, filters=TINY_FILTERS, kernel_size=5, dropout=0.5, dropout_layers=3,
-                      leaky_slope=0.2):
-    """A Keras U-Net that pads as PyTorch does, the change proposed for unet_model.build_unet.
-
-    ``build_unet`` itself when it already pads so; otherwise a prototype: build_unet with
-    ``ZeroPadding2D(k//2)`` + ``'valid'`` Conv2D and ``'valid'`` Conv2DTranspose +
-    ``Cropping2D((k//2, k//2 - 1))``, same layer names otherwise.
-    """
-    import keras
-
-    model = unet_model.build_unet(input_shape, filters, kernel_size, dropout, dropout_layers, leaky_slope)
-    if convert_weights.padding_layout(model) == convert_weights.TORCH_PADDING:
-        return model
-    pad = kernel_size // 2
-    conv = functools.partial(keras.layers.Conv2D, kernel_size=kernel_size, strides=2, padding="valid")
-    deconv = functools.partial(keras.layers.Conv2DTranspose, kernel_size=kernel_size, strides=2, padding="valid")
-    crop = functools.partial(keras.layers.Cropping2D, ((pad, pad - 1), (pad, pad - 1)))
-    batch_norm = functools.partial(keras.layers.BatchNormalization, momentum=0.9, epsilon=1e-5)
-    mix = keras.Input(shape=input_shape, name="mixture")
-    x, skips = mix, []
-    for i, f in enumerate(filters, start=1):
-        x = keras.layers.ZeroPadding2D(pad, name=f"encoder{i}_pad")(x)
-        x = conv(f, name=f"encoder{i}_conv")(x)
-        x = batch_norm(name=f"encoder{i}_bn")(x)
-        x = keras.layers.LeakyReLU(negative_slope=leaky_slope, name=f"encoder{i}_act")(x)
-        skips.append(x)
-    skips.pop()
-    for i, (f, skip) in enumerate(zip(reversed(filters[:-1]), reversed(skips)), start=1):
-        x = deconv(f, name=f"decoder{i}_deconv")(x)
-        x = crop(name=f"decoder{i}_crop")(x)
-        x = batch_norm(name=f"decoder{i}_bn")(x)
-        x = keras.layers.ReLU(name=f"decoder{i}_act")(x)
-        if i <= dropout_layers and dropout > 0:
-            x = keras.layers.Dropout(dropout, name=f"decoder{i}_dropout")(x)
-        x = keras.layers.Concatenate(axis=-1, name=f"decoder{i}_skip")([x, skip])
-    x = deconv(1, name=f"decoder{len(filters)}_deconv")(x)
-    x = crop(name=f"decoder{len(filters)}_crop")(x)
-    mask = keras.layers.Activation("sigmoid", name="mask")(x)
-    return keras.Model(mix, keras.layers.Multiply(name="vocals")([mask, mix]), name="unet")
 
 
 def randomize(model, seed=0):
@@ -221,7 +179,7 @@ def test_keras_same_padding_is_pytorch_mirrored_and_explicit_padding_is_exact(tr
 
 @pytest.mark.parametrize("skip_first", [False, True], ids=["decoder-first", "skip-first"])
 def test_conversion_is_exact_for_torch_padding_and_round_trips(skip_first):
-    model = randomize(torch_padded_unet(), seed=1)
+    model = randomize(unet_model.build_unet(TINY_SHAPE, TINY_FILTERS), seed=1)
     assert convert_weights.padding_layout(model) == convert_weights.TORCH_PADDING
     module = convert_weights.keras_to_torch(model, skip_first=skip_first)
     assert module.skip_first == skip_first and not module.training
@@ -242,7 +200,7 @@ def test_conversion_is_exact_for_torch_padding_and_round_trips(skip_first):
 
 def test_full_size_model_gives_the_same_mask_in_both_frameworks():
     """The default 512 x 128 U-Net on one patch, batch norm statistics included."""
-    model = randomize(torch_padded_unet((512, 128, 1), unet_torch.FILTERS), seed=3)
+    model = randomize(unet_model.build_unet((512, 128, 1), unet_torch.FILTERS), seed=3)
     module = convert_weights.keras_to_torch(model)
     x = random_patches(1, (512, 128, 1), seed=4)
     ours, theirs = keras_mask(model, x), unet_torch.predict_mask(module, x)
@@ -251,20 +209,18 @@ def test_full_size_model_gives_the_same_mask_in_both_frameworks():
     assert same_weights(convert_weights.torch_to_keras(module), model)
 
 
-def test_build_unet_padding_decides_whether_the_functions_agree():
-    """Whatever unet_model pads with, the weights round-trip; the outputs agree only with torch padding."""
+def test_build_unet_pads_as_pytorch_so_the_functions_agree():
+    """build_unet pads as PyTorch does: the weights round-trip and the outputs agree."""
     model = randomize(unet_model.build_unet(TINY_SHAPE, TINY_FILTERS), seed=5)
+    assert convert_weights.padding_layout(model) == convert_weights.TORCH_PADDING
     module = convert_weights.keras_to_torch(model)
     assert same_weights(convert_weights.torch_to_keras(module, TINY_SHAPE), model)
     largest, relative = convert_weights.mask_difference(model, module, n=2)
-    if convert_weights.padding_layout(model) == convert_weights.TORCH_PADDING:
-        assert relative < convert_weights.TOLERANCE
-    else:
-        assert largest > 1e-2  # 'same' padding: documented as a different function
+    assert relative < convert_weights.TOLERANCE
 
 
 def test_state_dict_mismatches_are_listed():
-    model = torch_padded_unet()
+    model = unet_model.build_unet(TINY_SHAPE, TINY_FILTERS)
     state = convert_weights.keras_to_state_dict(model)
     del state["bn3.running_var"]
     state["conv7.weight"] = np.zeros((1,), np.float32)
@@ -349,7 +305,7 @@ def run_dir(tmp_path):
     """A trained-looking tiny model saved as run/best.keras with its audio parameters."""
     run = tmp_path / "run"
     run.mkdir()
-    model = randomize(torch_padded_unet(), seed=6)
+    model = randomize(unet_model.build_unet(TINY_SHAPE, TINY_FILTERS), seed=6)
     model.save(run / "best.keras")
     TINY_PARAMS.save(run / unet_model.PARAMS_FILE)
     return model, run / "best.keras"
