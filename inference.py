@@ -28,18 +28,19 @@ How a song is separated
    mask of those bins was computed from almost nothing. The mask is therefore used as the model
    gives it up to ``PASSBAND`` of the model's Nyquist frequency (3840 Hz), and every frequency
    above that takes, frame by frame, the mean of the mask over the reference band just below
-   (``HIGH_BAND_REFERENCE``, 2880-3840 Hz), squared (``high_band="shrunk"``). The mean says
-   how much of the upper spectrum the model gave to the voice; squaring keeps it near 1 where
-   that band is clearly vocal (sibilants and breaths pass) and shrinks it where the band is
-   shared, since above 4 kHz cymbals and hi-hats usually take a larger share than below, and
-   giving their energy to the vocals costs more than leaving out some vocal air.
-   ``benchmarks/bench_inference.py`` (section 4) measures this against the plain mean,
-   the mask at 3840 Hz or the model's top bin repeated upwards, and separating at 8192 Hz and
-   upsampling (the "telephone" vocals, with everything above 4 kHz left in the
-   accompaniment): with oracle masks on synthetic songs, squaring gained about 1.8 dB SDR above
-   4 kHz over the plain mean, and it beat separating at 8192 Hz on every song. A song already
-   at 8192 Hz needs no resampling and gets the mask exactly as in training
-   (``audio.apply_mask``).
+   (``HIGH_BAND_REFERENCE``, 2880-3840 Hz): how much of the upper spectrum the model gave to
+   the voice is extended to the sibilants, breaths and upper harmonics above it.
+   ``benchmarks/bench_inference.py`` (section 4) measures this against the alternatives: that
+   mean squared (shrunk towards 0 unless the band is clearly vocal), the mask at 3840 Hz, the
+   model's top bin (4088 Hz) repeated upwards, and separating at 8192 Hz and upsampling (the
+   "telephone" vocals, everything above 4 kHz left in the accompaniment). On synthetic songs
+   at 44.1 kHz the plain mean kept the vocals' energy above 4 kHz within 1.3 dB (oracle
+   masks) where the 8192 Hz route loses all of it, at an SDR above 4 kHz equal to the
+   8192 Hz route's (-0.05 dB, oracle) or better (+0.18 dB, a trained model). Squaring won
+   with oracle masks (+1.2 dB) but left a trained model's softer masks with a telephone
+   (-36 dB of the vocals' energy above 4 kHz); the model's top bin was the worst everywhere
+   (-2 to -3 dB). A song already at 8192 Hz needs no resampling and gets the mask exactly as
+   in training (``audio.apply_mask``).
 
 Memory stays bounded for long songs: the model runs on ``batch_size`` patches at a time and
 the full-band STFT, masking and inverse STFT run on chunks of ``chunk_frames`` frames with
@@ -238,14 +239,14 @@ def frame_grid(sr: int, params: AudioParams = DEFAULT_PARAMS) -> tuple[int, int]
 
 
 def full_band_mask(mask: np.ndarray, sr: int, frames: range | np.ndarray, params: AudioParams = DEFAULT_PARAMS,
-                   high_band: str = "shrunk") -> np.ndarray:
+                   high_band: str = "mean") -> np.ndarray:
     """Resample the model's mask ``(n_bins, model_frames)`` to the STFT grid at rate ``sr``.
 
     Returns ``(n_fft/2+1, len(frames))`` for the given frame indices of the :func:`frame_grid`
     STFT: linear interpolation in time (frame centres) and frequency (bin centres) up to
     ``PASSBAND`` of the model's band; above it each frame takes the mean mask of the
-    ``HIGH_BAND_REFERENCE`` band, squared (``high_band="shrunk"``, the default, as the module
-    docstring explains). For measuring: ``"mean"`` (not squared), ``"edge"`` (the mask at
+    ``HIGH_BAND_REFERENCE`` band (``high_band="mean"``, as the module docstring explains).
+    Measured alternatives: ``"shrunk"`` (that mean squared), ``"edge"`` (the mask at
     ``PASSBAND``), ``"top"`` (every model bin up to 4088 Hz, then the top one repeated, as
     ``audio.extend_mask`` does).
     """
@@ -274,7 +275,7 @@ def full_band_mask(mask: np.ndarray, sr: int, frames: range | np.ndarray, params
         elif high_band == "edge":
             high = in_time[int(edge):int(edge) + 1]
         else:
-            raise ValueError(f"high_band must be 'shrunk', 'mean', 'edge' or 'top', got {high_band!r}")
+            raise ValueError(f"high_band must be 'mean', 'shrunk', 'edge' or 'top', got {high_band!r}")
     rows = np.concatenate([in_time, high])  # row n_bins: the high band
     q = np.arange(n_fft // 2 + 1) * (sr / n_fft) / model_bin_hz
     above = q > edge
@@ -399,7 +400,7 @@ def separate_vocals(mixture: np.ndarray, sr: int, model, params: AudioParams | N
 
 
 def apply_vocal_mask(mixture: np.ndarray, sr: int, mask: np.ndarray, params: AudioParams = DEFAULT_PARAMS,
-                     full_band: bool = True, high_band: str = "shrunk", chunk_frames: int = CHUNK_FRAMES,
+                     full_band: bool = True, high_band: str = "mean", chunk_frames: int = CHUNK_FRAMES,
                      progress=None, timings: dict | None = None) -> np.ndarray:
     """The vocals of ``(samples, channels)`` audio at ``sr`` under a model-rate mask ``(n_bins, frames)``.
 

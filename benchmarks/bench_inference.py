@@ -225,10 +225,10 @@ def section_quality(args, model, params, trained: bool) -> None:
         else:
             mask = oracle_mask(vocals, accompaniment, sr)
         candidates = {
-            "full band, above 3.84 kHz: (mean of 2.88-3.84 kHz)^2 (default)":
+            "full band, above 3.84 kHz: mean of 2.88-3.84 kHz (default)":
                 inference.apply_vocal_mask(mixture, sr, mask, params),
-            "full band, above 3.84 kHz: mean of 2.88-3.84 kHz":
-                inference.apply_vocal_mask(mixture, sr, mask, params, high_band="mean"),
+            "full band, above 3.84 kHz: (mean of 2.88-3.84 kHz)^2":
+                inference.apply_vocal_mask(mixture, sr, mask, params, high_band="shrunk"),
             "full band, above 3.84 kHz: mask at 3.84 kHz":
                 inference.apply_vocal_mask(mixture, sr, mask, params, high_band="edge"),
             "full band, above 4.09 kHz: model's top bin (4088 Hz)":
