@@ -374,6 +374,8 @@ def separate_vocals(mixture: np.ndarray, sr: int, model, params: AudioParams | N
         x = x[:, None]
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"mixture must be non-empty (samples, channels) audio, got shape {np.shape(mixture)}")
+    if not np.isfinite(x).all():
+        raise ValueError("mixture contains NaN or infinite samples")
     if int(sr) != sr or sr <= 0:
         raise ValueError(f"sample rate must be a positive integer, got {sr}")
     if batch_size < 1:

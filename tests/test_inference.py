@@ -205,6 +205,17 @@ def test_separate_accepts_1d_mono(tiny_model):
     assert stems["vocals"].shape == x.shape
 
 
+@pytest.mark.parametrize("x, sr, words", [
+    (np.zeros((0, 2), np.float32), 44100, "non-empty"),
+    (np.zeros((10, 2, 2), np.float32), 44100, "non-empty"),
+    (np.full((100, 1), np.nan, np.float32), 44100, "NaN"),
+    (np.zeros((100, 1), np.float32), 0, "sample rate"),
+])
+def test_separate_rejects_bad_arrays(tiny_model, x, sr, words):
+    with pytest.raises(ValueError, match=words):
+        inference.separate(x, sr, tiny_model)
+
+
 def test_a_constant_mask_scales_the_whole_band():
     """Mask 0.3 everywhere: vocals = 0.3 x mixture at every frequency, up to 22 kHz."""
     x = noise(10.0, 44100, 2)
