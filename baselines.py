@@ -87,12 +87,9 @@ def _at_model_rate(fn, sr: int, params: AudioParams, *signals: np.ndarray) -> np
     Signals are ``(samples, channels)``; the result has the first signal's shape.
     """
     length, channels = signals[0].shape
-    # Zeros after the end put the last samples under whole STFT frames: with hop 768 > n_fft/2
-    # the centred STFT leaves the tail past the last frame centre to one window's tapering edge,
-    # where a masked (inconsistent) STFT is divided by a near-zero window sum and blows up.
-    at_model = [np.pad(audio.resample(s, sr, params.sample_rate), ((0, params.n_fft), (0, 0))) for s in signals]
+    at_model = [audio.resample(s, sr, params.sample_rate) for s in signals]
     out = np.stack([fn(*(s[:, c] for s in at_model)) for c in range(channels)], axis=1)
-    out = audio.resample(out[: at_model[0].shape[0] - params.n_fft].astype(np.float32), params.sample_rate, sr)
+    out = audio.resample(out.astype(np.float32), params.sample_rate, sr)
     # soxr may differ by a sample after a round trip between rates.
     if out.shape[0] < length:
         out = np.pad(out, ((0, length - out.shape[0]), (0, 0)))
