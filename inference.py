@@ -471,7 +471,9 @@ def find_songs(inputs: list[str], exclude: Path | None = None) -> tuple[list[Pat
     """Expand the command line's songs and folders into files: ``(files, problems)``.
 
     A folder contributes its audio files, recursively and sorted, skipping hidden ones and any
-    inside ``exclude`` (the output folder). A missing path or an empty folder is a problem
+    inside ``exclude`` (the output folder); in a folder that holds a ``mixture.*`` (the stems
+    layout, ``<track>/{mixture,vocals,accompaniment}.wav``) only the mixture is a song, so a
+    dataset split can be separated by naming its folder. A missing path or an empty folder is a problem
     (a one-line message); a file given by name is kept whatever its extension, so that an
     unreadable one is reported when it is read.
     """
@@ -485,6 +487,8 @@ def find_songs(inputs: list[str], exclude: Path | None = None) -> tuple[list[Pat
                 if p.is_file() and audio.is_audio_file(p) and not any(part.startswith(".") for part in p.relative_to(path).parts)
                 and not (exclude is not None and p.resolve().is_relative_to(exclude))
             )
+            stems_folders = {p.parent for p in found if p.stem == "mixture"}
+            found = [p for p in found if p.parent not in stems_folders or p.stem == "mixture"]
             if not found:
                 problems.append(f"{path}: no audio files in this folder ({', '.join(sorted(audio.AUDIO_EXTENSIONS))})")
         elif path.exists():

@@ -274,6 +274,9 @@ def test_cli_separates_files_and_folders(tmp_path, model_dir, capsys):
     songs = tmp_path / "in"
     write(songs / "b_stereo44k.wav", noise(3.0, 44100, 2), 44100)
     write(songs / "Track One" / "mixture.flac", noise(2.0, 22050, 1), 22050)
+    # a stems folder: only its mixture is a song, its stems are not separated
+    write(songs / "Track One" / "vocals.flac", noise(2.0, 22050, 1), 22050)
+    write(songs / "Track One" / "accompaniment.wav", noise(2.0, 22050, 1), 22050)
     write(songs / "sub" / "c.ogg", noise(1.5, 48000, 2), 48000)
     (songs / "notes.txt").write_text("not audio")
     single = write(tmp_path / "a_mono8k.wav", noise(20.0, 8192, 1), 8192)
