@@ -1,0 +1,161 @@
+"""The notebooks run end to end on a tiny pipeline run, and are committed without outputs.
+
+Each notebook is executed by nbclient in a fresh kernel started from this interpreter, with the
+working folder notebooks/ (as when a user opens it there) and its inputs given by the
+environment variables of its parameters cell, pointing at a pipeline run of a few seconds.
+The kernel is the "python3" kernel of this environment: jupyter_client starts it with
+``sys.executable`` (the spec's "python" is replaced by it, and without any spec ipykernel's own
+is used), so no kernel needs to be installed.
+"""
+
+import importlib.util
+import math
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+DEMO = "01_separation_demo.ipynb"
+RESULTS = "02_training_and_evaluation.ipynb"
+FRAMEWORKS = "03_tensorflow_vs_pytorch.ipynb"
+TORCH_MISSING = "PyTorch is needed for this (an optional dependency): pip install torch"
+
+
+@pytest.fixture(scope="session")
+def work(tmp_path_factory) -> Path:
+    """A whole pipeline run in miniature: 2 training songs and 1 test song of 8 s, a tiny U-Net
+    trained for 2 epochs of 2 steps, the test song separated and evaluated with the baselines."""
+    import pipeline
+
+    work = tmp_path_factory.mktemp("pipeline")
+    assert pipeline.main(["--work", str(work), "--train-songs", "2", "--test-songs", "1", "--seconds", "8",
+                          "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "2",
+                          "--filters", "4,8,8,8,8,8", "--jobs", "1"]) == 0
+    return work
+
+
+class Executed:
+    """A notebook after execution: its text outputs (streams and plain text), HTML and images."""
+
+    def __init__(self, nb):
+        self.nb = nb
+        outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+        self.errors = [o for o in outputs if o.output_type == "error"]
+        self.text = "".join(o.text if o.output_type == "stream" else o.get("data", {}).get("text/plain", "")
+                            for o in outputs)
+        self.html = [o.data["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+        self.images = [o for o in outputs if "image/png" in o.get("data", {})]
+
+    def number(self, pattern: str) -> float:
+        """The number captured by ``pattern``'s group in the text outputs (fails when absent)."""
+        found = re.search(pattern, self.text)
+        assert found, f"{pattern!r} not in the notebook's output:\n{self.text}"
+        return float(found.group(1))
+
+    def row(self, first: str) -> list[float]:
+        """The numbers of the first printed table row that starts with ``first`` (then only numbers)."""
+        for line in self.text.splitlines():
+            cells = line.split()
+            if cells[:1] == [first] and len(cells) > 1 and all(re.fullmatch(r"-?[\d.]+(e-?\d+)?|nan", c) for c in cells[1:]):
+                return [float(c) for c in cells[1:]]
+        raise AssertionError(f"no table row {first!r} in the notebook's output:\n{self.text}")
+
+
+def execute(name: str, **env: str) -> Executed:
+    """Run a committed notebook in a fresh kernel from notebooks/ with ``env`` added to the environment."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env}
+    environment.pop("MPLBACKEND", None)  # the kernel's inline backend draws the figures as outputs
+    client = NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client.execute(env=environment)  # raises CellExecutionError, with the traceback, if a cell fails
+    executed = Executed(nb)
+    assert not executed.errors
+    return executed
+
+
+@pytest.mark.parametrize("name", [DEMO, RESULTS, FRAMEWORKS])
+def test_committed_without_outputs(name):
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nbformat.validate(nb)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code and all(cell.outputs == [] and cell.execution_count is None for cell in code), \
+        f"{name}: clear the outputs before committing (Kernel > Restart & Clear Output)"
+    assert "parameters" in code[0].metadata.get("tags", []), f"{name}: the first code cell is the parameters cell"
+    assert nb.metadata.kernelspec.name == "python3"
+
+
+def test_every_notebook_is_tested():
+    assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == [DEMO, RESULTS, FRAMEWORKS]
+
+
+@pytest.mark.slow
+def test_separation_demo(work):
+    # The model as a run folder and the song relative to the repository root, not to notebooks/
+    song = work / "data" / "builtin" / "test" / "test000"
+    run = execute(DEMO, UNET_MODEL=str(work / "runs" / "builtin"), UNET_SONG_DIR=os.path.relpath(song, ROOT))
+    assert "song: test000, 8.0 s at 44100 Hz, 2 channel(s)" in run.text
+    assert "vocals + accompaniment == mixture: True" in run.text
+    assert len(run.images) == 2  # the mask figure and the spectrograms
+    assert sum("<audio" in html for html in run.html) == 4
+    header = "method " + " ".join(f"{s} {m}" for s in ("voc", "acc") for m in ("NSDR", "SDR", "SIR", "SAR"))
+    assert header in re.sub(r" +", " ", run.text)
+    unet, mixture, irm = (run.row(name) for name in ("U-Net", "mixture", "irm"))
+    assert len(unet) == 8 and all(math.isfinite(v) for v in unet + irm)
+    assert mixture[0] == 0.0 and mixture[4] == 0.0  # the NSDR of the mixture itself
+    assert irm[0] > 3.0  # the oracle mask separates
+
+
+@pytest.mark.slow
+def test_training_and_evaluation(work):
+    import train
+
+    run_dir = work / "runs" / "builtin"
+    run = execute(RESULTS, UNET_RUN_DIR=str(run_dir), UNET_RESULTS=str(work / "results" / "builtin"))
+    history = train.read_history(run_dir / "history.csv")
+    best = min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)
+    assert f"best.keras holds epoch {best + 1} (val_loss" in run.text
+    assert "1 tracks; methods: builtin, mixture, irm, ibm, hpss, nmf" in run.text
+    assert len(run.images) == 2  # the training curves and the box plots
+    assert "GNSDR" in run.text and "voc SDR" in run.text  # the v3 and v4 headline tables
+    assert len(run.row("builtin")) == 6 and math.isfinite(run.row("builtin")[0])  # GNSDR, GSIR, GSAR x 2
+    assert run.row("mixture")[0] == 0.0
+
+
+def check_torch_missing(run: Executed):
+    assert TORCH_MISSING in run.text and "restart the kernel" in run.text
+    assert not run.images
+
+
+@pytest.mark.slow
+def test_tensorflow_vs_pytorch(work):
+    run = execute(FRAMEWORKS, UNET_MODEL=str(work / "runs" / "builtin" / "best.keras"),
+                  UNET_SONG_DIR=str(work / "data" / "builtin" / "test" / "test000"))
+    if importlib.util.find_spec("torch") is None:
+        check_torch_missing(run)
+        return
+    assert "Keras padding: torch" in run.text
+    assert run.number(r"largest mask difference on 2 random patches: (\S+)") < 1e-5
+    assert run.number(r"overall: mask (\S+),") < 1e-5
+    assert run.number(r"overall: mask \S+, vocals (\S+)") < 1e-5
+    assert run.row("keras") == run.row("torch")  # the same scores (GNSDR table, 2 decimals)
+    assert "Patches per second" in run.text
+    assert len(run.images) == 1
+
+
+@pytest.mark.slow
+def test_tensorflow_vs_pytorch_without_torch(tmp_path):
+    """Where PyTorch is not installed the notebook says how to install it and runs to the end."""
+    hidden = tmp_path / "torch"
+    hidden.mkdir()
+    (hidden / "__init__.py").write_text("raise ImportError(\"No module named 'torch' (hidden by the test)\")\n")
+    pythonpath = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    run = execute(FRAMEWORKS, PYTHONPATH=pythonpath, UNET_MODEL=str(tmp_path / "missing.keras"))
+    check_torch_missing(run)
+    assert "Keras padding" not in run.text
