@@ -32,8 +32,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-songs", type=int, default=24, help="built-in training songs (default 24)")
     parser.add_argument("--test-songs", type=int, default=6, help="built-in test songs (default 6)")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each built-in song (default 30)")
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
-    parser.add_argument("--steps-per-epoch", type=int, default=25, help="batches per epoch (default 25)")
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    parser.add_argument("--steps-per-epoch", type=int, default=40, help="batches per epoch (default 40)")
     parser.add_argument("--batch-size", type=int, default=16, help="batch size (default 16, as the Keras coursework)")
     parser.add_argument("--learning-rate", type=float, default=1e-3,
                         help="Adam learning rate (default 1e-3: a short run needs a faster start than 1e-4)")
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
         *mixtures, "-o", str(separated), "--model", str(run_dir), "--overwrite"])
     step("5/5 evaluation", "evaluate.py", evaluate.main, [
         "--references", str(data / "test"), "--estimates", str(separated), "--dataset", "stems",
-        "--baselines", "--jobs", str(args.jobs), "--out", str(results)])
+        "--name", "unet", "--baselines", "--jobs", str(args.jobs), "--out", str(results)])
     print(f"\nDone in {(time.perf_counter() - started) / 60:.1f} min. Results: {results}/, "
           f"separated songs: {separated}/, model: {run_dir}/best.keras")
     return 0

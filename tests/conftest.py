@@ -21,3 +21,18 @@ def mir1k_root() -> Path:
     if not (MIR1K / "Wavfile").is_dir():
         pytest.skip(f"MIR-1K not found at {MIR1K} (set MIR1K_ROOT)")
     return MIR1K
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> Path:
+    """A whole pipeline run in miniature: 2 training songs and 1 test song of 8 s, a tiny U-Net
+    trained for 2 epochs of 2 steps, the test song separated and evaluated with the baselines."""
+    import pipeline
+
+    work = tmp_path_factory.mktemp("pipeline")
+    assert pipeline.main(TINY_PIPELINE + ["--work", str(work)]) == 0
+    return work
+
+
+TINY_PIPELINE = ["--train-songs", "2", "--test-songs", "1", "--seconds", "8", "--epochs", "2",
+                 "--steps-per-epoch", "2", "--batch-size", "2", "--filters", "4,8,8,8,8,8", "--jobs", "1"]

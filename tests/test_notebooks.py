@@ -25,19 +25,6 @@ FRAMEWORKS = "03_tensorflow_vs_pytorch.ipynb"
 TORCH_MISSING = "PyTorch is needed for this (an optional dependency): pip install torch"
 
 
-@pytest.fixture(scope="session")
-def work(tmp_path_factory) -> Path:
-    """A whole pipeline run in miniature: 2 training songs and 1 test song of 8 s, a tiny U-Net
-    trained for 2 epochs of 2 steps, the test song separated and evaluated with the baselines."""
-    import pipeline
-
-    work = tmp_path_factory.mktemp("pipeline")
-    assert pipeline.main(["--work", str(work), "--train-songs", "2", "--test-songs", "1", "--seconds", "8",
-                          "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "2",
-                          "--filters", "4,8,8,8,8,8", "--jobs", "1"]) == 0
-    return work
-
-
 class Executed:
     """A notebook after execution: its text outputs (streams and plain text), HTML and images."""
 
@@ -96,10 +83,10 @@ def test_every_notebook_is_tested():
 
 
 @pytest.mark.slow
-def test_separation_demo(work):
+def test_separation_demo(tiny_pipeline):
     # The model as a run folder and the song relative to the repository root, not to notebooks/
-    song = work / "data" / "builtin" / "test" / "test000"
-    run = execute(DEMO, UNET_MODEL=str(work / "runs" / "builtin"), UNET_SONG_DIR=os.path.relpath(song, ROOT))
+    song = tiny_pipeline / "data" / "builtin" / "test" / "test000"
+    run = execute(DEMO, UNET_MODEL=str(tiny_pipeline / "runs" / "builtin"), UNET_SONG_DIR=os.path.relpath(song, ROOT))
     assert "song: test000, 8.0 s at 44100 Hz, 2 channel(s)" in run.text
     assert "vocals + accompaniment == mixture: True" in run.text
     assert len(run.images) == 2  # the mask figure and the spectrograms
@@ -113,18 +100,18 @@ def test_separation_demo(work):
 
 
 @pytest.mark.slow
-def test_training_and_evaluation(work):
+def test_training_and_evaluation(tiny_pipeline):
     import train
 
-    run_dir = work / "runs" / "builtin"
-    run = execute(RESULTS, UNET_RUN_DIR=str(run_dir), UNET_RESULTS=str(work / "results" / "builtin"))
+    run_dir = tiny_pipeline / "runs" / "builtin"
+    run = execute(RESULTS, UNET_RUN_DIR=str(run_dir), UNET_RESULTS=str(tiny_pipeline / "results" / "builtin"))
     history = train.read_history(run_dir / "history.csv")
     best = min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)
     assert f"best.keras holds epoch {best + 1} (val_loss" in run.text
-    assert "1 tracks; methods: builtin, mixture, irm, ibm, hpss, nmf" in run.text
+    assert "1 tracks; methods: unet, mixture, irm, ibm, hpss, nmf" in run.text
     assert len(run.images) == 2  # the training curves and the box plots
     assert "GNSDR" in run.text and "voc SDR" in run.text  # the v3 and v4 headline tables
-    assert len(run.row("builtin")) == 6 and math.isfinite(run.row("builtin")[0])  # GNSDR, GSIR, GSAR x 2
+    assert len(run.row("unet")) == 6 and math.isfinite(run.row("unet")[0])  # GNSDR, GSIR, GSAR x 2
     assert run.row("mixture")[0] == 0.0
 
 
@@ -134,9 +121,9 @@ def check_torch_missing(run: Executed):
 
 
 @pytest.mark.slow
-def test_tensorflow_vs_pytorch(work):
-    run = execute(FRAMEWORKS, UNET_MODEL=str(work / "runs" / "builtin" / "best.keras"),
-                  UNET_SONG_DIR=str(work / "data" / "builtin" / "test" / "test000"))
+def test_tensorflow_vs_pytorch(tiny_pipeline):
+    run = execute(FRAMEWORKS, UNET_MODEL=str(tiny_pipeline / "runs" / "builtin" / "best.keras"),
+                  UNET_SONG_DIR=str(tiny_pipeline / "data" / "builtin" / "test" / "test000"))
     if importlib.util.find_spec("torch") is None:
         check_torch_missing(run)
         return
