@@ -150,20 +150,28 @@ def n_segments(frames: int, size: int, overlap: float = DEFAULT_OVERLAP) -> int:
 
 #: The mask functions of the last few models, so that a notebook calling separate() again does
 #: not rebuild and retrace; bounded, as each entry keeps its model alive.
-_PREDICTORS: "collections.OrderedDict[int, tuple]" = collections.OrderedDict()
+_PREDICTORS: "collections.OrderedDict[tuple[int, str], tuple]" = collections.OrderedDict()
 _MAX_PREDICTORS = 4
 
 
-def mask_predictor(model, params: AudioParams = DEFAULT_PARAMS):
+def mask_predictor(model, params: AudioParams = DEFAULT_PARAMS, precision: str = "float32"):
     """A function mapping normalised patches ``(batch, n_bins, patch_frames, 1)`` to masks.
 
     ``model`` is the U-Net (its layer ``mask`` is used), its mask model, or any callable with
     that signature (an oracle, in the benchmark). A Keras model whose input does not match
-    ``params`` raises :class:`UserError`. The mask model is built once per model, so one loaded
-    model serves a whole batch of songs without rebuilding or retracing.
+    ``params`` raises :class:`UserError`. A U-Net from ``unet_model.build_unet`` runs as
+    ``unet_model.inference_mask_model`` (the same mask, about twice as fast on CPUs;
+    ``precision="bfloat16"`` computes it in bfloat16, faster again on CPUs with AVX512-BF16 or
+    AMX); other models run their layer ``mask`` as they are. The mask model is built once per
+    model and precision, so one loaded model serves a whole batch of songs without rebuilding
+    or retracing.
     """
     import keras
 
+    import unet_model
+
+    if precision not in unet_model.PRECISIONS:
+        raise ValueError(f"precision must be one of {unet_model.PRECISIONS}, got {precision!r}")
     if not isinstance(model, keras.Model):
         if not callable(model):
             raise TypeError(f"model must be a keras.Model or a callable, got {type(model).__name__}")
@@ -176,7 +184,7 @@ def mask_predictor(model, params: AudioParams = DEFAULT_PARAMS):
             f"(n_bins={params.n_bins}, patch_frames={params.patch_frames}); use the audio_params.json "
             "saved with that model"
         )
-    cached = _PREDICTORS.get(id(model))
+    cached = _PREDICTORS.get((id(model), precision))
     if cached is not None and cached[0] is model:
         return cached[1]
     try:
@@ -186,15 +194,16 @@ def mask_predictor(model, params: AudioParams = DEFAULT_PARAMS):
     if mask_layer.output is model.outputs[0]:
         masker = model
     else:
-        import unet_model
-
-        masker = unet_model.mask_model(model)
+        try:
+            masker = unet_model.inference_mask_model(model, precision)
+        except ValueError:  # not build_unet's layout: its own mask layer, as trained
+            masker = unet_model.mask_model(model)
 
     def predict(patches: np.ndarray) -> np.ndarray:
         # predict_on_batch runs one compiled call, without Model.predict's per-call setup.
         return np.asarray(masker.predict_on_batch(patches))
 
-    _PREDICTORS[id(model)] = (model, predict)
+    _PREDICTORS[(id(model), precision)] = (model, predict)
     while len(_PREDICTORS) > _MAX_PREDICTORS:
         _PREDICTORS.popitem(last=False)
     return predict
@@ -591,6 +600,9 @@ def get_parser() -> argparse.ArgumentParser:
                         help="fraction of each 12 s patch shared with the next, in [0, 1) (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="patches per model call (default: %(default)s)")
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                        help="arithmetic of the model: float32 (default) or bfloat16 (faster on CPUs with AVX512-BF16 "
+                             "or AMX, much slower without; measured SDR cost in benchmarks/RESULTS.md)")
     parser.add_argument("--overwrite", action="store_true", help="replace stems that already exist")
     return parser
 
@@ -619,7 +631,7 @@ def main(argv=None) -> int:
     import unet_model
 
     model, params = unet_model.load_model(model_path)
-    mask_predictor(model, params)  # checks the model once, before the first song
+    predictor = mask_predictor(model, params, args.precision)  # checks the model once, before the first song
     failed = list(problems)
     progress = sys.stderr.isatty()
     for path, name in zip(files, names):
@@ -627,7 +639,7 @@ def main(argv=None) -> int:
         try:
             mixture, sr = audio.load_audio(path)
             mixture = np.require(mixture, np.float32, ["C", "W"])  # writable: the accompaniment goes in place
-            vocals = separate_vocals(mixture, sr, model, params, args.overlap, args.batch_size,
+            vocals = separate_vocals(mixture, sr, predictor, params, args.overlap, args.batch_size,
                                      progress=name if progress else False)
             np.subtract(mixture, vocals, out=mixture)  # the accompaniment, in place: one copy less
             write_stems({"vocals": vocals, "accompaniment": mixture}, sr, args.output / name)

@@ -1,0 +1,134 @@
+"""Correctness of the speed paths (benchmarks/RESULTS.md measures their speed): the inference-only
+U-Net (unet_model.inference_mask_model) computes the mask of unet_model.mask_model, whatever
+route each block takes, and inference.py uses it."""
+
+import numpy as np
+import pytest
+
+import inference
+import unet_model
+from audio import AudioParams, DEFAULT_PARAMS
+
+PATHS = {"conv", "matmul", "phases", "transpose", "subpixel"}
+
+
+def randomized(model, seed=0):
+    """``model`` with batch-norm statistics and affine parameters far from their initial values,
+    so that folding them into the convolutions is really tested."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n), rng.normal(0, 0.2, n),
+                               rng.uniform(0.3, 3.0, n)])
+    return model
+
+
+def patches(n, shape, seed=1):
+    """Mixture-like normalised patches ``(n, bins, frames, 1)``: non-negative, peak 1."""
+    x = np.random.default_rng(seed).random((n,) + shape, dtype=np.float32) ** 4
+    return x / x.max(axis=(1, 2, 3), keepdims=True)
+
+
+def masks(model, x, precision="float32"):
+    """``(reference mask, inference-path mask, the path of each block)``."""
+    reference = np.asarray(unet_model.mask_model(model).predict_on_batch(x))
+    fast = unet_model.inference_mask_model(model, precision)
+    return reference, np.asarray(fast.predict_on_batch(x)), [block[1] for block in fast.get_layer("mask").blocks]
+
+
+@pytest.mark.parametrize("shape, filters, kernel_size", [
+    ((64, 64, 1), (4, 8, 8, 8, 8, 8), 5),      # bottleneck blocks as matrix products, mask as sub-pixel
+    ((64, 64, 1), (16, 16, 16, 16, 16, 16), 5),  # adds a transposed convolution before the mask
+    ((32, 16, 1), (3, 5, 7), 3),               # 2x2 parity kernels
+    ((64, 32, 1), (8, 16, 24), 7),             # 4x4 parity kernels, every path
+])
+def test_inference_model_gives_the_mask_of_the_trained_model(shape, filters, kernel_size):
+    model = randomized(unet_model.build_unet(shape, filters, kernel_size=kernel_size))
+    x = patches(3, shape)
+    reference, fast, paths = masks(model, x)
+    assert reference.std() > 0.01  # a mask that depends on the input, so agreement means something
+    np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=2e-6)
+    assert fast.dtype == np.float32 and fast.shape == x.shape
+    assert paths[0] == "conv" and paths[-1] == "subpixel"
+
+
+def test_full_size_model_every_path_and_bfloat16():
+    model = randomized(unet_model.build_unet(), seed=2)
+    x = patches(2, (512, 128, 1), seed=3)
+    reference, fast, paths = masks(model, x)
+    assert set(paths) == PATHS  # each route is exercised by the default U-Net
+    np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=2e-6)
+
+    _, low, _ = masks(model, x, "bfloat16")
+    difference = np.abs(low - reference)
+    assert low.dtype == np.float32
+    assert 1e-6 < difference.max() < 1e-2  # computed in bfloat16 (8-bit mantissa), yet the same mask
+    assert difference.mean() < 1e-3
+
+
+def test_trained_batch_norm_and_dropout_settings_are_followed():
+    """A model after a few training steps (moving statistics updated, dropout off at inference)."""
+    import keras
+
+    keras.utils.set_random_seed(4)
+    model = unet_model.build_unet((64, 64, 1), (4, 8, 8, 8, 8, 8), dropout=0.5)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    x = patches(4, (64, 64, 1), seed=5)
+    model.fit(x, 0.5 * x, batch_size=2, epochs=2, verbose=0)
+    reference, fast, _ = masks(model, x)
+    np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=2e-6)
+
+
+def test_inference_model_refuses_other_models_and_precisions():
+    import keras
+
+    inputs = keras.Input((64, 64, 1))
+    other = keras.Model(inputs, keras.layers.Activation("sigmoid", name="mask")(keras.layers.Conv2D(1, 3, padding="same")(inputs)))
+    with pytest.raises(ValueError, match="not a U-Net from unet_model.build_unet"):
+        unet_model.inference_mask_model(other)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        unet_model.inference_mask_model(unet_model.build_unet((64, 64, 1), (4, 8, 8, 8, 8, 8)), "float16")
+
+
+def test_mask_predictor_runs_the_inference_model_and_keeps_other_models_working():
+    params = AudioParams(n_bins=64, patch_frames=64)
+    model = randomized(unet_model.build_unet((64, 64, 1), (4, 8, 8, 8, 8, 8)), seed=6)
+    x = patches(2, (64, 64, 1), seed=7)
+    reference = np.asarray(unet_model.mask_model(model).predict_on_batch(x))
+    predict = inference.mask_predictor(model, params)
+    np.testing.assert_allclose(predict(x), reference, rtol=1e-5, atol=2e-6)
+    low = inference.mask_predictor(model, params, "bfloat16")
+    assert low is not predict and inference.mask_predictor(model, params, "bfloat16") is low
+    assert 0 < np.abs(low(x) - reference).max() < 1e-2
+    with pytest.raises(ValueError, match="precision"):
+        inference.mask_predictor(model, params, "int8")
+
+    import keras  # a model with a mask layer but not build_unet's layout runs as it is
+
+    inputs = keras.Input((64, 64, 1))
+    mask = keras.layers.Activation("sigmoid", name="mask")(keras.layers.Conv2D(1, 3, padding="same")(inputs))
+    other = keras.Model(inputs, keras.layers.Multiply(name="vocals")([mask, inputs]))
+    expected = np.asarray(keras.Model(inputs, mask).predict_on_batch(x))
+    np.testing.assert_allclose(inference.mask_predictor(other, params)(x), expected, rtol=1e-6)
+
+
+def test_cli_bfloat16_separates_like_float32(tmp_path):
+    import soundfile as sf
+
+    model = unet_model.build_unet(filters=(2, 4, 4, 4, 4, 4))
+    model.save(tmp_path / "best.keras")
+    DEFAULT_PARAMS.save(tmp_path / "audio_params.json")
+    song = (0.1 * np.random.default_rng(8).standard_normal((3 * 22050, 2))).astype(np.float32)
+    sf.write(tmp_path / "song.wav", song, 22050, subtype="FLOAT")
+    stems = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / precision
+        assert inference.main([str(tmp_path / "song.wav"), "-o", str(out), "--model", str(tmp_path),
+                               "--precision", precision]) == 0
+        stems[precision], sr = sf.read(out / "song" / "vocals.wav", dtype="float32")
+        assert sr == 22050 and stems[precision].shape == song.shape
+    difference = np.abs(stems["bfloat16"] - stems["float32"]).max()
+    assert 0 < difference < 0.01 * np.abs(stems["float32"]).max()
