@@ -80,9 +80,8 @@ def main(argv=None) -> int:
     if args.filters:
         train_argv += ["--filters", args.filters]
     step("3/5 training", "train.py", train.main, train_argv)
-    mixtures = sorted(str(p) for p in (data / "test").glob("*/mixture.wav"))
     step("4/5 separation", "inference.py", inference.main, [
-        *mixtures, "-o", str(separated), "--model", str(run_dir), "--overwrite"])
+        str(data / "test"), "-o", str(separated), "--model", str(run_dir), "--overwrite"])
     step("5/5 evaluation", "evaluate.py", evaluate.main, [
         "--references", str(data / "test"), "--estimates", str(separated), "--dataset", "stems",
         "--name", "unet", "--baselines", "--jobs", str(args.jobs), "--out", str(results)])
