@@ -662,4 +662,15 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(audio.run_cli(main))
+    # The command line only (not a program importing this module): Keras imports scikit-learn,
+    # pandas and matplotlib when they are installed, for wrappers, data adapters and plots this
+    # command never uses, a second of its start-up; it runs without them, so hide them.
+    for optional in ("sklearn", "pandas", "matplotlib"):
+        sys.modules.setdefault(optional, None)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    status = audio.run_cli(main)
+    # Every stem is written, closed and renamed into place by now: skip the interpreter's
+    # teardown of TensorFlow (most of a second, benchmarks/RESULTS.md).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -132,3 +132,30 @@ def test_cli_bfloat16_separates_like_float32(tmp_path):
         assert sr == 22050 and stems[precision].shape == song.shape
     difference = np.abs(stems["bfloat16"] - stems["float32"]).max()
     assert 0 < difference < 0.01 * np.abs(stems["float32"]).max()
+
+
+def test_command_line_process_writes_the_stems_and_exit_status(tmp_path):
+    """`python inference.py` as a whole process (optional imports hidden, interpreter teardown
+    skipped): the same stems as in-process, and the exit status of a failure."""
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    model = unet_model.build_unet(filters=(2, 4, 4, 4, 4, 4))
+    model.save(tmp_path / "best.keras")
+    DEFAULT_PARAMS.save(tmp_path / "audio_params.json")
+    song = (0.1 * np.random.default_rng(9).standard_normal((2 * 44100, 2))).astype(np.float32)
+    sf.write(tmp_path / "song.wav", song, 44100, subtype="FLOAT")
+    command = [sys.executable, str(inference.Path(inference.__file__)), str(tmp_path / "song.wav"), "-o",
+               str(tmp_path / "cli"), "--model", str(tmp_path)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "song.wav -> " in proc.stdout and "Traceback" not in proc.stderr
+    assert inference.main([str(tmp_path / "song.wav"), "-o", str(tmp_path / "api"), "--model", str(tmp_path)]) == 0
+    for stem in inference.STEMS:
+        np.testing.assert_array_equal(sf.read(tmp_path / "cli" / "song" / f"{stem}.wav")[0],
+                                      sf.read(tmp_path / "api" / "song" / f"{stem}.wav")[0])
+
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)  # the stems exist now
+    assert proc.returncode == 2 and "already exists" in proc.stderr and "Traceback" not in proc.stderr
