@@ -30,7 +30,7 @@ How a song is separated
    above that takes, frame by frame, the mean of the mask over the reference band just below
    (``HIGH_BAND_REFERENCE``, 2880-3840 Hz): how much of the upper spectrum the model gave to
    the voice is extended to the sibilants, breaths and upper harmonics above it.
-   ``benchmarks/bench_inference.py`` (section 4) measures this against the alternatives: that
+   ``benchmarks/bench_full_band.py`` measures this against the alternatives: that
    mean squared (shrunk towards 0 unless the band is clearly vocal), the mask at 3840 Hz, the
    model's top bin (4088 Hz) repeated upwards, and separating at 8192 Hz and upsampling (the
    "telephone" vocals, everything above 4 kHz left in the accompaniment). On synthetic songs
@@ -67,8 +67,8 @@ import numpy as np
 import audio
 from audio import AudioParams, DEFAULT_PARAMS, UserError
 
-#: Fraction of each patch shared with the next one. Measured (benchmarks/bench_inference.py,
-#: section 5: 30 MIR-1K test songs, a briefly trained model), SDR of the vocals over no
+#: Fraction of each patch shared with the next one. Measured (benchmarks/bench_overlap.py:
+#: 30 MIR-1K test songs, a briefly trained model), SDR of the vocals over no
 #: overlap: +0.076 dB at 0.25 for 1.24x the model's work, +0.094 dB at 0.5 (1.78x), +0.105 dB
 #: at 0.75 (3.3x). 0.25 takes most of the gain and keeps a 3-minute song under a second.
 DEFAULT_OVERLAP = 0.25
@@ -81,6 +81,10 @@ CHUNK_FRAMES = 1024
 PASSBAND = 0.9375
 #: Band (fractions of the model's Nyquist frequency) whose mean mask is used above PASSBAND.
 HIGH_BAND_REFERENCE = (0.703125, PASSBAND)
+#: Modules Keras imports when they are installed, for features the command line never uses
+#: (scikit-learn wrappers, pandas data adapters, matplotlib plots): a second of its start-up.
+#: The command line hides them from its own process; Keras runs without them.
+CLI_HIDDEN_MODULES = ("sklearn", "pandas", "matplotlib")
 #: Where the CLI looks for a model when --model is not given.
 PRETRAINED = Path(__file__).resolve().parent / "pretrained"
 STEMS = ("vocals", "accompaniment")
@@ -160,18 +164,23 @@ def mask_predictor(model, params: AudioParams = DEFAULT_PARAMS, precision: str =
     ``model`` is the U-Net (its layer ``mask`` is used), its mask model, or any callable with
     that signature (an oracle, in the benchmark). A Keras model whose input does not match
     ``params`` raises :class:`UserError`. A U-Net from ``unet_model.build_unet`` runs as
-    ``unet_model.inference_mask_model`` (the same mask, about twice as fast on CPUs;
-    ``precision="bfloat16"`` computes it in bfloat16, faster again on CPUs with AVX512-BF16 or
-    AMX); other models run their layer ``mask`` as they are. The mask model is built once per
-    model and precision, so one loaded model serves a whole batch of songs without rebuilding
-    or retracing.
+    ``unet_model.inference_mask_model`` (the same mask, 1.4x as fast on CPUs);
+    ``precision="bfloat16"`` computes it in bfloat16, 1.6x as fast again on CPUs with
+    AVX512-BF16 or AMX (a mean SDR change of -0.003 dB, benchmarks/RESULTS.md), and
+    ``"auto"`` chooses bfloat16 where ``unet_model.bfloat16_is_fast()``; other models run
+    their layer ``mask`` as they are, in float32. The mask model is built once per model and
+    precision, so one loaded model serves a whole batch of songs without rebuilding or
+    retracing.
     """
     import keras
 
     import unet_model
 
+    requested, chosen = precision, precision == "auto"
+    if chosen:
+        precision = "bfloat16" if unet_model.bfloat16_is_fast() else "float32"
     if precision not in unet_model.PRECISIONS:
-        raise ValueError(f"precision must be one of {unet_model.PRECISIONS}, got {precision!r}")
+        raise ValueError(f"precision must be 'auto' or one of {unet_model.PRECISIONS}, got {precision!r}")
     if not isinstance(model, keras.Model):
         if not callable(model):
             raise TypeError(f"model must be a keras.Model or a callable, got {type(model).__name__}")
@@ -184,7 +193,7 @@ def mask_predictor(model, params: AudioParams = DEFAULT_PARAMS, precision: str =
             f"(n_bins={params.n_bins}, patch_frames={params.patch_frames}); use the audio_params.json "
             "saved with that model"
         )
-    cached = _PREDICTORS.get((id(model), precision))
+    cached = _PREDICTORS.get((id(model), requested))
     if cached is not None and cached[0] is model:
         return cached[1]
     try:
@@ -196,14 +205,16 @@ def mask_predictor(model, params: AudioParams = DEFAULT_PARAMS, precision: str =
     else:
         try:
             masker = unet_model.inference_mask_model(model, precision)
-        except ValueError:  # not build_unet's layout: its own mask layer, as trained
+        except ValueError as err:  # not build_unet's layout: its own mask layer, as trained
+            if precision != "float32" and not chosen:
+                raise UserError(f"{err}; it can only run in float32 (drop --precision {precision})") from None
             masker = unet_model.mask_model(model)
 
     def predict(patches: np.ndarray) -> np.ndarray:
         # predict_on_batch runs one compiled call, without Model.predict's per-call setup.
         return np.asarray(masker.predict_on_batch(patches))
 
-    _PREDICTORS[(id(model), precision)] = (model, predict)
+    _PREDICTORS[(id(model), requested)] = (model, predict)
     while len(_PREDICTORS) > _MAX_PREDICTORS:
         _PREDICTORS.popitem(last=False)
     return predict
@@ -600,9 +611,10 @@ def get_parser() -> argparse.ArgumentParser:
                         help="fraction of each 12 s patch shared with the next, in [0, 1) (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="patches per model call (default: %(default)s)")
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
-                        help="arithmetic of the model: float32 (default) or bfloat16 (faster on CPUs with AVX512-BF16 "
-                             "or AMX, much slower without; measured SDR cost in benchmarks/RESULTS.md)")
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                        help="arithmetic of the model: bfloat16 is 1.6x as fast as float32 on CPUs with AVX512-BF16 "
+                             "or AMX, at -0.003 dB of SDR (benchmarks/RESULTS.md), and much slower without; auto "
+                             "(default) takes bfloat16 on such CPUs with TensorFlow's oneDNN, float32 elsewhere")
     parser.add_argument("--overwrite", action="store_true", help="replace stems that already exist")
     return parser
 
@@ -662,11 +674,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    # The command line only (not a program importing this module): Keras imports scikit-learn,
-    # pandas and matplotlib when they are installed, for wrappers, data adapters and plots this
-    # command never uses, a second of its start-up; it runs without them, so hide them.
-    for optional in ("sklearn", "pandas", "matplotlib"):
-        sys.modules.setdefault(optional, None)
+    for unused in CLI_HIDDEN_MODULES:  # this process only, not a program importing this module
+        sys.modules.setdefault(unused, None)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     status = audio.run_cli(main)
     # Every stem is written, closed and renamed into place by now: skip the interpreter's

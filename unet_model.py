@@ -159,6 +159,24 @@ SUBPIXEL_BELOW = 8
 PRECISIONS = ("float32", "bfloat16")
 
 
+def bfloat16_is_fast() -> bool:
+    """Whether bfloat16 inference beats float32 here: TensorFlow with oneDNN (its default on x86)
+    on a CPU with bfloat16 dot-product instructions (AVX512-BF16 or AMX, from /proc/cpuinfo).
+    Without them bfloat16 is emulated, several times slower than float32."""
+    import os
+
+    import keras
+
+    if keras.backend.backend() != "tensorflow" or os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") in ("0", "false", "False"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
 def inference_mask_model(model, precision: str = "float32"):
     """A faster, inference-only model of ``model``'s mask, from its trained weights.
 

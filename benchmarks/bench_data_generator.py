@@ -1,25 +1,24 @@
-"""How fast DataGenerator makes patches, beside how fast the full U-Net consumes them in training.
+"""How fast the data generator makes patches, beside how fast the full U-Net consumes them in training.
 
     .venv/bin/python benchmarks/bench_data_generator.py [--cache DIR] [--batch-size 16] [--batches 50] [--model-steps 3]
 
 Without ``--cache`` it prepares a temporary cache of synthetic stems (sines and noise). The
-generator is timed in one process (no workers) with the page cache warm; the model is
-``unet_model.build_unet()`` compiled with Adam and an L1 loss, timed over a few
-``train_on_batch`` steps after one warm-up step. Prints a table; the generator should make
-patches at least 10x faster than training consumes them.
+generator (``data_generator.PatchSampler``, what ``DataGenerator`` serves Keras) is timed in
+one process (no workers) with the page cache warm; the model is ``unet_model.build_unet()``
+compiled with Adam and an L1 loss, timed over a few ``train_on_batch`` steps after one warm-up
+step. Prints one table; the generator should make patches at least 10x faster than training
+consumes them, so that one data-loading thread keeps the model busy.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from benchlib import cpu_summary, load_average, print_table
 
 import numpy as np  # noqa: E402
 
@@ -86,11 +85,11 @@ def time_model(batch_size: int, steps: int, params) -> tuple[float | None, str]:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
+    load_start = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         cache = dg.Cache(args.cache or synthetic_cache(Path(tmp)))
         hours = sum(t["seconds"] for t in cache.tracks if "seconds" in t) / 3600
-        print(f"cache: {cache.path} ({len(cache)} tracks, {hours:.2f} h); batch size {args.batch_size}; "
-              f"{os.cpu_count()} CPU core(s)\n")
+        what = f"{args.cache or 'synthetic cache'} ({len(cache)} tracks, {hours:.2f} h)"
         rows = []
         for label, kwargs in (
             ("generator, training", {}),
@@ -103,17 +102,22 @@ def main(argv=None) -> int:
             args.batch_size, args.model_steps, cache.params)
         rows.append((f"U-Net train_on_batch ({note})", consumed))
 
-    print(f"{'what':<62} {'patches/s':>10} {'ms/batch':>9} {'x training':>11}")
+    table = []
     for label, rate in rows:
         if rate is None:
-            print(f"{label:<62} {'n/a':>10}")
+            table.append([label, "n/a", "", ""])
             continue
-        ratio = f"{rate / consumed:,.0f}x" if consumed else "n/a"
-        print(f"{label:<62} {rate:>10,.1f} {1000 * args.batch_size / rate:>9.1f} {ratio:>11}")
+        table.append([label, f"{rate:,.1f}", f"{1000 * args.batch_size / rate:.1f}",
+                      f"{rate / consumed:,.0f}x" if consumed else "n/a"])
+    verdict = ""
     if consumed:
         slowest = min(rate for _, rate in rows[:-1])
-        verdict = "OK" if slowest >= 10 * consumed else "TOO SLOW"
-        print(f"\nslowest generator mode is {slowest / consumed:,.0f}x training consumption (needs >= 10x): {verdict}")
+        verdict = (f"; slowest generator mode {slowest / consumed:,.0f}x training consumption (needs >= 10x): "
+                   f"{'OK' if slowest >= 10 * consumed else 'TOO SLOW'}")
+    print_table("Data generator vs training consumption",
+                f"cache: {what}; batch size {args.batch_size}; one process, no workers; CPU: {cpu_summary()}; "
+                f"load average {load_start:.1f} at the start, {load_average():.1f} at the end{verdict}",
+                ["what", "patches/s", "ms/batch", "x training"], table)
     return 0
 
 

@@ -19,8 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchlib import cpu_summary, load_average, print_table
 
 import audio  # noqa: E402
 import datasets  # noqa: E402
@@ -42,12 +41,17 @@ def write_songs(folder: Path, n: int, seconds: float, sr: int = 44100) -> tuple[
     return folder / "refs", folder / "est"
 
 
-def main(argv=None) -> int:
+def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=180.0, help="length of each song (default: %(default)s)")
     parser.add_argument("--tracks", type=int, default=2, help="songs scored per row (default: %(default)s)")
     parser.add_argument("--native", action="store_true", help="also time 44.1 kHz stereo (v4) scoring")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    load_start = load_average()
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -72,10 +76,13 @@ def main(argv=None) -> int:
                 wall = time.perf_counter() - start
                 rows.append([label, rate, workers, len(tracks), wall, wall / len(tracks)])
                 print(f"{label}, {rate}, jobs {workers}: {wall:.1f} s", file=sys.stderr)
-    print(f"\nScoring {args.tracks} songs of {args.seconds:g} s (44.1 kHz stereo files), evaluate.run_jobs:")
-    print(evaluate.format_table(["metrics", "evaluated at", "jobs", "tracks", "wall s", "s/track"], rows))
+    print_table(f"Evaluation time of {args.seconds:g} s songs",
+                f"{args.tracks} synthetic 44.1 kHz stereo songs per row, scored by evaluate.run_jobs (read, resample, "
+                f"score); --jobs 2 includes starting the worker processes; CPU: {cpu_summary()}; load average "
+                f"{load_start:.1f} at the start, {load_average():.1f} at the end",
+                ["metrics", "evaluated at", "jobs", "tracks", "wall s", "s/track"], rows, digits=1)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(audio.run_cli(main))

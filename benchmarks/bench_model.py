@@ -26,14 +26,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import platform
 import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchlib import cpu_summary, load_average, print_table
 
 import numpy as np  # noqa: E402
 
@@ -69,18 +65,6 @@ def unet_flops(model) -> int:
             positions = np.prod((layer.input if isinstance(layer, keras.layers.Conv2DTranspose) else layer.output).shape[1:3])
             total += 2 * int(positions) * kh * kw * c_in * c_out
     return total
-
-
-def cpu_summary() -> str:
-    """The CPU model and its bfloat16 matrix extensions, from /proc/cpuinfo (Linux)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    extensions = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name}, {os.cpu_count()} logical CPUs, {' '.join(extensions) or 'no AVX-512'}"
 
 
 def set_threads(n: int, torch_too: bool) -> str:
@@ -214,7 +198,7 @@ def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     batches = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     torch_too = not args.no_torch and importlib.util.find_spec("torch") is not None
-    load_start = os.getloadavg()
+    load_start = load_average()
     threads = set_threads(args.threads, torch_too)
     import keras
     import unet_model
@@ -248,28 +232,15 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     torch_version = __import__("torch").__version__ if torch_too else "not installed"
-    print(f"\n## 1. Model throughput, full U-Net ({model.count_params():,} parameters, {flops / 1e9:.2f} GFLOP per "
-          f"{DEFAULT_PARAMS.n_bins}x{DEFAULT_PARAMS.patch_frames} patch forward)\n")
-    print(f"CPU: {cpu_summary()}; {threads}; keras {keras.__version__}, tensorflow {tf.__version__} "
-          f"(TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}), torch {torch_version}; "
-          f"best of {args.rounds} interleaved rounds after a warm-up ({warm_s:.0f} s); "
-          f"load average {load_start[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end\n")
-    print(markdown_table(header, table))
-    print(f"\nceiling = the fastest float32 matrix product above: {ceiling:.0f} GFLOP/s; training GFLOP/s count "
-          "3x the forward pass")
+    print_table(
+        f"Model throughput, full U-Net ({model.count_params():,} parameters, {flops / 1e9:.2f} GFLOP per "
+        f"{DEFAULT_PARAMS.n_bins}x{DEFAULT_PARAMS.patch_frames} patch forward)",
+        f"CPU: {cpu_summary()}; {threads}; keras {keras.__version__}, tensorflow {tf.__version__} "
+        f"(TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}), torch {torch_version}; "
+        f"best of {args.rounds} interleaved rounds after a warm-up ({warm_s:.0f} s); ceiling = the fastest float32 "
+        f"matrix product: {ceiling:.0f} GFLOP/s; training GFLOP/s count 3x the forward pass; load average "
+        f"{load_start:.1f} at the start, {load_average():.1f} at the end", header, table)
     return 0
-
-
-def markdown_table(header: list[str], rows: list[list]) -> str:
-    """A GitHub-markdown table, numbers right-aligned."""
-    cells = [header] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(header, widths)) + " |",
-             "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"]
-    for row in cells[1:]:
-        lines.append("| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-                     + " |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,14 @@
 U-Net (unet_model.inference_mask_model) computes the mask of unet_model.mask_model, whatever
 route each block takes, and inference.py uses it."""
 
+import os
+
 import numpy as np
 import pytest
 
 import inference
 import unet_model
-from audio import AudioParams, DEFAULT_PARAMS
+from audio import AudioParams, DEFAULT_PARAMS, UserError
 
 PATHS = {"conv", "matmul", "phases", "transpose", "subpixel"}
 
@@ -113,6 +115,27 @@ def test_mask_predictor_runs_the_inference_model_and_keeps_other_models_working(
     other = keras.Model(inputs, keras.layers.Multiply(name="vocals")([mask, inputs]))
     expected = np.asarray(keras.Model(inputs, mask).predict_on_batch(x))
     np.testing.assert_allclose(inference.mask_predictor(other, params)(x), expected, rtol=1e-6)
+    with pytest.raises(UserError, match="not a U-Net from unet_model.build_unet.*only run in float32"):
+        inference.mask_predictor(other, params, "bfloat16")  # said, rather than silently ignored
+    np.testing.assert_allclose(inference.mask_predictor(other, params, "auto")(x), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_auto_precision_follows_the_cpu(monkeypatch, fast):
+    """"auto" (the command line's default) is bfloat16 exactly where unet_model says it is fast."""
+    monkeypatch.setattr(unet_model, "bfloat16_is_fast", lambda: fast)
+    params = AudioParams(n_bins=64, patch_frames=64)
+    model = randomized(unet_model.build_unet((64, 64, 1), (4, 8, 8, 8, 8, 8)), seed=10)
+    x = patches(2, (64, 64, 1), seed=11)
+    expected = inference.mask_predictor(model, params, "bfloat16" if fast else "float32")(x)
+    np.testing.assert_array_equal(inference.mask_predictor(model, params, "auto")(x), expected)
+
+
+def test_bfloat16_is_fast_reads_the_cpu_flags(monkeypatch):
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    assert unet_model.bfloat16_is_fast() == any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # emulated bfloat16: never chosen
+    assert not unet_model.bfloat16_is_fast()
 
 
 def test_cli_bfloat16_separates_like_float32(tmp_path):
