@@ -2,6 +2,7 @@
 U-Net (unet_model.inference_mask_model) computes the mask of unet_model.mask_model, whatever
 route each block takes, and inference.py uses it."""
 
+import importlib.util
 import os
 
 import numpy as np
@@ -182,3 +183,38 @@ def test_command_line_process_writes_the_stems_and_exit_status(tmp_path):
 
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300)  # the stems exist now
     assert proc.returncode == 2 and "already exists" in proc.stderr and "Traceback" not in proc.stderr
+
+
+TORCH_BACKEND = """
+import sys
+import numpy as np
+import keras
+sys.path.insert(0, sys.argv[1])
+import unet_model
+
+assert keras.backend.backend() == "torch", keras.backend.backend()
+model = keras.saving.load_model(sys.argv[2])
+x = np.load(sys.argv[3])
+reference = keras.ops.convert_to_numpy(unet_model.mask_model(model)(x, training=False))
+for precision, tolerance in (("float32", 2e-6), ("bfloat16", 1e-2)):
+    fast = np.asarray(unet_model.inference_mask_model(model, precision).predict_on_batch(x))
+    assert np.abs(fast - reference).max() < tolerance, (precision, np.abs(fast - reference).max())
+assert not unet_model.bfloat16_is_fast()  # TensorFlow's oneDNN only
+print("ok")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="PyTorch not installed (pip install torch==2.13.0 to test the torch backend)")
+def test_inference_model_on_the_torch_backend(tmp_path):
+    """keras.ops only: the inference model runs on Keras' PyTorch backend too (every path)."""
+    import subprocess
+    import sys
+
+    model = randomized(unet_model.build_unet((64, 32, 1), (8, 16, 24), kernel_size=7), seed=12)
+    model.save(tmp_path / "model.keras")
+    np.save(tmp_path / "x.npy", patches(2, (64, 32, 1), seed=13))
+    proc = subprocess.run([sys.executable, "-c", TORCH_BACKEND, str(inference.Path(unet_model.__file__).parent),
+                           str(tmp_path / "model.keras"), str(tmp_path / "x.npy")],
+                          env=dict(os.environ, KERAS_BACKEND="torch"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
