@@ -341,46 +341,54 @@ def _inference_layer_class():
                 self.biases[i].assign(bias.astype(self.biases[i].dtype))
 
         def call(self, x):
-            k = self.spec["kernel_size"]
-            pad = k // 2
             skips = []
-            for i, (kind, path, h, w, c, f) in enumerate(self.blocks):
-                kernel, bias = self.kernels[i], self.biases[i]
+            for i, (kind, *_) in enumerate(self.blocks):
                 if kind == "encoder":
-                    x = ops.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-                    if path == "conv":
-                        x = ops.conv(x, kernel, strides=2, padding="valid")
-                    else:
-                        # (B, H, W, C) -> (B, H/2, 2, W/2, 2, C): window tap (a, b) of output (i, j)
-                        # is x[2i + a, 2j + b] = parity (a % 2, b % 2) at (i + a // 2, j + b // 2)
-                        x = ops.reshape(x, (-1, (h + 2 * pad) // 2, 2, (w + 2 * pad) // 2, 2, c))
-                        cols = [x[:, a // 2:a // 2 + h // 2, a % 2, b // 2:b // 2 + w // 2, b % 2, :]
-                                for a in range(k) for b in range(k)]
-                        x = ops.matmul(ops.concatenate(cols, axis=-1), kernel)  # (B, H/2, W/2, f)
-                    x = ops.leaky_relu(x + bias, self.spec["leaky_slope"])
+                    x = self.run_block(i, x)
                     skips.append(x)
                     continue
                 if i == self.depth:
                     skips.pop()  # the bottleneck is not a skip
-                if path == "transpose":
-                    x = ops.conv_transpose(x, kernel, strides=2, padding="valid")[:, pad:pad + 2 * h, pad:pad + 2 * w, :]
+                x = self.run_block(i, x, skips.pop() if i < len(self.blocks) - 1 else None)
+            return x
+
+        def run_block(self, i, x, skip=None):
+            """Block ``i`` of :attr:`blocks` on its input ``x``: an encoder block's activation; a
+            decoder block's ReLU output concatenated with ``skip``; the last block's mask."""
+            kind, path, h, w, c, f = self.blocks[i]
+            kernel, bias = self.kernels[i], self.biases[i]
+            k = self.spec["kernel_size"]
+            pad = k // 2
+            if kind == "encoder":
+                x = ops.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+                if path == "conv":
+                    x = ops.conv(x, kernel, strides=2, padding="valid")
                 else:
-                    lo, hi = self.phase_pad
-                    x = ops.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
-                    if path == "subpixel":
-                        x = ops.conv(x, kernel, strides=1, padding="valid")  # (B, h, w, 4 f)
-                    else:
-                        taps = _parity_taps(k)
-                        phases = [ops.matmul(ops.concatenate(
-                            [x[:, lo + dh:lo + dh + h, lo + dw:lo + dw + w, :] for _, dh in taps[ph] for _, dw in taps[pw]],
-                            axis=-1), kernel[2 * ph + pw]) for ph in (0, 1) for pw in (0, 1)]
-                        x = ops.concatenate(phases, axis=-1)  # (B, h, w, 4 f)
-                    x = ops.depth_to_space(x + bias, 2)  # (B, 2h, 2w, f)
-                if path == "transpose":
-                    x = x + bias
-                if i == len(self.blocks) - 1:
-                    return ops.sigmoid(ops.cast(x, "float32"))
-                x = ops.concatenate([ops.relu(x), skips.pop()], axis=-1)
+                    # (B, H, W, C) -> (B, H/2, 2, W/2, 2, C): window tap (a, b) of output (i, j)
+                    # is x[2i + a, 2j + b] = parity (a % 2, b % 2) at (i + a // 2, j + b // 2)
+                    x = ops.reshape(x, (-1, (h + 2 * pad) // 2, 2, (w + 2 * pad) // 2, 2, c))
+                    cols = [x[:, a // 2:a // 2 + h // 2, a % 2, b // 2:b // 2 + w // 2, b % 2, :]
+                            for a in range(k) for b in range(k)]
+                    x = ops.matmul(ops.concatenate(cols, axis=-1), kernel)  # (B, H/2, W/2, f)
+                return ops.leaky_relu(x + bias, self.spec["leaky_slope"])
+            if path == "transpose":
+                x = ops.conv_transpose(x, kernel, strides=2, padding="valid")[:, pad:pad + 2 * h, pad:pad + 2 * w, :]
+                x = x + bias
+            else:
+                lo, hi = self.phase_pad
+                x = ops.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+                if path == "subpixel":
+                    x = ops.conv(x, kernel, strides=1, padding="valid")  # (B, h, w, 4 f)
+                else:
+                    taps = _parity_taps(k)
+                    phases = [ops.matmul(ops.concatenate(
+                        [x[:, lo + dh:lo + dh + h, lo + dw:lo + dw + w, :] for _, dh in taps[ph] for _, dw in taps[pw]],
+                        axis=-1), kernel[2 * ph + pw]) for ph in (0, 1) for pw in (0, 1)]
+                    x = ops.concatenate(phases, axis=-1)  # (B, h, w, 4 f)
+                x = ops.depth_to_space(x + bias, 2)  # (B, 2h, 2w, f)
+            if skip is None:
+                return ops.sigmoid(ops.cast(x, "float32"))
+            return ops.concatenate([ops.relu(x), skip], axis=-1)
 
         def compute_output_spec(self, x):
             return keras.KerasTensor(x.shape, dtype="float32")

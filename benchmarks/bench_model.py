@@ -5,7 +5,8 @@
 Prints one table. Rows:
 
 * ``ceiling``: a 2048 x 2048 float32 matrix product (TensorFlow, NumPy and PyTorch; the best is
-  the ceiling the other rows are compared with), and a bfloat16 one for reference;
+  the ceiling the other rows are compared with), and TensorFlow's bfloat16 one, the ceiling of
+  the bfloat16 rows;
 * Keras inference of the mask, at each ``--batch-sizes``: the model as trained
   (``unet_model.mask_model``, ``predict_on_batch``), and ``unet_model.inference_mask_model``
   (what ``inference.py`` runs) in float32 and bfloat16;
@@ -17,8 +18,9 @@ Prints one table. Rows:
 GFLOP/s counts the convolutions' multiply-adds from the model's layers (``unet_flops``, 1.51
 GFLOP per 512 x 128 patch; batch norm and activations not counted), and a training step as
 3x the forward pass. Both frameworks get ``--threads`` intra-op threads. The configurations are
-timed in interleaved rounds (each once per round, best of ``--rounds``) so that the CPU's other
-users slow them alike: on a shared machine compare rows of one run, not runs.
+timed in interleaved rounds (each once per round, best of ``--rounds``; a sample repeats a row's
+step for at least ``--sample-seconds``) so that the CPU's other users slow them alike: on a
+shared machine compare rows of one run, not runs.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-sizes", default="8,32", help="inference batch sizes (default 8,32: compare_frameworks' "
                                                              "and inference.py's)")
     parser.add_argument("--train-batch", type=int, default=16, help="training batch size (default 16; 0: no training rows)")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds; the best of each row is shown (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds; the best of each row is shown (default 5)")
+    parser.add_argument("--sample-seconds", type=float, default=0.5,
+                        help="each row's sample repeats its step for at least this long (default 0.5)")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads of both frameworks (default 2)")
     parser.add_argument("--no-torch", action="store_true", help="Keras rows only")
     return parser
@@ -86,12 +90,23 @@ class Row:
     def __init__(self, group: str, label: str, batch: int | str, step, patches: int, flops: float, ref: str | None):
         self.group, self.label, self.batch, self.step = group, label, batch, step
         self.patches, self.flops, self.ref = patches, flops, ref
-        self.best = float("inf")
+        self.best = float("inf")  # seconds per step
+        self.repeats = 1
+
+    def warm_up(self, sample_s: float) -> None:
+        """First calls (tracing, allocation), then enough steps per sample to last ``sample_s``,
+        so that a fast row (a matrix product) is not timed over a shorter, luckier window of a
+        shared CPU than a slow one."""
+        self.step()
+        start = time.perf_counter()
+        self.step()
+        self.repeats = max(1, round(sample_s / (time.perf_counter() - start)))
 
     def time(self) -> None:
         start = time.perf_counter()
-        self.step()
-        self.best = min(self.best, time.perf_counter() - start)
+        for _ in range(self.repeats):
+            self.step()
+        self.best = min(self.best, (time.perf_counter() - start) / self.repeats)
 
     @property
     def gflops(self) -> float:
@@ -209,26 +224,30 @@ def main(argv=None) -> int:
     if torch_too:
         rows += torch_rows(model, batches, args.train_batch, flops)
     start = time.perf_counter()
-    for row in rows:  # warm-up: tracing, graph optimisation, allocation
-        row.step()
+    for row in rows:
+        row.warm_up(args.sample_seconds)
     warm_s = time.perf_counter() - start
     for _ in range(args.rounds):
         for row in rows:
             row.time()
 
     ceiling = max(row.gflops for row in rows if row.group == "ceiling")
+    bf16_ceiling = max(row.gflops for row in rows if row.group == "bf16")
     best_torch = {}
     for row in rows:
         if row.label.startswith("PyTorch") and "bfloat16" not in row.label:
             key = (row.group, row.batch)
             best_torch[key] = max(best_torch.get(key, 0.0), row.patches / row.best)
-    header = ["what", "batch", "patches/s", "GFLOP/s", "% of ceiling", "x best PyTorch float32"]
+    header = ["what", "batch", "patches/s", "GFLOP/s", "% of float32 ceiling", "% of bfloat16 matmul",
+              "x best PyTorch float32"]
     table = []
     for row in rows:
         rate = row.patches / row.best if row.patches else None
         vs = best_torch.get((row.group, row.batch)) if row.ref else None
+        low = row.group == "bf16" or "bfloat16" in row.label
         table.append([f"{row.group}: {row.label}", row.batch, "-" if rate is None else f"{rate:.1f}", f"{row.gflops:.0f}",
-                      f"{100 * row.gflops / ceiling:.0f}%", f"{rate / vs:.2f}x" if vs else ""])
+                      f"{100 * row.gflops / ceiling:.0f}%", f"{100 * row.gflops / bf16_ceiling:.0f}%" if low else "",
+                      f"{rate / vs:.2f}x" if vs else ""])
     import tensorflow as tf
 
     torch_version = __import__("torch").__version__ if torch_too else "not installed"
@@ -237,8 +256,9 @@ def main(argv=None) -> int:
         f"{DEFAULT_PARAMS.n_bins}x{DEFAULT_PARAMS.patch_frames} patch forward)",
         f"CPU: {cpu_summary()}; {threads}; keras {keras.__version__}, tensorflow {tf.__version__} "
         f"(TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}), torch {torch_version}; "
-        f"best of {args.rounds} interleaved rounds after a warm-up ({warm_s:.0f} s); ceiling = the fastest float32 "
-        f"matrix product: {ceiling:.0f} GFLOP/s; training GFLOP/s count 3x the forward pass; load average "
+        f"best of {args.rounds} interleaved rounds of samples of at least {args.sample_seconds:g} s after a warm-up "
+        f"({warm_s:.0f} s); float32 ceiling = the fastest float32 matrix product: {ceiling:.0f} GFLOP/s (bfloat16: "
+        f"{bf16_ceiling:.0f}); training GFLOP/s count 3x the forward pass; load average "
         f"{load_start:.1f} at the start, {load_average():.1f} at the end", header, table)
     return 0
 
