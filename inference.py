@@ -166,7 +166,7 @@ def mask_predictor(model, params: AudioParams = DEFAULT_PARAMS, precision: str =
     ``params`` raises :class:`UserError`. A U-Net from ``unet_model.build_unet`` runs as
     ``unet_model.inference_mask_model`` (the same mask, 1.4x as fast on CPUs);
     ``precision="bfloat16"`` computes it in bfloat16, 1.6x as fast again on CPUs with
-    AVX512-BF16 or AMX (a mean SDR change of -0.003 dB, benchmarks/RESULTS.md), and
+    AVX512-BF16 or AMX (SDR within 0.01 dB of float32's, benchmarks/RESULTS.md), and
     ``"auto"`` chooses bfloat16 where ``unet_model.bfloat16_is_fast()``; other models run
     their layer ``mask`` as they are, in float32. The mask model is built once per model and
     precision, so one loaded model serves a whole batch of songs without rebuilding or
@@ -613,7 +613,7 @@ def get_parser() -> argparse.ArgumentParser:
                         help="patches per model call (default: %(default)s)")
     parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
                         help="arithmetic of the model: bfloat16 is 1.6x as fast as float32 on CPUs with AVX512-BF16 "
-                             "or AMX, at -0.003 dB of SDR (benchmarks/RESULTS.md), and much slower without; auto "
+                             "or AMX, SDR within 0.01 dB (benchmarks/RESULTS.md), and much slower without; auto "
                              "(default) takes bfloat16 on such CPUs with TensorFlow's oneDNN, float32 elsewhere")
     parser.add_argument("--overwrite", action="store_true", help="replace stems that already exist")
     return parser

@@ -7,9 +7,10 @@ Prints one table, seconds per stage:
 * in-process rows: ``audio.load_audio``, ``inference.separate_vocals`` (resample, STFT at the
   model's rate and at the song's, model, mask mapping, inverse STFT; their sum is the
   "separate" column) and ``inference.write_stems``, with the model loaded and traced
-  beforehand (a notebook's second song), best of ``--repeats``: the default (``inference_mask_model`` in float32), in
-  bfloat16, and the model as trained (``unet_model.mask_model``, what ran before the
-  inference fast path);
+  beforehand (a notebook's second song), best of ``--repeats``: ``inference_mask_model`` in
+  float32 (``separate()``'s default) and in bfloat16 (the command line's ``--precision auto``
+  on CPUs with AVX512-BF16 or AMX), and the model as trained (``unet_model.mask_model``, what
+  ran before the inference fast path);
 * whole-process rows: ``python inference.py SONG`` as users run it, and a child process
   doing the command line's steps with timers (interpreter start, imports, model load, the
   first song's stages, exit: what the first song of a process pays that the in-process rows
@@ -126,8 +127,9 @@ def main(argv=None) -> int:
 
         plain = unet_model.mask_model(model)
         predictors = {
-            "in-process, inference_mask_model float32 (default)": inference.mask_predictor(model, params),
-            "in-process, inference_mask_model bfloat16": inference.mask_predictor(model, params, "bfloat16"),
+            "in-process, inference_mask_model float32 (separate()'s default)": inference.mask_predictor(model, params),
+            "in-process, inference_mask_model bfloat16 (the CLI's auto here)":
+                inference.mask_predictor(model, params, "bfloat16"),
             "in-process, model as trained (mask_model)": lambda patches: np.asarray(plain.predict_on_batch(patches)),
         }
         for predictor in predictors.values():  # traced and warmed up (a 20 s excerpt)
