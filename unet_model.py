@@ -40,6 +40,9 @@ Choices, compared with the PyTorch coursework (``Conv2d(1,16,5,2,2)`` ...,
 * The last block is a transposed convolution from 32 channels (16 decoded + 16 skipped) to
   one, then the sigmoid, as in the coursework: no batch norm, no ReLU, no dropout.
 
+:func:`inference_mask_model` computes the same mask for prediction only, 1.4x as fast on CPUs
+(batch norm folded, the small and one-channel blocks rearranged; optionally in bfloat16).
+
 All model code uses ``keras.layers`` and ``keras.ops`` only, so it runs on the TensorFlow, JAX
 and PyTorch backends.
 """
@@ -149,8 +152,8 @@ def mask_model(model):
 
 #: Output positions (rows x columns) up to which an encoder convolution, and input positions up
 #: to which a decoder's transposed convolution, run as matrix products over gathered windows
-#: instead of convolutions: at these sizes (the bottleneck: 8x2, 16x4) the convolutions run at
-#: a quarter of the matrix product's speed on CPUs (benchmarks/RESULTS.md).
+#: instead of convolutions: at these sizes (the bottleneck: 8x2, 16x4) oneDNN's convolutions run
+#: at a quarter to a half of the matrix product's speed (benchmarks/bench_layers.py).
 MATMUL_POSITIONS = 64
 #: Decoder blocks with fewer output channels than this (the one-channel mask layer) run as a
 #: stride-1 convolution to four phases and a depth-to-space interleave (sub-pixel
@@ -196,8 +199,9 @@ def inference_mask_model(model, precision: str = "float32"):
       convolution to four channels; both are interleaved by ``depth_to_space``.
 
     ``precision="bfloat16"`` computes in bfloat16 (weights and activations; the sigmoid in
-    float32): about twice as fast on CPUs with AVX512-BF16 or AMX, at about 1e-3 of mask
-    difference; much slower without them. The result is not meant to be saved: build it again
+    float32): 1.6x as fast again on CPUs with AVX512-BF16 or AMX (see :func:`bfloat16_is_fast`),
+    masks within a few 1e-2 and SDR within 0.01 dB (benchmarks/RESULTS.md); much slower
+    without them. The result is not meant to be saved: build it again
     from the trained model (a fraction of a second).
     """
     import keras
