@@ -282,7 +282,7 @@ def benchmark(model, module, batch_size: int, batches: int, seed: int = 0) -> di
         return batches * batch_size / (time.perf_counter() - start)
 
     speeds = {}
-    masker = unet_model.mask_model(model)  # as inference.mask_predictor runs it
+    masker = unet_model.inference_mask_model(model)  # as inference.mask_predictor runs it (float32)
     speeds["keras inference"] = rate(lambda: masker.predict_on_batch(x))
     speeds["torch inference"] = rate(lambda: unet_torch.predict_mask(module, x))
 
