@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
-from benchlib import cpu_summary, load_average, print_table
+from benchlib import Sampled, cpu_summary, load_average, print_table
 
 import numpy as np  # noqa: E402
 
@@ -33,27 +32,14 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Timed:
-    """A function of fixed inputs, timed in samples of repeated calls; keeps the best time per call."""
+class Timed(Sampled):
+    """A function of fixed inputs, timed in samples of repeated calls."""
 
     def __init__(self, function, *inputs):
         self.function, self.inputs = function, inputs
-        self.best, self.repeats = float("inf"), 1
 
-    def call(self):
+    def step(self):
         return np.asarray(self.function(*self.inputs))  # to host memory: the work is finished
-
-    def warm_up(self, sample_s: float) -> None:
-        self.call()
-        start = time.perf_counter()
-        self.call()
-        self.repeats = max(1, round(sample_s / (time.perf_counter() - start)))
-
-    def time(self) -> None:
-        start = time.perf_counter()
-        for _ in range(self.repeats):
-            self.call()
-        self.best = min(self.best, (time.perf_counter() - start) / self.repeats)
 
 
 def main(argv=None) -> int:

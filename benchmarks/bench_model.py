@@ -31,7 +31,7 @@ import os
 import sys
 import time
 
-from benchlib import cpu_summary, load_average, print_table
+from benchlib import Sampled, cpu_summary, load_average, print_table
 
 import numpy as np  # noqa: E402
 
@@ -84,29 +84,12 @@ def set_threads(n: int, torch_too: bool) -> str:
     return f"tensorflow {n} intra-op / {n} inter-op threads"
 
 
-class Row:
+class Row(Sampled):
     """One timed configuration: ``step()`` processes ``patches`` patches (or one matrix product)."""
 
     def __init__(self, group: str, label: str, batch: int | str, step, patches: int, flops: float, ref: str | None):
         self.group, self.label, self.batch, self.step = group, label, batch, step
         self.patches, self.flops, self.ref = patches, flops, ref
-        self.best = float("inf")  # seconds per step
-        self.repeats = 1
-
-    def warm_up(self, sample_s: float) -> None:
-        """First calls (tracing, allocation), then enough steps per sample to last ``sample_s``,
-        so that a fast row (a matrix product) is not timed over a shorter, luckier window of a
-        shared CPU than a slow one."""
-        self.step()
-        start = time.perf_counter()
-        self.step()
-        self.repeats = max(1, round(sample_s / (time.perf_counter() - start)))
-
-    def time(self) -> None:
-        start = time.perf_counter()
-        for _ in range(self.repeats):
-            self.step()
-        self.best = min(self.best, (time.perf_counter() - start) / self.repeats)
 
     @property
     def gflops(self) -> float:

@@ -9,6 +9,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -100,3 +101,30 @@ def run_measured(cmd: list[str], env: dict | None = None) -> dict:
     if code != "0":
         raise RuntimeError(f"{' '.join(cmd)} failed ({code}): {proc.stderr[-2000:]}")
     return {"wall": float(wall), "cpu": float(cpu), "rss_mb": float(rss), "stdout": body}
+
+
+class Sampled:
+    """A step timed in samples of repeated calls; keeps the best time per call.
+
+    :meth:`warm_up` makes the first calls (tracing, allocation), then sets enough calls per
+    sample to last ``sample_s``, so that a fast step (a matrix product) is not timed over a
+    shorter, luckier window of a shared CPU than a slow one. Subclasses define ``step()``.
+    """
+
+    best = float("inf")
+    repeats = 1
+
+    def step(self):
+        raise NotImplementedError
+
+    def warm_up(self, sample_s: float) -> None:
+        self.step()
+        start = time.perf_counter()
+        self.step()
+        self.repeats = max(1, round(sample_s / (time.perf_counter() - start)))
+
+    def time(self) -> None:
+        start = time.perf_counter()
+        for _ in range(self.repeats):
+            self.step()
+        self.best = min(self.best, (time.perf_counter() - start) / self.repeats)
