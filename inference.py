@@ -309,10 +309,9 @@ def full_band_mask(mask: np.ndarray, sr: int, frames: range | np.ndarray, params
 
 
 def _padded_length(samples: int, n_fft: int, hop: int) -> int:
-    """Length after the zeros :func:`masked_istft` adds: at least one hop, and one window for a
-    very short input. With a hop longer than half the window, the centred STFT's last frame can
-    end before the signal does, and samples under no window cannot be inverted."""
-    return max(samples + hop, n_fft)
+    """Length :func:`masked_istft` works on: at least one window, zero padded, for a very short
+    input (``audio.stft`` itself pads the hop that puts the last samples under two windows)."""
+    return max(samples, n_fft)
 
 
 def n_chunks(samples: int, n_fft: int, hop: int, chunk_frames: int = CHUNK_FRAMES) -> int:
