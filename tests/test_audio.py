@@ -251,6 +251,36 @@ def test_stft_overrides_for_other_rates():
     assert error_db(x, audio.istft(spec, len(x), n_fft=5512, hop_length=4134)) < -60
 
 
+
+@pytest.mark.parametrize("n_fft,hop", [(1024, 768), (5512, 4134), (1024, 256)])
+@pytest.mark.parametrize("samples", [100, 1023, 8192 * 3 + 17, 300 * 128 + 5], ids=lambda n: f"n={n}")
+@pytest.mark.parametrize("channels", [None, 1, 2], ids=lambda c: f"ch={c}")
+def test_stft_pair_equals_librosa(n_fft, hop, samples, channels):
+    """The numpy/scipy STFT pair is librosa's (centred, zero-padded, periodic Hann) on the end-padded signal.
+
+    Covers signals shorter than a window and longer than one FFT block (300 * 128 samples at hop
+    256 is 152 frames > audio.FFT_BLOCK), mono 1-D, one and two channels.
+    """
+    import warnings
+
+    import librosa
+
+    rng = np.random.default_rng(samples)
+    x = rng.standard_normal(samples if channels is None else (samples, channels)).astype(np.float32)
+    spec = audio.stft(x, n_fft=n_fft, hop_length=hop)
+    padded = np.pad(x, [(0, hop)] + [(0, 0)] * (x.ndim - 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # librosa warns about signals shorter than a window
+        ref = librosa.stft(padded.T, n_fft=n_fft, hop_length=hop, window="hann", center=True)
+        ref = ref if x.ndim == 1 else np.moveaxis(ref, 0, -1)
+        assert spec.shape == ref.shape and spec.dtype == np.complex64
+        assert np.abs(spec - ref).max() < 1e-5 * np.abs(ref).max()
+        y = audio.istft(spec, samples, n_fft=n_fft, hop_length=hop)
+        ref_y = librosa.istft(spec if x.ndim == 1 else np.moveaxis(spec, -1, 0), n_fft=n_fft, hop_length=hop,
+                              window="hann", center=True, length=samples)
+    assert y.shape == x.shape and y.dtype == np.float32
+    np.testing.assert_allclose(y, ref_y.T, atol=1e-5)
+
 # ---------------------------------------------------------------------------- normalisation
 
 
