@@ -27,7 +27,7 @@ Cache layout
     <cache>/index.json                          {"format", "params", "runs", "tracks", "skipped"}
     <cache>/tracks/<file>.mixture.npy           (n_bins, frames) float32 |STFT| of the mono mixture
     <cache>/tracks/<file>.vocals.npy            (n_bins, frames) float32, the target
-    <cache>/tracks/<file>.accompaniment.npy     (n_bins, frames) float32, for the remix/gain augmentations
+    <cache>/tracks/<file>.accompaniment.npy     (n_bins, frames) float32, for the augmentations that remix
 
 Each ``tracks`` entry is ``{"name", "dataset", "split", "source", "file", "frames", "samples",
 "seconds", "vocals_silent"}``; ``file`` is a filesystem-safe stem of the name. A track enters
@@ -77,6 +77,8 @@ SILENT_VOCALS_PEAK = 1e-3
 VALIDATION_HOP = 32
 #: Per-source gain range of the gain augmentation (Open-Unmix's choice).
 GAIN_RANGE = (0.25, 1.25)
+#: Largest ``pitch`` augmentation, in semitones: an octave either way (frequency ratio 1/2 to 2).
+MAX_PITCH = 12.0
 #: Memory maps kept open at once; each holds a file descriptor, and MIR-1K by clip has 3000 arrays.
 MAX_OPEN_ARRAYS = 384
 
@@ -330,6 +332,51 @@ def export(dataset: str, root, out, split: str | None = None, unit: str = "track
 # --------------------------------------------------------------------------------------------
 
 
+def _sample(x: np.ndarray, pos: np.ndarray, axis: int) -> np.ndarray:
+    """``x`` (B, n_bins, frames) read at fractional positions ``pos`` (B, N) along ``axis`` (1 or 2).
+
+    Linear interpolation between neighbours; zero where a position lies beyond the last index
+    (as past a track's end). Returns (B, N, frames) for axis 1, (B, n_bins, N) for axis 2, float32.
+    """
+    size = x.shape[axis]
+    lower = np.minimum(np.floor(pos), size - 1).astype(np.intp)
+    upper = np.minimum(lower + 1, size - 1)
+    shape = (len(x), -1, 1) if axis == 1 else (len(x), 1, -1)
+    weight = (pos - lower).astype(np.float32).reshape(shape)
+    inside = (pos <= size - 1).reshape(shape)
+    below = np.take_along_axis(x, lower.reshape(shape), axis)
+    above = np.take_along_axis(x, upper.reshape(shape), axis)
+    return ((below + weight * (above - below)) * inside).astype(np.float32, copy=False)
+
+
+def pitch_shift(patches: np.ndarray, ratios) -> np.ndarray:
+    """Magnitude patches (B, n_bins, frames) shifted in pitch by the frequency ratios ``ratios`` (B,).
+
+    The frequency axis is stretched: ``new[k] = old[k / r]``, linearly interpolated between bins
+    and zero where ``k / r`` lies beyond the last bin. ``r = 2 ** (semitones / 12)``; ``r > 1``
+    raises the pitch. Returns a new (B, n_bins, frames) float32 array.
+    """
+    pos = np.arange(patches.shape[1])[None, :] / np.asarray(ratios, dtype=np.float64)[:, None]
+    return _sample(patches, pos, axis=1)
+
+
+def stretch_frames(frames: int, ratios) -> int:
+    """How many source frames :func:`time_stretch` reads to make ``frames`` frames at the ``ratios`` (B,)."""
+    return int(np.floor((frames - 1) * np.max(ratios))) + 2
+
+
+def time_stretch(source: np.ndarray, ratios, frames: int) -> np.ndarray:
+    """``frames`` frames of each patch of ``source`` (B, n_bins, L) played at the tempo ratios ``ratios`` (B,).
+
+    ``new[:, t] = old[:, t * r]``, linearly interpolated between frames, so ``r > 1`` is faster
+    (``frames`` output frames cover about ``frames * r`` source frames) and ``r < 1`` slower; the
+    pitch is kept. Zero where ``t * r`` lies beyond the last source frame; :func:`stretch_frames`
+    gives the ``L`` that covers every position. Returns (B, n_bins, frames) float32.
+    """
+    pos = np.arange(frames)[None, :] * np.asarray(ratios, dtype=np.float64)[:, None]
+    return _sample(source, pos, axis=2)
+
+
 class PatchSampler:
     """Batches of ``(mixture, vocals)`` magnitude patches from a :class:`Cache`; the logic of :class:`DataGenerator`.
 
@@ -340,8 +387,9 @@ class PatchSampler:
     from (default all); ``batch_size``; ``mode``, ``"train"`` or ``"validation"``;
     ``steps_per_epoch`` (train default: as many patches as the tracks hold, non-overlapping;
     validation: caps the number of batches by taking evenly spread patches); ``seed``;
-    ``remix``, ``gain`` and ``input_dropout``, training augmentations (below); ``**kwargs`` go to
-    ``PyDataset.__init__`` (``workers``, ``use_multiprocessing``, ``max_queue_size``).
+    ``remix``, ``gain``, ``pitch``, ``tempo`` and ``input_dropout``, training augmentations
+    (below); ``**kwargs`` go to ``PyDataset.__init__`` (``workers``, ``use_multiprocessing``,
+    ``max_queue_size``).
 
     Batches are ``(mixture, vocals)``, each ``(B, n_bins, patch_frames, 1)`` float32.
 
@@ -375,16 +423,36 @@ class PatchSampler:
       itself included) at a random offset.
     - ``gain``: vocals and accompaniment each scaled by a gain uniform in :data:`GAIN_RANGE`
       before mixing (a common gain would be undone by the normalisation).
+    - ``pitch`` (semitones, at most :data:`MAX_PITCH`): every patch's vocals are shifted in pitch
+      by a random amount uniform in [-pitch, +pitch] semitones, approximated on the magnitudes by
+      stretching the frequency axis by ``r = 2 ** (u / 12)`` (:func:`pitch_shift`: ``new[k] =
+      V[k / r]``, linear between bins; a shift down leaves the top bins at zero, a shift up drops
+      what moves past the last bin). Everything moves
+      with the pitch: the partials, but also the formants (the spectral envelope), and each
+      partial's peak is widened or narrowed by ``r``; this is not a formant-preserving shift, so
+      large values make unnatural, "chipmunk" or "giant" voices.
+    - ``tempo`` (a fraction below 1): every patch's vocals are time-stretched by a random factor
+      ``r`` uniform in [1 - tempo, 1 + tempo] (:func:`time_stretch`): the frames from the
+      patch's offset on are read, about ``patch_frames * r`` of them (zero past the track's end,
+      as padding), and linearly interpolated onto ``patch_frames`` frames; ``r > 1`` is faster.
+      Interpolating magnitudes between frames smears onsets a little; the pitch is kept.
     - ``input_dropout`` (probability p): dropout on the model's input, the coursework's
       regulariser, here at the finest grain: each time-frequency cell of the normalised input is
       zeroed with probability p, without the usual 1/(1-p) rescaling, which would break the
       shared domain. The target is zeroed at the same cells: the model's output there is
       mask * 0 = 0 whatever it does, so this only keeps the loss from counting an error nobody
       can fix; the model learns to fill in from the neighbouring cells.
+
+    ``pitch`` and ``tempo`` change the vocals alone, so the mixture is rebuilt from them and the
+    accompaniment as in ``remix``; the order is: read the vocals (``tempo``), ``pitch``, then
+    ``remix``'s accompaniment, ``gain``, and the mix. Every draw comes from the batch's generator
+    (``plan(index)["rng"]``), so batches stay a function of (seed, epoch, index), and each
+    option draws only when on: a run without them gets the batches it always had.
     """
 
     def __init__(self, cache, tracks=None, batch_size: int = 64, mode: str = "train", steps_per_epoch: int | None = None,
-                 seed: int = 0, remix: bool = False, gain: bool = False, input_dropout: float = 0.0, **kwargs):
+                 seed: int = 0, remix: bool = False, gain: bool = False, input_dropout: float = 0.0,
+                 pitch: float = 0.0, tempo: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.cache = cache if isinstance(cache, Cache) else Cache(cache)
         if mode not in ("train", "validation"):
@@ -393,8 +461,13 @@ class PatchSampler:
             raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not 0.0 <= input_dropout < 1.0:
             raise UserError(f"input_dropout must be in [0, 1), got {input_dropout}")
-        if mode == "validation" and (remix or gain or input_dropout):
-            raise UserError("augmentations (remix, gain, input_dropout) are for training; validation mode takes none")
+        if not 0.0 <= pitch <= MAX_PITCH:  # also refuses NaN
+            raise UserError(f"pitch must be in [0, {MAX_PITCH:g}] semitones, got {pitch}")
+        if not 0.0 <= tempo < 1.0:
+            raise UserError(f"tempo must be in [0, 1) (a fraction of the tempo), got {tempo}")
+        if mode == "validation" and (remix or gain or input_dropout or pitch or tempo):
+            raise UserError("augmentations (remix, gain, input_dropout, pitch, tempo) are for training; "
+                            "validation mode takes none")
         if steps_per_epoch is not None and steps_per_epoch < 1:
             raise UserError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
         names = self.cache.names() if tracks is None else [tracks] if isinstance(tracks, str) else list(tracks)
@@ -408,6 +481,8 @@ class PatchSampler:
         self.remix = bool(remix)
         self.gain = bool(gain)
         self.input_dropout = float(input_dropout)
+        self.pitch = float(pitch)
+        self.tempo = float(tempo)
         self.epoch = 0
         frames = np.array([t["frames"] for t in self.entries])
         self._max_offset = np.maximum(frames - self.params.patch_frames, 0)
@@ -456,21 +531,29 @@ class PatchSampler:
         offset = rng.integers(0, self._max_offset[track] + 1)
         return {"track": track, "offset": offset, "rng": rng}
 
-    def _read(self, part: str, tracks, offsets) -> np.ndarray:
-        """``(B, n_bins, patch_frames)`` float32 patches of ``part``, zero-padded past a track's end."""
+    def _read(self, part: str, tracks, offsets, frames: int | None = None) -> np.ndarray:
+        """``(B, n_bins, frames)`` float32 patches of ``part`` (default ``patch_frames`` long), zero-padded past a track's end."""
         p = self.params
-        out = np.zeros((len(tracks), p.n_bins, p.patch_frames), dtype=np.float32)
+        frames = p.patch_frames if frames is None else frames
+        out = np.zeros((len(tracks), p.n_bins, frames), dtype=np.float32)
         for b, (t, o) in enumerate(zip(tracks, offsets)):
-            piece = self.cache.array(self.entries[t]["name"], part)[:, o:o + p.patch_frames]
+            piece = self.cache.array(self.entries[t]["name"], part)[:, o:o + frames]
             out[b, :, :piece.shape[1]] = piece
         return out
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         plan = self.plan(index)
         track, offset = plan["track"], plan["offset"]
-        vocals = self._read("vocals", track, offset)
-        if self.remix or self.gain:
-            rng = plan["rng"]
+        rng = plan.get("rng")  # None in validation, which takes no augmentation
+        if self.tempo:
+            rates = rng.uniform(1 - self.tempo, 1 + self.tempo, size=len(track))
+            source = self._read("vocals", track, offset, stretch_frames(self.params.patch_frames, rates))
+            vocals = time_stretch(source, rates, self.params.patch_frames)
+        else:
+            vocals = self._read("vocals", track, offset)
+        if self.pitch:
+            vocals = pitch_shift(vocals, 2.0 ** (rng.uniform(-self.pitch, self.pitch, size=len(track)) / 12))
+        if self.remix or self.gain or self.pitch or self.tempo:
             if self.remix:
                 track = rng.integers(len(self.entries), size=len(track))
                 offset = rng.integers(0, self._max_offset[track] + 1)

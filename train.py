@@ -63,6 +63,9 @@ LOSSES = {"mse": "mean_squared_error", "l1": "mean_absolute_error"}
 #: Settings that may change when a run is resumed: how long and on what hardware it trains,
 #: and where the cache lies; everything else must match the run folder's config.json.
 RUNTIME_KEYS = ("epochs", "max_minutes", "jit_compile", "distribute", "workers", "cache", "verbose")
+#: Settings added after runs were already made, with the value that a config.json without them
+#: was trained with: such a run resumes, and refuses another value like any other setting.
+ADDED_KEYS = {"pitch": 0.0, "tempo": 0.0}
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -104,6 +107,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--remix", action="store_true",
                         help="augment by remixing vocals with other tracks' accompaniment")
     parser.add_argument("--gain", action="store_true", help="augment with random vocals/accompaniment gains")
+    parser.add_argument("--pitch", type=float, default=0.0, metavar="SEMITONES",
+                        help="augment by shifting each patch's vocals in pitch by a random amount within "
+                        "+-SEMITONES (at most 12; formants move too), remixed with the accompaniment (default 0: off)")
+    parser.add_argument("--tempo", type=float, default=0.0, metavar="FRACTION",
+                        help="augment by time-stretching each patch's vocals by a random factor within "
+                        "1 +- FRACTION (below 1), remixed with the accompaniment (default 0: off)")
     parser.add_argument("--input-dropout", type=float, default=0.0,
                         help="zero this fraction of input cells, as the Keras coursework (default 0)")
     parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
@@ -141,6 +150,8 @@ def main(argv=None) -> int:
         "lr_patience": args.lr_patience,
         "remix": args.remix,
         "gain": args.gain,
+        "pitch": args.pitch,
+        "tempo": args.tempo,
         "input_dropout": args.input_dropout,
         "seed": args.seed,
         "epochs": args.epochs,
@@ -183,7 +194,8 @@ def main(argv=None) -> int:
     keras.utils.set_random_seed(args.seed)  # initial weights and dropout
     loader = dict(batch_size=args.batch_size, seed=args.seed, workers=args.workers)
     train_data = DataGenerator(cache, tracks=train_tracks, mode="train", steps_per_epoch=args.steps_per_epoch,
-                               remix=args.remix, gain=args.gain, input_dropout=args.input_dropout, **loader)
+                               remix=args.remix, gain=args.gain, input_dropout=args.input_dropout,
+                               pitch=args.pitch, tempo=args.tempo, **loader)
     val_data = None
     if val_tracks:
         val_data = DataGenerator(cache, tracks=val_tracks, mode="validation",
@@ -239,6 +251,12 @@ def _check_args(args) -> tuple[int, ...]:
         raise UserError(f"--validation-split must be in [0, 1), got {args.validation_split}")
     if not 0 <= args.input_dropout < 1:
         raise UserError(f"--input-dropout must be in [0, 1), got {args.input_dropout}")
+    from data_generator import MAX_PITCH  # numpy only
+
+    if not 0 <= args.pitch <= MAX_PITCH:
+        raise UserError(f"--pitch must be in [0, {MAX_PITCH:g}] semitones, got {args.pitch}")
+    if not 0 <= args.tempo < 1:
+        raise UserError(f"--tempo must be in [0, 1) (a fraction of the tempo), got {args.tempo}")
     if not 0 <= args.dropout < 1:
         raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
     return filters
@@ -306,6 +324,7 @@ def prepare_run_dir(run_dir: Path, config: dict, params: AudioParams) -> dict | 
             old = json.loads(config_path.read_text())
         except (OSError, ValueError) as err:
             raise UserError(f"{config_path}: unreadable ({err}); give a new --run-dir") from None
+        old = {**ADDED_KEYS, **old}
         diffs = [f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in sorted(set(old) | set(config))
                  if k not in RUNTIME_KEYS and old.get(k) != config.get(k)]
         if diffs:

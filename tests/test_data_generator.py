@@ -337,6 +337,124 @@ def test_augmentations(cache_dir):
         dg.PatchSampler(cache_dir, tracks=["nope"])
 
 
+def _write_cache(folder: Path, tracks: dict) -> Path:
+    """A cache written by hand: ``tracks`` maps each name to its ``{part: (512, frames) array}``."""
+    (folder / "tracks").mkdir(parents=True)
+    P.save(folder / "audio_params.json")
+    entries = []
+    for name, parts in tracks.items():
+        for part, arr in parts.items():
+            np.save(folder / "tracks" / f"{name}.{part}.npy", np.asarray(arr, dtype=np.float32))
+        entries.append({"name": name, "dataset": "stems", "split": "train", "file": name, "frames": arr.shape[1]})
+    (folder / "index.json").write_text(json.dumps({"format": 1, "tracks": entries}))
+    return folder
+
+
+def test_pitch_shift_moves_a_partial_to_its_bin_times_the_ratio():
+    patch = np.zeros((3, 512, 2), np.float32)
+    patch[:, LONG_BIN] = 1.0  # one partial at bin 62 (496 Hz)
+    ratios = 2.0 ** (np.array([12, -12, 7]) / 12)  # an octave up, an octave down, a fifth up
+    out = dg.pitch_shift(patch, ratios)
+    assert out.shape == patch.shape and out.dtype == np.float32
+    assert out[..., 0].argmax(axis=1).tolist() == [124, 31, 93]  # 62 * 1.4983 = 92.9
+    centroid = (np.arange(512) * out[..., 0]).sum(axis=1) / out[..., 0].sum(axis=1)
+    np.testing.assert_allclose(centroid, LONG_BIN * ratios, atol=0.05)
+    # any spectrum: new[k] = old[k / r], linear between bins, zero beyond the last bin (np.interp as oracle)
+    x = np.random.default_rng(0).random((2, 512, 3), dtype=np.float32)
+    out = dg.pitch_shift(x, [1.3, 0.7])
+    for b, r in enumerate((1.3, 0.7)):
+        for f in range(3):
+            expected = np.interp(np.arange(512) / r, np.arange(512), x[b, :, f], right=0.0)
+            np.testing.assert_allclose(out[b, :, f], expected, rtol=1e-5, atol=1e-6)
+    assert out[1, 358:].max() == 0 and out[1, 357].min() > 0  # 357 / 0.7 = 510 < 511 < 358 / 0.7
+    np.testing.assert_array_equal(dg.pitch_shift(x, [1.0, 1.0]), x)
+
+
+def test_time_stretch_of_a_ramp():
+    source = np.broadcast_to(np.arange(1, 301, dtype=np.float32), (3, 512, 300)).copy()  # frame t holds t + 1
+    rates = np.array([0.5, 1.0, 1.9])
+    out = dg.time_stretch(source, rates, 128)
+    assert out.shape == (3, 512, 128) and out.dtype == np.float32
+    np.testing.assert_allclose(out[:, 7], 1 + np.arange(128) * rates[:, None], rtol=1e-6)
+    # stretch_frames reads just enough: 127 * 1.9 = 241.3 needs frames 241 and 242
+    width = dg.stretch_frames(128, rates)
+    assert width == 243
+    np.testing.assert_array_equal(dg.time_stretch(source[..., :width], rates, 128), out)
+    assert dg.time_stretch(source[..., :width - 1], rates, 128)[2, 0, 127] == 0
+    # frames past the source's end are silence, as past a track's end
+    short = dg.time_stretch(source[..., :100], rates, 128)
+    for b, r in enumerate(rates):
+        np.testing.assert_allclose(short[b, 0], np.interp(np.arange(128) * r, np.arange(100), source[0, 0, :100],
+                                                          right=0.0), rtol=1e-6)
+    assert short[2, 0, 53:].max() == 0 and short[2, 0, 52] > 0  # 52 * 1.9 = 98.8 < 99 < 53 * 1.9
+
+
+def test_pitch_and_tempo_batches_follow_the_plan(tmp_path):
+    """Vocals = a partial at bin 62 whose level ramps over 150 frames, no accompaniment: each patch
+    must be that ramp read from its offset at its drawn tempo and the partial moved by its drawn
+    pitch, both drawn from the batch's generator after the plan (tempo, then pitch)."""
+    spectrum = np.zeros(512)
+    spectrum[LONG_BIN] = 1.0
+    ramp = np.arange(1.0, 151.0)
+    padded = np.concatenate([ramp, np.zeros(100)])  # what reading past the track's end gives
+    vocals = spectrum[:, None] * ramp[None, :]
+    cache = _write_cache(tmp_path / "cache", {"tone": {"mixture": vocals, "vocals": vocals,
+                                                        "accompaniment": np.zeros_like(vocals)}})
+    gen = dg.PatchSampler(cache, batch_size=8, steps_per_epoch=2, seed=4, pitch=12.0, tempo=0.5)
+    for index in (0, 1):
+        mix, voc = gen[index]
+        plan = gen.plan(index)
+        rates = plan["rng"].uniform(0.5, 1.5, size=8)
+        ratios = 2.0 ** (plan["rng"].uniform(-12, 12, size=8) / 12)
+        assert np.ptp(rates) > 0.3 and np.ptp(np.log2(ratios)) > 0.5  # the draws do vary
+        for b in range(8):
+            level = np.interp(plan["offset"][b] + np.arange(128) * rates[b], np.arange(250), padded)
+            partial = np.interp(np.arange(512) / ratios[b], np.arange(512), spectrum, right=0.0)
+            expected = partial[:, None] * level[None, :]
+            np.testing.assert_allclose(voc[b, ..., 0], expected / expected.max(), rtol=1e-4, atol=1e-6)
+            assert voc[b, ..., 0].sum(axis=1).argmax() == round(LONG_BIN * ratios[b])
+        np.testing.assert_allclose(mix, voc, rtol=1e-6)  # no accompaniment: the rebuilt mixture is the vocals
+
+
+def test_pitch_and_tempo_compose_with_remix_and_gain(cache_dir):
+    kwargs = dict(tracks=["long", "short"], batch_size=16, steps_per_epoch=2, seed=2, remix=True, gain=True)
+    both = dg.PatchSampler(cache_dir, pitch=3.0, tempo=0.2, **kwargs)
+    plain_mix, plain_voc = dg.PatchSampler(cache_dir, **kwargs)[0]
+    mix, voc = both[0]
+    assert mix.shape == voc.shape == (16, 512, 128, 1) and mix.dtype == voc.dtype == np.float32
+    assert np.isfinite(mix).all() and np.allclose(mix.max(axis=(1, 2, 3)), 1.0)
+    assert np.all(voc <= mix + 1e-6) and voc.min() >= 0  # the ideal mask stays in [0, 1]
+    assert not np.array_equal(voc, plain_voc)
+    # the vocals partials (496 or 1504 Hz) now sit at other bins in most patches
+    peaks = voc[..., 0].sum(axis=2).argmax(axis=1)
+    assert len(set(peaks.tolist()) - {LONG_BIN, SHORT_BIN}) >= 5
+    # deterministic per (seed, epoch, index), whatever order the batches are asked in
+    again = dg.PatchSampler(cache_dir, pitch=3.0, tempo=0.2, **kwargs)
+    second = again[1]
+    np.testing.assert_array_equal(again[0][0], mix)
+    np.testing.assert_array_equal(both[1][1], second[1])
+    both.on_epoch_end()
+    assert not np.array_equal(both[0][1], voc)
+    again.on_epoch_end()
+    np.testing.assert_array_equal(both[0][1], again[0][1])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(pitch=-1.0), r"pitch must be in \[0, 12\] semitones, got -1.0"),
+    (dict(pitch=12.5), r"pitch must be in \[0, 12\] semitones, got 12.5"),
+    (dict(pitch=float("nan")), "pitch must be .* got nan"),
+    (dict(tempo=-0.1), r"tempo must be in \[0, 1\) \(a fraction of the tempo\), got -0.1"),
+    (dict(tempo=1.0), "tempo must be .* got 1.0"),
+    (dict(tempo=float("nan")), "tempo must be .* got nan"),
+    (dict(mode="validation", pitch=1.0), r"augmentations \(.*pitch, tempo\) are for training"),
+    (dict(mode="validation", tempo=0.1), "are for training; validation mode takes none"),
+])
+def test_bad_pitch_or_tempo_is_refused(cache_dir, kwargs, message):
+    with pytest.raises(UserError, match=message) as err:
+        dg.PatchSampler(cache_dir, **kwargs)
+    assert "\n" not in str(err.value)
+
+
 def test_opening_a_100_track_cache_loads_nothing(tmp_path):
     cache = tmp_path / "big"
     (cache / "tracks").mkdir(parents=True)

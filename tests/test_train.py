@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -302,12 +303,57 @@ def test_run_dir_of_another_configuration_or_cache_is_refused(cache, stems, tmp_
         (["--filters", "4,4,4,4,4,4,4"], "7 layers need patches divisible by 128, the cache's are 64 x 64"),
         (["--split", "test"], "--split test: the cache has no such tracks \\(its splits: train\\)"),
         (["--validation-from", "test"], "--validation-from test: the cache has no such tracks"),
+        (["--pitch", "13"], r"--pitch must be in \[0, 12\] semitones, got 13.0"),
+        (["--pitch", "nan"], r"--pitch must be in \[0, 12\] semitones, got nan"),
+        (["--tempo", "1"], r"--tempo must be in \[0, 1\) \(a fraction of the tempo\), got 1.0"),
+        (["--tempo", "-0.1"], r"--tempo must be in \[0, 1\)"),
     ],
 )
 def test_bad_options_are_refused_before_training(cache, tmp_path, extra, message):
     with pytest.raises(UserError, match=message):
         train.main(tiny_args(cache, tmp_path / "run", 3, 8, *extra))
     assert not (tmp_path / "run").exists()
+
+
+def test_pitch_and_tempo_reach_the_config_and_the_training_generator(cache, tmp_path, monkeypatch):
+    """--pitch/--tempo are saved in config.json and given to the training DataGenerator only
+    (stopped there, with stand-ins for Keras and DataGenerator, so nothing trains)."""
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def generator(cache, **kwargs):
+        calls.append(kwargs)
+        raise Stop
+
+    monkeypatch.setitem(data_generator.__dict__, "DataGenerator", generator)
+    monkeypatch.setitem(sys.modules, "keras", types.SimpleNamespace(
+        utils=types.SimpleNamespace(set_random_seed=lambda seed: None)))
+    run = tmp_path / "run"
+    with pytest.raises(Stop):
+        train.main(tiny_args(cache, run, 1, 1, "--pitch", "2", "--tempo", "0.25", "--remix"))
+    assert calls[0]["mode"] == "train" and (calls[0]["pitch"], calls[0]["tempo"], calls[0]["remix"]) == (2.0, 0.25, True)
+    config = json.loads((run / "config.json").read_text())
+    assert (config["pitch"], config["tempo"]) == (2.0, 0.25)
+    with pytest.raises(UserError, match="another configuration .*pitch: 2.0 -> 1.0"):
+        train.main(tiny_args(cache, run, 1, 1, "--pitch", "1", "--tempo", "0.25", "--remix"))
+
+
+def test_a_run_made_before_pitch_and_tempo_existed_resumes(tmp_path):
+    """A config.json without the pitch/tempo keys was trained without them: resuming with the
+    defaults is accepted, turning them on is refused like any other change."""
+    run = tmp_path / "run"
+    config = {"seed": 0, "remix": True, "pitch": 0.0, "tempo": 0.0}
+    assert train.prepare_run_dir(run, config, TINY_PARAMS) is None
+    older = {"seed": 0, "remix": True}
+    (run / "config.json").write_text(json.dumps(older))
+    assert train.prepare_run_dir(run, config, TINY_PARAMS) is None
+    assert json.loads((run / "config.json").read_text()) == config
+    (run / "config.json").write_text(json.dumps(older))
+    with pytest.raises(UserError, match=r"another configuration \(tempo: 0.0 -> 0.1\)"):
+        train.prepare_run_dir(run, dict(config, tempo=0.1), TINY_PARAMS)
+    assert json.loads((run / "config.json").read_text()) == older
 
 
 def test_cli_prints_one_line_errors(tmp_path):
