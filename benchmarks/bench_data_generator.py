@@ -94,6 +94,7 @@ def main(argv=None) -> int:
         for label, kwargs in (
             ("generator, training", {}),
             ("generator, training + remix, gain, input dropout", dict(remix=True, gain=True, input_dropout=0.1)),
+            ("generator, training + remix, gain, pitch 2, tempo 0.1", dict(remix=True, gain=True, pitch=2.0, tempo=0.1)),
             ("generator, validation", dict(mode="validation")),
         ):
             gen = dg.PatchSampler(cache, batch_size=args.batch_size, **kwargs)
