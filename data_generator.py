@@ -427,10 +427,11 @@ class PatchSampler:
       by a random amount uniform in [-pitch, +pitch] semitones, approximated on the magnitudes by
       stretching the frequency axis by ``r = 2 ** (u / 12)`` (:func:`pitch_shift`: ``new[k] =
       V[k / r]``, linear between bins; a shift down leaves the top bins at zero, a shift up drops
-      what moves past the last bin). Everything moves
-      with the pitch: the partials, but also the formants (the spectral envelope), and each
-      partial's peak is widened or narrowed by ``r``; this is not a formant-preserving shift, so
-      large values make unnatural, "chipmunk" or "giant" voices.
+      what moves past the last bin). Everything moves with the pitch: the partials, but also the
+      formants (the spectral envelope), and each partial's peak is widened or narrowed by ``r``;
+      this is not a formant-preserving shift, so large values make unnatural, "chipmunk" or
+      "giant" voices. With ``tempo`` it cost 3 dB of vocal GNSDR on MIR-1K in this project's
+      ablation (``pretrained/README.md``).
     - ``tempo`` (a fraction below 1): every patch's vocals are time-stretched by a random factor
       ``r`` uniform in [1 - tempo, 1 + tempo] (:func:`time_stretch`): the frames from the
       patch's offset on are read, about ``patch_frames * r`` of them (zero past the track's end,

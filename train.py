@@ -109,7 +109,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gain", action="store_true", help="augment with random vocals/accompaniment gains")
     parser.add_argument("--pitch", type=float, default=0.0, metavar="SEMITONES",
                         help="augment by shifting each patch's vocals in pitch by a random amount within "
-                        "+-SEMITONES (at most 12; formants move too), remixed with the accompaniment (default 0: off)")
+                        "+-SEMITONES (at most 12; formants move too), remixed with the accompaniment (default 0: off; "
+                        "it hurt on MIR-1K, see pretrained/README.md)")
     parser.add_argument("--tempo", type=float, default=0.0, metavar="FRACTION",
                         help="augment by time-stretching each patch's vocals by a random factor within "
                         "1 +- FRACTION (below 1), remixed with the accompaniment (default 0: off)")
