@@ -379,14 +379,14 @@ def stft(audio: np.ndarray, params: AudioParams = DEFAULT_PARAMS, n_fft: int | N
 
     Returns ``(bins, frames)`` for 1-D input and ``(bins, frames, channels)`` for 2-D input, complex64.
     Periodic Hann window, centred frames with zero padding: librosa's ``stft(center=True)``
-    convention and output (to ~1e-6, tested), so frame ``t`` is centred on sample ``t * hop_length``.
+    convention and output (to 1e-5 of the peak, tested), so frame ``t`` is centred on sample ``t * hop_length``.
     The signal is padded with one hop of zeros at the end first: with a hop longer than half the
     window (768 of 1024), the last centred frame can end before the signal does, and samples under
     no window cannot be inverted. :func:`n_frames` counts the frames. ``n_fft``/``hop_length``
     override the parameters (full-band inference uses the same frame duration at another rate).
 
     Written on ``scipy.fft`` rather than calling librosa because librosa's first STFT imports
-    numba and scipy.signal, 1.8 s of a 3-minute song's ~5 s command-line separation.
+    numba and scipy.signal: 1.8 s of the command line's start-up (benchmarks/RESULTS.md).
     """
     import scipy.fft  # already loaded by Keras; its rfft is 2-5x numpy's over a batch of frames
 

@@ -251,12 +251,11 @@ def test_stft_overrides_for_other_rates():
     assert error_db(x, audio.istft(spec, len(x), n_fft=5512, hop_length=4134)) < -60
 
 
-
 @pytest.mark.parametrize("n_fft,hop", [(1024, 768), (5512, 4134), (1024, 256)])
 @pytest.mark.parametrize("samples", [100, 1023, 8192 * 3 + 17, 300 * 128 + 5], ids=lambda n: f"n={n}")
 @pytest.mark.parametrize("channels", [None, 1, 2], ids=lambda c: f"ch={c}")
 def test_stft_pair_equals_librosa(n_fft, hop, samples, channels):
-    """The numpy/scipy STFT pair is librosa's (centred, zero-padded, periodic Hann) on the end-padded signal.
+    """The scipy.fft STFT pair is librosa's (centred, zero-padded, periodic Hann) on the end-padded signal.
 
     Covers signals shorter than a window and longer than one FFT block (300 * 128 samples at hop
     256 is 152 frames > audio.FFT_BLOCK), mono 1-D, one and two channels.
