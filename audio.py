@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -333,7 +332,7 @@ def save_audio(path, audio: np.ndarray, sr: int, subtype: str | None = None) -> 
         if peak > 1.0:
             if fmt != "wav":
                 raise AudioError(f"{path}: peak {peak:.3f} exceeds full scale and FLAC cannot hold it; write .wav")
-            warnings.warn(f"{path}: peak {peak:.3f} exceeds full scale; writing 32-bit float WAV instead of clipping")
+            warnings.warn(f"{path}: peak {peak:.3f} exceeds full scale; writing 32-bit float WAV instead of clipping", stacklevel=2)
             subtype = "FLOAT"
     elif peak > 1.0 and not subtype.startswith(("FLOAT", "DOUBLE")):
         raise AudioError(f"{path}: peak {peak:.3f} would clip as {subtype}; scale it or use subtype FLOAT")

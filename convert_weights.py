@@ -280,7 +280,7 @@ def _check_batch_norm(model, module) -> None:
     torch_eps = {m.eps for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)}
     if eps != torch_eps:
         warnings.warn(f"batch norm epsilon differs: Keras {sorted(eps)}, PyTorch {sorted(torch_eps)}; "
-                      "the converted model's outputs will differ slightly")
+                      "the converted model's outputs will differ slightly", stacklevel=2)
 
 
 def mask_difference(model, module, n: int = 1, seed: int = 0) -> tuple[float, float]:

@@ -211,7 +211,7 @@ def _load_stems(track: Track) -> tuple[dict[str, np.ndarray], int]:
     channels = max(a.shape[1] for a in stems.values())
     longest = max(len(a) for a in stems.values())
     if longest - length > max(sr // 10, 1):  # encoders pad a little; more than 0.1 s is worth saying
-        warnings.warn(f"{track.source}: stems differ in length by {(longest - length) / sr:.2f} s; cropped to the shortest")
+        warnings.warn(f"{track.source}: stems differ in length by {(longest - length) / sr:.2f} s; cropped to the shortest", stacklevel=2)
     stems = {role: _fit(a, channels, length) for role, a in stems.items()}
     vocals = stems.pop("vocals")
     mixture = stems.pop("mixture", None)
@@ -277,7 +277,7 @@ def _find_musdb(root: Path, split: str | None, is_wav: bool) -> list[Track]:
             warnings.warn(
                 f"{root}: {missing} of the {len(validation)} MUSDB validation tracks are absent "
                 "(a partial copy?); the validation split holds only the others"
-            )
+            , stacklevel=2)
     return tracks
 
 

@@ -443,7 +443,7 @@ def _load_estimate(path: Path, references_sr: int, settings: Settings, rate: int
     """Read an estimate file and bring it to the evaluation rate and channels."""
     est, est_sr = audio.load_audio(path)
     if est_sr != references_sr:
-        warnings.warn(f"{path}: {est_sr} Hz where the references are {references_sr} Hz; resampled")
+        warnings.warn(f"{path}: {est_sr} Hz where the references are {references_sr} Hz; resampled", stacklevel=2)
     return prepare(est, est_sr, settings, rate)
 
 

@@ -260,7 +260,6 @@ def test_stft_pair_equals_librosa(n_fft, hop, samples, channels):
     Covers signals shorter than a window and longer than one FFT block (300 * 128 samples at hop
     256 is 152 frames > audio.FFT_BLOCK), mono 1-D, one and two channels.
     """
-    import warnings
 
     import librosa
 

@@ -1,7 +1,6 @@
 """data_generator.py: prepare/export CLI, the memory-mapped cache, and the DataGenerator batches."""
 
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -283,7 +282,7 @@ def test_training_draws_tracks_equally_whatever_their_length(cache_dir):
         offsets.update(gen.plan(i)["offset"][gen.plan(i)["track"] == 0].tolist())
     # 427 + 33 frames -> 4 + 1 patches per epoch by default; count over many epochs instead
     assert len(gen) == 1
-    for epoch in range(29):
+    for _epoch in range(29):
         gen.on_epoch_end()
         for name in _names_of(gen[0][0]):
             counts[name] += 1
@@ -513,7 +512,7 @@ def test_multiprocessing_workers_give_the_in_process_batches(cache_dir):
     gen = dg.DataGenerator(cache_dir, batch_size=4, steps_per_epoch=6, seed=5, workers=2, use_multiprocessing=True)
     reference = dg.PatchSampler(cache_dir, batch_size=4, steps_per_epoch=6, seed=5)
     adapter = PyDatasetAdapter(gen)
-    for epoch in range(2):
+    for _epoch in range(2):
         adapter.on_epoch_begin()
         got = [batch[0] for batch in adapter.get_numpy_iterator()]
         adapter.on_epoch_end()

@@ -1,7 +1,5 @@
 """datasets.py: the stems, MUSDB18(-HQ) and MIR-1K readers behind find_tracks / Track.load."""
 
-import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np

@@ -1,7 +1,6 @@
 """evaluate.py and baselines.py: metrics that mean what they say, on stems folders written here."""
 
 import math
-import shutil
 import warnings
 
 import numpy as np
