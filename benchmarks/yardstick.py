@@ -1,0 +1,145 @@
+"""Issue 18's yardstick: one markdown table row of a model's vocal scores on produced and MIR-1K music.
+
+    python benchmarks/yardstick.py --model pretrained/unet_mir1k.keras [--label L] [--skip-mir1k]
+        [--devset data/produced-dev] [--mir1k ../shared/data/mir1k] [--inference-args "--overlap 0.5"]
+
+Runs the project's command lines (``inference.py``, ``evaluate.py``, ``data_generator.py
+export``) as a user would, into ``--work`` (default ``results/yardstick/<label>``), and prints
+the row (``--header`` prints the table's header above it). Columns:
+
+* stempeg's sample (``stempeg.example_stem_path()``, "The Easton Ellises - Falcon 69", MUSDB's
+  stems; never trained on): BSS Eval v4 vocal SDR (median over 1 s frames) at 44.1 kHz stereo
+  (``evaluate.py --sr native --stereo``), and v3 vocal SDR at 8192 Hz mono (``evaluate.py``'s
+  default rate);
+* the produced-music development set (``python production.py devset ...``, a stems folder):
+  v4 vocal SDR, median over tracks, at 44.1 kHz stereo, and v3 vocal GNSDR at 8192 Hz;
+* MIR-1K's singer-disjoint test split (195 clips of Ani, davidson, heycat, yifen): v3 vocal
+  GNSDR at 8192 Hz, the card's protocol (the shipped model: 7.50).
+
+Every stage's wall time goes to stderr. Stems already separated in ``--work`` are replaced
+(``--overwrite``): the row always describes the model given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+COLUMNS = ("model", "stempeg v4 SDR (44.1k stereo)", "stempeg v3 SDR (8 kHz)", "dev v4 SDR median (44.1k stereo)",
+           "dev v3 GNSDR (8 kHz)", "MIR-1K test v3 GNSDR (195 clips)")
+
+
+def run(cmd: list[str], stage: str) -> None:
+    """Run a project command line from the project's root; a failure ends the yardstick with its message."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable] + cmd, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+        raise SystemExit(f"error: {stage} failed (exit {done.returncode}): {' '.join(cmd)}\n{tail}")
+    print(f"{stage}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+
+
+def summary_value(out: Path, metric: str, column: str, expected: int) -> float:
+    """One number of evaluate.py's summary.csv; warns when fewer tracks than expected were scored."""
+    with open(out / "summary.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["metric"] == metric]
+    if len(rows) != 1:
+        raise SystemExit(f"error: {out / 'summary.csv'} has {len(rows)} rows for {metric}")
+    if int(float(rows[0]["n"])) != expected:
+        print(f"warning: {out}: {metric} from {rows[0]['n']} tracks, expected {expected}", file=sys.stderr)
+    return float(rows[0][column])
+
+
+def separate(songs: Path, out: Path, args) -> None:
+    run(["inference.py", str(songs), "-o", str(out), "--model", str(args.model), "--overwrite"]
+        + shlex.split(args.inference_args), f"inference {songs}")
+
+
+def evaluate(references: Path, estimates: Path, out: Path, extra: list[str], args, stage: str) -> None:
+    run(["evaluate.py", "--references", str(references), "--estimates", str(estimates), "--name", "model",
+         "--out", str(out), "--jobs", str(args.jobs), "--no-plots", "--quiet"] + extra, stage)
+
+
+def stempeg_scores(work: Path, args) -> list[float]:
+    import stempeg
+
+    sample = work / "musdb-sample" / "test"
+    sample.mkdir(parents=True, exist_ok=True)
+    link = sample / Path(stempeg.example_stem_path()).name
+    if not link.exists():
+        link.symlink_to(stempeg.example_stem_path())
+    separate(sample, work / "separated-stempeg", args)
+    common = ["--dataset", "musdb", "--split", "test"]
+    evaluate(work / "musdb-sample", work / "separated-stempeg", work / "stempeg-v4",
+             common + ["--sr", "native", "--stereo", "--metrics", "v4"], args, "evaluate stempeg v4")
+    evaluate(work / "musdb-sample", work / "separated-stempeg", work / "stempeg-v3",
+             common + ["--metrics", "v3"], args, "evaluate stempeg v3")
+    return [summary_value(work / "stempeg-v4", "v4_vocals_SDR", "median", 1),
+            summary_value(work / "stempeg-v3", "v3_vocals_SDR", "mean", 1)]
+
+
+def devset_scores(work: Path, args) -> list[float]:
+    tracks = args.devset / "test"
+    n = sum(1 for p in tracks.iterdir() if p.is_dir()) if tracks.is_dir() else 0
+    if n == 0:
+        raise SystemExit(f"error: {tracks}: no tracks; write the dev set first: python production.py devset "
+                         f"--mir1k ../shared/data/mir1k --instrumental data/instrumental --out {args.devset}")
+    separate(tracks, work / "separated-dev", args)
+    evaluate(tracks, work / "separated-dev", work / "dev-v4", ["--sr", "native", "--stereo", "--metrics", "v4"],
+             args, "evaluate dev v4")
+    evaluate(tracks, work / "separated-dev", work / "dev-v3", ["--metrics", "v3"], args, "evaluate dev v3")
+    return [summary_value(work / "dev-v4", "v4_vocals_SDR", "median", n),
+            summary_value(work / "dev-v3", "v3_vocals_NSDR", "weighted", n)]
+
+
+def mir1k_scores(work: Path, args) -> list[float]:
+    clips = work.parent / "mir1k-test"  # shared by every model's yardstick: the export is the same
+    run(["data_generator.py", "export", "--dataset", "mir1k", "--root", str(args.mir1k), "--split", "test",
+         "--unit", "clip", "--out", str(clips), "--quiet"], "export MIR-1K test clips")
+    separate(clips, work / "separated-mir1k", args)
+    evaluate(args.mir1k, work / "separated-mir1k", work / "mir1k-v3",
+             ["--dataset", "mir1k", "--split", "test", "--metrics", "v3"], args, "evaluate MIR-1K v3")
+    return [summary_value(work / "mir1k-v3", "v3_vocals_NSDR", "weighted", 195)]
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, type=Path, help="a .keras model (audio_params.json beside it) or a run folder")
+    parser.add_argument("--label", default=None, help="the row's name (default: the model's file or folder name)")
+    parser.add_argument("--devset", type=Path, default=Path("data/produced-dev"), help="(default: %(default)s)")
+    parser.add_argument("--mir1k", type=Path, default=Path("../shared/data/mir1k"), help="(default: %(default)s)")
+    parser.add_argument("--skip-mir1k", action="store_true", help="leave the MIR-1K column empty (the slowest part)")
+    parser.add_argument("--inference-args", default="", help='extra inference.py options, e.g. "--overlap 0.5"')
+    parser.add_argument("--work", type=Path, default=None, help="working folder (default: results/yardstick/<label>)")
+    parser.add_argument("--jobs", type=int, default=1, help="evaluate.py --jobs (default: %(default)s)")
+    parser.add_argument("--header", action="store_true", help="print the table's header above the row")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    args.model, args.devset, args.mir1k = (p.resolve() for p in (args.model, args.devset, args.mir1k))
+    if not args.model.exists():
+        raise SystemExit(f"error: --model {args.model}: no such file or folder")
+    label = args.label or args.model.stem
+    work = (args.work or ROOT / "results" / "yardstick" / label).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    scores = stempeg_scores(work, args) + devset_scores(work, args)
+    scores += [float("nan")] if args.skip_mir1k else mir1k_scores(work, args)
+    print(f"total: {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    if args.header:
+        print("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))
+    print("| " + " | ".join([label] + ["" if s != s else f"{s:.2f}" for s in scores]) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
