@@ -18,35 +18,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
-import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-
-class UserError(Exception):
-    """An error the user can fix. Scripts print it as one line and exit with status 2."""
+from cli import UserError, atomic_output, atomic_write_text
 
 
 class AudioError(UserError):
     """A file that cannot be read or written as audio; the message names the file."""
-
-
-def run_cli(main, argv=None) -> int:
-    """Run a script's ``main(argv)``: a :class:`UserError` becomes one line on stderr and exit 2."""
-    try:
-        return main(argv) or 0
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,57 +123,8 @@ class AudioParams:
 
 
 DEFAULT_PARAMS = AudioParams()
-
-
-# --------------------------------------------------------------------------------------------
-# Files
-# --------------------------------------------------------------------------------------------
-
-
-def atomic_write_text(path, text: str) -> None:
-    """Write a text file through a temporary file and a rename: never half-written."""
-    with atomic_output(path) as tmp:
-        Path(tmp).write_text(text)
-
-
-class atomic_output:
-    """Context manager yielding a temporary path beside ``path``, renamed onto it on success.
-
-    On an exception the temporary file is removed and ``path`` is left as it was.
-    """
-
-    def __init__(self, path, suffix: str | None = None):
-        self.path = Path(path)
-        self.suffix = self.path.suffix if suffix is None else suffix
-
-    def __enter__(self) -> Path:
-        directory = self.path.parent
-        if not directory.is_dir():
-            raise UserError(f"{directory}: output folder does not exist")
-        try:
-            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part" + self.suffix, dir=directory)
-        except PermissionError:
-            raise UserError(f"{directory}: output folder is not writable") from None
-        except OSError as err:
-            raise UserError(f"{directory}: cannot write there ({err.strerror})") from None
-        os.close(fd)
-        self.tmp = Path(name)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            try:
-                # mkstemp makes the file private (0600); give it the mode a plain open() would
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(self.tmp, 0o666 & ~umask)
-                os.replace(self.tmp, self.path)
-            except OSError as err:
-                self.tmp.unlink(missing_ok=True)
-                raise UserError(f"{self.path}: cannot write ({err.strerror})") from None
-        else:
-            self.tmp.unlink(missing_ok=True)
-        return False
+#: The file beside every cache and saved model that holds its AudioParams.
+PARAMS_FILE = "audio_params.json"
 
 
 # --------------------------------------------------------------------------------------------
@@ -439,9 +373,14 @@ def istft(spec: np.ndarray, length: int, params: AudioParams = DEFAULT_PARAMS, n
     half = n_fft // 2
     out, weight = out[..., half:half + length], weight[half:half + length]
     out /= np.where(weight > np.finfo(np.float32).tiny, weight, 1.0)
-    if out.shape[-1] < length:
-        out = np.pad(out, [(0, 0)] * (out.ndim - 1) + [(0, length - out.shape[-1])])
-    return out.T  # (length[, ch]), a view
+    return fit_length(out.T, length)  # (length[, ch])
+
+
+def fit_length(x: np.ndarray, samples: int) -> np.ndarray:
+    """Crop or zero-pad ``(samples', ...)`` audio at the end to ``samples`` (resampling rounds lengths)."""
+    if x.shape[0] >= samples:
+        return x[:samples]
+    return np.pad(x, [(0, samples - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
 
 
 def model_bins(spec: np.ndarray, params: AudioParams = DEFAULT_PARAMS) -> np.ndarray:

@@ -90,10 +90,7 @@ def _at_model_rate(fn, sr: int, params: AudioParams, *signals: np.ndarray) -> np
     at_model = [audio.resample(s, sr, params.sample_rate) for s in signals]
     out = np.stack([fn(*(s[:, c] for s in at_model)) for c in range(channels)], axis=1)
     out = audio.resample(out.astype(np.float32), params.sample_rate, sr)
-    # soxr may differ by a sample after a round trip between rates.
-    if out.shape[0] < length:
-        out = np.pad(out, ((0, length - out.shape[0]), (0, 0)))
-    return out[:length]
+    return audio.fit_length(out, length)  # soxr may differ by a sample after a round trip between rates
 
 
 def oracle_vocals(mixture: np.ndarray, vocals: np.ndarray, accompaniment: np.ndarray, binary: bool = False,

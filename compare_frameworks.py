@@ -5,7 +5,7 @@
 
 The model given (a ``.keras`` model, or a PyTorch checkpoint of the coursework U-Net) is
 converted to the other framework (``convert_weights.py``), and both separate every song with
-``inference.separate`` -- the same patches, normalisation, overlap-add and mask application;
+``inference.Separator`` -- the same patches, normalisation, overlap-add and mask application;
 only the network differs. Without songs or ``--dataset`` only the speeds are measured.
 Printed side by side:
 
@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from audio import AudioParams, DEFAULT_PARAMS, UserError, run_cli
+from audio import AudioParams, DEFAULT_PARAMS
+from cli import UserError, run_cli
 
 FRAMEWORKS = ("keras", "torch")
 
@@ -201,7 +202,7 @@ def compare_tracks(tracks, model, module, params: AudioParams, batch_size: int, 
     import unet_torch
 
     settings = evaluate.Settings(families=("v3", "v4") if v4 else ("v3",))
-    predictors = {"keras": inference.mask_predictor(model, params),
+    predictors = {"keras": inference.Separator(model, params).predict,
                   "torch": functools.partial(unet_torch.predict_mask, module)}
     rows, diffs = [], []
     for name, load in tracks:
@@ -210,8 +211,8 @@ def compare_tracks(tracks, model, module, params: AudioParams, batch_size: int, 
         for framework in FRAMEWORKS:
             recorders[framework] = _Recorder(predictors[framework])
             start = time.perf_counter()
-            estimates[framework] = inference.separate(references["mixture"], sr, recorders[framework], params,
-                                                      batch_size=batch_size)
+            separator = inference.Separator(recorders[framework], params, batch_size=batch_size)
+            estimates[framework] = separator.separate(references["mixture"], sr)
             seconds[framework] = time.perf_counter() - start
         masks = [np.concatenate(recorders[f].masks) for f in FRAMEWORKS]
         diffs.append({"track": name, "mask": float(np.abs(masks[0] - masks[1]).max()),
@@ -256,7 +257,7 @@ def benchmark(model, module, batch_size: int, batches: int, seed: int = 0) -> di
     """Patches per second of both frameworks: ``{"keras inference", "torch inference",
     "keras training", "torch training"}``, each over ``batches`` timed batches after one warm-up.
 
-    Inference is what ``inference.separate`` runs (the mask, no gradients); a training step is a
+    Inference is what ``inference.Separator`` runs (the mask, no gradients); a training step is a
     forward and backward pass and an Adam update with the mean squared error of
     ``mask * mixture`` against a target, in training mode (batch statistics, dropout). The Keras
     model is a fresh copy of ``model`` (its weights untouched), PyTorch's a copy of ``module``.
@@ -265,7 +266,7 @@ def benchmark(model, module, batch_size: int, batches: int, seed: int = 0) -> di
 
     import keras
     import torch
-    import unet_model
+    import unet_fast
     import unet_torch
 
     shape = tuple(model.inputs[0].shape[1:])
@@ -282,7 +283,7 @@ def benchmark(model, module, batch_size: int, batches: int, seed: int = 0) -> di
         return batches * batch_size / (time.perf_counter() - start)
 
     speeds = {}
-    masker = unet_model.inference_mask_model(model)  # as inference.mask_predictor runs it (float32)
+    masker = unet_fast.inference_mask_model(model)  # as inference.Separator runs it (float32)
     speeds["keras inference"] = rate(lambda: masker.predict_on_batch(x))
     speeds["torch inference"] = rate(lambda: unet_torch.predict_mask(module, x))
 

@@ -56,7 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
-from audio import AudioParams, DEFAULT_PARAMS, UserError, atomic_output, run_cli
+from audio import AudioParams, DEFAULT_PARAMS
+from cli import UserError, atomic_output, first_line, run_cli
 
 #: The Keras model pads as PyTorch's padding=2 / output_padding=1: the conversion is exact.
 TORCH_PADDING = "torch"
@@ -81,14 +82,17 @@ _TO_KERAS = (2, 3, 1, 0)  # and back
 
 def keras_depth(model) -> int:
     """Number of encoder blocks of a U-Net built by ``unet_model.build_unet``."""
-    names = {layer.name for layer in model.layers}
-    depth = 0
-    while f"encoder{depth + 1}_conv" in names:
-        depth += 1
-    if depth == 0 or f"decoder{depth}_deconv" not in names:
-        raise UserError(f"model {model.name!r} is not a U-Net from unet_model.build_unet "
-                        "(no encoder1_conv ... decoderN_deconv layers)")
-    return depth
+    return len(_settings(model)["filters"])
+
+
+def _settings(model) -> dict:
+    """``unet_model.read_settings``, its refusal as a :class:`UserError`."""
+    import unet_model
+
+    try:
+        return unet_model.read_settings(model)
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
 
 def padding_layout(model) -> str:
@@ -220,14 +224,10 @@ def keras_to_torch(model, skip_first: bool = False):
     import torch
     import unet_torch
 
-    depth = keras_depth(model)
-    names = {layer.name for layer in model.layers}
-    dropouts = [model.get_layer(f"decoder{i}_dropout").rate for i in range(1, depth) if f"decoder{i}_dropout" in names]
-    conv = model.get_layer("encoder1_conv")
+    settings = _settings(model)
     module = unet_torch.UNet(
-        filters=tuple(model.get_layer(f"encoder{i}_conv").filters for i in range(1, depth + 1)),
-        kernel_size=conv.kernel_size[0], dropout=dropouts[0] if dropouts else 0.0, dropout_layers=len(dropouts),
-        leaky_slope=model.get_layer("encoder1_act").negative_slope, skip_first=skip_first,
+        filters=settings["filters"], kernel_size=settings["kernel_size"], dropout=settings["dropout"],
+        dropout_layers=settings["dropout_layers"], leaky_slope=settings["leaky_slope"], skip_first=skip_first,
     )
     _check_batch_norm(model, module)
     state = {k: torch.from_numpy(v) for k, v in keras_to_state_dict(model, skip_first).items()}
@@ -327,17 +327,17 @@ def load_torch_checkpoint(path, unsafe_pickle: bool = False) -> dict:
         obj = torch.load(path, map_location="cpu", weights_only=not unsafe_pickle)
     except pickle.UnpicklingError as err:
         if unsafe_pickle:
-            raise UserError(f"{path}: cannot unpickle ({_first_line(err)})") from None
+            raise UserError(f"{path}: cannot unpickle ({first_line(err)})") from None
         raise UserError(
             f"{path}: holds pickled Python objects besides tensors (a whole saved module?); if you trust the file, "
             "add --unsafe-pickle (this runs code from it), or re-save it in the original project with "
             "torch.save(model.state_dict(), 'weights.pt')") from None
     except (AttributeError, ModuleNotFoundError, ImportError) as err:
         raise UserError(
-            f"{path}: was saved as a whole module whose class cannot be imported here ({_first_line(err)}); "
+            f"{path}: was saved as a whole module whose class cannot be imported here ({first_line(err)}); "
             "in the original project run torch.save(model.state_dict(), 'weights.pt') and convert that") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise UserError(f"{path}: cannot read as a PyTorch checkpoint ({_first_line(err)})") from None
+        raise UserError(f"{path}: cannot read as a PyTorch checkpoint ({first_line(err)})") from None
     return extract_state_dict(obj, str(path))
 
 
@@ -374,11 +374,6 @@ def extract_state_dict(obj, source: str = "checkpoint") -> dict:
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 # --------------------------------------------------------------------------------------------

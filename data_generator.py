@@ -53,23 +53,20 @@ import numpy as np
 import datasets
 from audio import (
     DEFAULT_PARAMS,
+    PARAMS_FILE,
     AudioError,
     AudioParams,
-    UserError,
-    atomic_output,
-    atomic_write_text,
     magnitude,
     n_frames,
     normalize_patches,
     resample,
-    run_cli,
     save_audio,
     to_mono,
 )
+from cli import UserError, atomic_output, atomic_write_text, run_cli
 
 CACHE_FORMAT = 1
 INDEX_FILE = "index.json"
-PARAMS_FILE = "audio_params.json"
 PARTS = ("mixture", "vocals", "accompaniment")
 #: Vocals whose peak (mono, 8192 Hz) stays below -60 dBFS are reported as silent (kept in the cache).
 SILENT_VOCALS_PEAK = 1e-3

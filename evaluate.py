@@ -53,7 +53,9 @@ from pathlib import Path
 import numpy as np
 
 import audio
-from audio import DEFAULT_PARAMS, UserError
+import cli
+from audio import DEFAULT_PARAMS
+from cli import UserError
 
 SOURCES = ("vocals", "accompaniment")
 #: Metrics of each family, in table order.
@@ -185,9 +187,7 @@ def _align(estimate: np.ndarray, shape: tuple, what: str, rate: int, notes: list
     if abs(diff) > 1:
         notes.append(f"{what}: {abs(diff) / rate:.3f} s {'longer' if diff > 0 else 'shorter'} than the reference; "
                      f"{'cropped' if diff > 0 else 'zero-padded'} at the end")
-    if diff >= 0:
-        return estimate[:length]
-    return np.pad(estimate, ((0, -diff), (0, 0)))
+    return audio.fit_length(estimate, length)
 
 
 def _bss_eval_sources(refs: np.ndarray, ests: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -332,7 +332,7 @@ def write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
-    audio.atomic_write_text(path, buffer.getvalue())
+    cli.atomic_write_text(path, buffer.getvalue())
 
 
 def read_csv(path) -> list[dict]:
@@ -373,7 +373,7 @@ def box_plots(rows: list[dict], folder: Path, families=FAMILIES) -> list[Path]:
             ax.grid(axis="y", alpha=0.3)
             fig.tight_layout()
             path = folder / f"{family}_{metric}.png"
-            with audio.atomic_output(path) as tmp:
+            with cli.atomic_output(path) as tmp:
                 fig.savefig(tmp, dpi=100, format="png")
             plt.close(fig)
             paths.append(path)
@@ -586,7 +586,7 @@ def main(argv=None) -> int:
     write_csv(args.out / "per_track.csv", rows, list(ROW_FIELDS) + columns)
     summary = summarize(rows, columns)
     write_csv(args.out / "summary.csv", summary, ["method", "metric", "n", "mean", "std", "median", "weighted"])
-    audio.atomic_write_text(args.out / "settings.json", json.dumps({
+    cli.atomic_write_text(args.out / "settings.json", json.dumps({
         "dataset": args.dataset, "references": str(args.references), "split": args.split, "unit": unit,
         "estimates": str(args.estimates) if args.estimates else None, "methods": list(dict.fromkeys(r["method"] for r in rows)),
         "tracks": len(tracks), **dataclasses.asdict(settings)}, indent=2) + "\n")
@@ -621,4 +621,4 @@ def report(rows: list[dict], summary: list[dict], settings: Settings, n_tracks: 
 
 
 if __name__ == "__main__":
-    sys.exit(audio.run_cli(main))
+    sys.exit(cli.run_cli(main))

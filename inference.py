@@ -3,10 +3,12 @@
     python inference.py SONG [SONG|FOLDER ...] [-o separated/] [--model PATH]
 
 writes ``separated/<song>/vocals.wav`` and ``separated/<song>/accompaniment.wav`` at the song's
-own sample rate, channel count and length. In a notebook::
+own sample rate, channel count and length. In a notebook or a program, a :class:`Separator` loads the model once and separates arrays or
+files::
 
-    model, params = unet_model.load_model("runs/NAME/best.keras")
-    stems = separate(audio, sr, model, params)   # {"vocals": ..., "accompaniment": ...}
+    separator = Separator()                     # the shipped model; Separator("runs/NAME") another
+    stems = separator.separate(mixture, sr)     # {"vocals": ..., "accompaniment": ...}
+    separator.separate_file("song.mp3", "separated")   # separated/song/{vocals,accompaniment}.wav
 
 How a song is separated
 -----------------------
@@ -18,8 +20,8 @@ How a song is separated
    it in their middle, with context on both sides.
 2. The mask is applied to the song's own STFT at its own rate (full band): an STFT whose
    n_fft and hop are scaled by ``sr / 8192`` (:func:`frame_grid`; n_fft rounded up to a fast
-   FFT length), so its frames last as long as the model's; the mask is interpolated linearly to those frames' times and bins'
-   frequencies. The same mask multiplies every channel's complex STFT (the mixture phase is
+   FFT length), so its frames last as long as the model's; the mask is interpolated linearly
+   to those frames' times and bins' frequencies. The same mask multiplies every channel's complex STFT (the mixture phase is
    kept) and the inverse STFT gives the vocals; the accompaniment is ``mixture - vocals``, so
    the two stems add up to the mixture exactly (up to float rounding).
 3. Above 4096 Hz the model knows nothing: it only sees 0-4096 Hz. Its top bins are not
@@ -30,16 +32,10 @@ How a song is separated
    above that takes, frame by frame, the mean of the mask over the reference band just below
    (``HIGH_BAND_REFERENCE``, 2880-3840 Hz): how much of the upper spectrum the model gave to
    the voice is extended to the sibilants, breaths and upper harmonics above it.
-   ``benchmarks/bench_full_band.py`` measures this against the alternatives: that
-   mean squared (shrunk towards 0 unless the band is clearly vocal), the mask at 3840 Hz, the
-   model's top bin (4088 Hz) repeated upwards, and separating at 8192 Hz and upsampling (the
-   "telephone" vocals, everything above 4 kHz left in the accompaniment). On synthetic songs
-   at 44.1 kHz the plain mean kept the vocals' energy above 4 kHz within 1.3 dB (oracle
-   masks) where the 8192 Hz route loses all of it, at an SDR above 4 kHz equal to the
-   8192 Hz route's (-0.05 dB, oracle) or better (+0.18 dB, a trained model). Squaring won
-   with oracle masks (+1.2 dB) but left a trained model's softer masks with a telephone
-   (-36 dB of the vocals' energy above 4 kHz); the model's top bin was the worst everywhere
-   (-2 to -3 dB). A song already at 8192 Hz needs no resampling and gets the mask exactly as
+   ``benchmarks/bench_full_band.py`` compares this with the alternatives (that mean squared,
+   the mask at 3840 Hz, the model's top bin repeated upwards, and separating at 8192 Hz and
+   upsampling: the "telephone" vocals); ``benchmarks/RESULTS.md`` has its figures.
+   A song already at 8192 Hz needs no resampling and gets the mask exactly as
    in training (``audio.apply_mask``).
 
 Memory stays bounded for long songs: the model runs on ``batch_size`` patches at a time and
@@ -51,7 +47,6 @@ song is the audio itself (input and the two stems) and the 8192 Hz mono spectrog
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import math
 import os
@@ -65,12 +60,11 @@ from pathlib import Path
 import numpy as np
 
 import audio
-from audio import AudioParams, DEFAULT_PARAMS, UserError
+from audio import DEFAULT_PARAMS, AudioParams
+from cli import UserError, bounded, run_cli
 
-#: Fraction of each patch shared with the next one. Measured (benchmarks/bench_overlap.py:
-#: 30 MIR-1K test songs, a briefly trained model), SDR of the vocals over no
-#: overlap: +0.076 dB at 0.25 for 1.24x the model's work, +0.094 dB at 0.5 (1.78x), +0.105 dB
-#: at 0.75 (3.3x). 0.25 takes most of the gain and keeps a 3-minute song under a second.
+#: Fraction of each patch shared with the next one: most of the SDR that overlap gains for a
+#: quarter more of the model's work (benchmarks/bench_overlap.py; figures in benchmarks/RESULTS.md).
 DEFAULT_OVERLAP = 0.25
 #: Patches per model call: one call for a typical song, bounded activations for an hour.
 DEFAULT_BATCH_SIZE = 32
@@ -81,15 +75,7 @@ CHUNK_FRAMES = 1024
 PASSBAND = 0.9375
 #: Band (fractions of the model's Nyquist frequency) whose mean mask is used above PASSBAND.
 HIGH_BAND_REFERENCE = (0.703125, PASSBAND)
-#: Modules Keras imports when they are installed, for features the command line never uses
-#: (scikit-learn wrappers, pandas data adapters, matplotlib plots): a second of its start-up.
-#: The command line hides them from its own process; Keras runs without them.
-CLI_HIDDEN_MODULES = ("sklearn", "pandas", "matplotlib")
-#: Where the CLI looks for a model when --model is not given.
-PRETRAINED = Path(__file__).resolve().parent / "pretrained"
 STEMS = ("vocals", "accompaniment")
-TRAIN_HINT = ("train one: `python data_generator.py prepare --dataset mir1k --root DATA --cache cache/mir1k`, then "
-              "`python train.py --cache cache/mir1k --run-dir runs/NAME`, and pass --model runs/NAME/best.keras")
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,7 +83,7 @@ TRAIN_HINT = ("train one: `python data_generator.py prepare --dataset mir1k --ro
 # --------------------------------------------------------------------------------------------
 
 
-def overlap_add(x: np.ndarray, fn, size: int, overlap: float = DEFAULT_OVERLAP, batch_size: int = DEFAULT_BATCH_SIZE,
+def overlap_add(x: np.ndarray, fn, size: int, *, overlap: float = DEFAULT_OVERLAP, batch_size: int = DEFAULT_BATCH_SIZE,
                 progress=None) -> np.ndarray:
     """Apply ``fn`` to overlapping segments of ``x`` along its last axis and blend the results.
 
@@ -106,7 +92,7 @@ def overlap_add(x: np.ndarray, fn, size: int, overlap: float = DEFAULT_OVERLAP, 
     last one ends at the last frame; an input shorter than ``size`` is zero padded at the end.
     Each output frame is the weighted mean of the segments covering it, with triangular weights
     (highest mid-segment, never zero), and the result is cropped to ``(out_rows, frames)``.
-    ``progress`` (a tqdm bar or None) is advanced by one per segment.
+    ``progress(n)``, if given, is called with the number of segments done after each batch.
     """
     frames = x.shape[-1]
     starts = segment_starts(frames, size, overlap)
@@ -128,7 +114,7 @@ def overlap_add(x: np.ndarray, fn, size: int, overlap: float = DEFAULT_OVERLAP, 
             out[:, s:s + size] += segment * weight
             weight_sum[s:s + size] += weight
         if progress is not None:
-            progress.update(len(batch_starts))
+            progress(len(batch_starts))
     assert (weight_sum > 0).all(), "overlap_add left frames without any segment"
     return (out / weight_sum)[:, :frames]
 
@@ -147,92 +133,6 @@ def n_segments(frames: int, size: int, overlap: float = DEFAULT_OVERLAP) -> int:
     """Number of segments (model patches) :func:`overlap_add` cuts ``frames`` frames into."""
     return len(segment_starts(frames, size, overlap))
 
-
-# --------------------------------------------------------------------------------------------
-# The model's mask
-# --------------------------------------------------------------------------------------------
-
-#: The mask functions of the last few models, so that a notebook calling separate() again does
-#: not rebuild and retrace; bounded, as each entry keeps its model alive.
-_PREDICTORS: "collections.OrderedDict[tuple[int, str], tuple]" = collections.OrderedDict()
-_MAX_PREDICTORS = 4
-
-
-def mask_predictor(model, params: AudioParams = DEFAULT_PARAMS, precision: str = "float32"):
-    """A function mapping normalised patches ``(batch, n_bins, patch_frames, 1)`` to masks.
-
-    ``model`` is the U-Net (its layer ``mask`` is used), its mask model, or any callable with
-    that signature (an oracle, in the benchmark). A Keras model whose input does not match
-    ``params`` raises :class:`UserError`. A U-Net from ``unet_model.build_unet`` runs as
-    ``unet_model.inference_mask_model`` (the same mask, 1.4x as fast on CPUs);
-    ``precision="bfloat16"`` computes it in bfloat16, 1.6x as fast again on CPUs with
-    AVX512-BF16 or AMX (SDR within 0.01 dB of float32's, benchmarks/RESULTS.md), and
-    ``"auto"`` chooses bfloat16 where ``unet_model.bfloat16_is_fast()``; other models run
-    their layer ``mask`` as they are, in float32. The mask model is built once per model and
-    precision, so one loaded model serves a whole batch of songs without rebuilding or
-    retracing.
-    """
-    import keras
-
-    import unet_model
-
-    requested, chosen = precision, precision == "auto"
-    if chosen:
-        precision = "bfloat16" if unet_model.bfloat16_is_fast() else "float32"
-    if precision not in unet_model.PRECISIONS:
-        raise ValueError(f"precision must be 'auto' or one of {unet_model.PRECISIONS}, got {precision!r}")
-    if not isinstance(model, keras.Model):
-        if not callable(model):
-            raise TypeError(f"model must be a keras.Model or a callable, got {type(model).__name__}")
-        return model
-    expected = (params.n_bins, params.patch_frames, 1)
-    got = tuple(model.inputs[0].shape[1:])
-    if got != expected:
-        raise UserError(
-            f"model {model.name!r} takes patches of {got} but the audio parameters give {expected} "
-            f"(n_bins={params.n_bins}, patch_frames={params.patch_frames}); use the audio_params.json "
-            "saved with that model"
-        )
-    cached = _PREDICTORS.get((id(model), requested))
-    if cached is not None and cached[0] is model:
-        return cached[1]
-    try:
-        mask_layer = model.get_layer("mask")
-    except ValueError:
-        raise UserError(f"model {model.name!r} has no layer named 'mask'; build it with unet_model.build_unet") from None
-    if mask_layer.output is model.outputs[0]:
-        masker = model
-    else:
-        try:
-            masker = unet_model.inference_mask_model(model, precision)
-        except ValueError as err:  # not build_unet's layout: its own mask layer, as trained
-            if precision != "float32" and not chosen:
-                raise UserError(f"{err}; it can only run in float32 (drop --precision {precision})") from None
-            masker = unet_model.mask_model(model)
-
-    def predict(patches: np.ndarray) -> np.ndarray:
-        # predict_on_batch runs one compiled call, without Model.predict's per-call setup.
-        return np.asarray(masker.predict_on_batch(patches))
-
-    _PREDICTORS[(id(model), requested)] = (model, predict)
-    while len(_PREDICTORS) > _MAX_PREDICTORS:
-        _PREDICTORS.popitem(last=False)
-    return predict
-
-
-def predict_mask(mix_mag: np.ndarray, predictor, params: AudioParams = DEFAULT_PARAMS,
-                 overlap: float = DEFAULT_OVERLAP, batch_size: int = DEFAULT_BATCH_SIZE, progress=None) -> np.ndarray:
-    """The model's mask for a whole mono magnitude spectrogram ``(n_bins, frames)`` -> same shape.
-
-    ``predictor`` comes from :func:`mask_predictor`. Patches of ``params.patch_frames`` frames
-    are normalised one by one (mixture peak 1), as in training, and blended by
-    :func:`overlap_add`.
-    """
-    def masks(patches):  # (B, bins, frames) -> (B, bins, frames)
-        (normalised,) = audio.normalize_patches(patches)
-        return predictor(normalised[..., None])[..., 0]
-
-    return overlap_add(mix_mag, masks, params.patch_frames, overlap, batch_size, progress)
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,17 +158,16 @@ def frame_grid(sr: int, params: AudioParams = DEFAULT_PARAMS) -> tuple[int, int]
     return n_fft, max(1, round(params.hop_length * scale))
 
 
-def full_band_mask(mask: np.ndarray, sr: int, frames: range | np.ndarray, params: AudioParams = DEFAULT_PARAMS,
-                   high_band: str = "mean") -> np.ndarray:
+
+def full_band_mask(mask: np.ndarray, sr: int, frames: range | np.ndarray, params: AudioParams = DEFAULT_PARAMS, *,
+                   high_band=None) -> np.ndarray:
     """Resample the model's mask ``(n_bins, model_frames)`` to the STFT grid at rate ``sr``.
 
     Returns ``(n_fft/2+1, len(frames))`` for the given frame indices of the :func:`frame_grid`
-    STFT: linear interpolation in time (frame centres) and frequency (bin centres) up to
-    ``PASSBAND`` of the model's band; above it each frame takes the mean mask of the
-    ``HIGH_BAND_REFERENCE`` band (``high_band="mean"``, as the module docstring explains).
-    Measured alternatives: ``"shrunk"`` (that mean squared), ``"edge"`` (the mask at
-    ``PASSBAND``), ``"top"`` (every model bin up to 4088 Hz, then the top one repeated, as
-    ``audio.extend_mask`` does).
+    STFT: linear interpolation in time (frame centres) and frequency (bin centres) up to the
+    passband's edge; above it each frame takes one value, :func:`mean_high_band`'s (as the
+    module docstring explains). ``high_band(in_time, nyquist) -> (row, edge)`` replaces that
+    rule (``benchmarks/bench_full_band.py`` measures others this way).
     """
     n_fft, hop = frame_grid(sr, params)
     frames = np.asarray(frames)
@@ -283,19 +182,7 @@ def full_band_mask(mask: np.ndarray, sr: int, frames: range | np.ndarray, params
     # Frequency: bin k at rate sr is k*sr/n_fft Hz; model bin j is j*sr_m/n_fft_m Hz.
     model_bin_hz = params.sample_rate / params.n_fft
     nyquist = min(sr, params.sample_rate) / 2 / model_bin_hz  # as a fractional model bin
-    if high_band == "top":  # audio.extend_mask's convention: every model bin, then the top one
-        edge = min(params.n_bins - 1, nyquist)
-        high = in_time[int(edge):int(edge) + 1]
-    else:
-        edge = PASSBAND * nyquist
-        if high_band in ("shrunk", "mean"):
-            high = in_time[round(HIGH_BAND_REFERENCE[0] * nyquist):int(edge) + 1].mean(axis=0, keepdims=True)
-            if high_band == "shrunk":
-                high = high**2
-        elif high_band == "edge":
-            high = in_time[int(edge):int(edge) + 1]
-        else:
-            raise ValueError(f"high_band must be 'mean', 'shrunk', 'edge' or 'top', got {high_band!r}")
+    high, edge = (high_band or mean_high_band)(in_time, nyquist)
     rows = np.concatenate([in_time, high])  # row n_bins: the high band
     q = np.arange(n_fft // 2 + 1) * (sr / n_fft) / model_bin_hz
     above = q > edge
@@ -306,6 +193,14 @@ def full_band_mask(mask: np.ndarray, sr: int, frames: range | np.ndarray, params
     j0 = np.where(above, len(rows) - 1, j0)
     j1 = np.where(above, len(rows) - 1, j1)
     return rows[j0] * (1 - wf) + rows[j1] * wf
+
+
+def mean_high_band(in_time: np.ndarray, nyquist: float) -> tuple[np.ndarray, float]:
+    """The mask above the passband: ``(row (1, frames), edge)``, each frame's mean mask over
+    :data:`HIGH_BAND_REFERENCE`, and the passband's edge (:data:`PASSBAND` of ``nyquist``, the
+    model's or the song's Nyquist frequency in model bins, whichever is lower)."""
+    edge = PASSBAND * nyquist
+    return in_time[round(HIGH_BAND_REFERENCE[0] * nyquist):int(edge) + 1].mean(axis=0, keepdims=True), edge
 
 
 def _padded_length(samples: int, n_fft: int, hop: int) -> int:
@@ -319,15 +214,18 @@ def n_chunks(samples: int, n_fft: int, hop: int, chunk_frames: int = CHUNK_FRAME
     return math.ceil((1 + _padded_length(samples, n_fft, hop) // hop) / chunk_frames)
 
 
-def masked_istft(mixture: np.ndarray, mask_for, n_fft: int, hop: int, chunk_frames: int = CHUNK_FRAMES,
-                 progress=None, timings: dict | None = None) -> np.ndarray:
+
+def masked_istft(mixture: np.ndarray, mask_for, n_fft: int, hop: int, *, chunk_frames: int = CHUNK_FRAMES,
+                 apply=None, progress=None, timings: dict | None = None) -> np.ndarray:
     """``istft(stft(mixture) * mask)`` for ``(samples, channels)`` audio, in chunks of frames.
 
     ``mask_for(frames)`` returns the real mask ``(n_fft/2+1, len(frames))`` of the given frame
     indices; the same mask multiplies every channel. Each chunk's STFT is taken over a margin of
     extra frames on both sides and only samples whose every contributing frame lies inside the
     chunk's span are kept, so the result equals the one-piece computation while the complex
-    STFT held at once is ``chunk_frames`` frames long.
+    STFT held at once is ``chunk_frames`` frames long. ``apply(spec, mask)`` turns a chunk's
+    ``(bins, frames, channels)`` mixture STFT and its mask into the vocals' STFT (default: their
+    product); ``progress(1)`` is called after each chunk.
     """
     samples, channels = mixture.shape
     padded = _padded_length(samples, n_fft, hop)
@@ -344,15 +242,17 @@ def masked_istft(mixture: np.ndarray, mask_for, n_fft: int, hop: int, chunk_fram
         with _timed(timings, "stft"):
             spec = audio.stft(piece, n_fft=n_fft, hop_length=hop)  # (bins, frames, channels)
         with _timed(timings, "mask"):
-            spec *= mask_for(np.arange(first, first + spec.shape[1]))[..., None]
+            mask = mask_for(np.arange(first, first + spec.shape[1]))
+            spec = apply(spec, mask) if apply is not None else spec * mask[..., None]
         with _timed(timings, "istft"):
             y = audio.istft(spec, len(piece), n_fft=n_fft, hop_length=hop)
         keep_to = samples if b == total else min(b * hop, samples)
         if keep_to > a * hop:
             out[a * hop:keep_to] = y[(a - first) * hop:keep_to - first * hop]
         if progress is not None:
-            progress.update(1)
+            progress(1)
     return out
+
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,100 +260,189 @@ def masked_istft(mixture: np.ndarray, mask_for, n_fft: int, hop: int, chunk_fram
 # --------------------------------------------------------------------------------------------
 
 
-def separate(mixture: np.ndarray, sr: int, model, params: AudioParams | None = None,
-             overlap: float = DEFAULT_OVERLAP, batch_size: int = DEFAULT_BATCH_SIZE, full_band: bool = True,
-             chunk_frames: int = CHUNK_FRAMES, progress: bool | str = False,
-             timings: dict | None = None) -> dict[str, np.ndarray]:
-    """Separate a song into ``{"vocals": ..., "accompaniment": ...}`` at its own rate.
+class Separator:
+    """Vocals and accompaniment from a trained U-Net: load the model once, separate arrays or files.
 
-    ``mixture`` is ``(samples, channels)`` (or 1-D mono) float audio at ``sr`` Hz; both stems
-    have its shape and ``vocals + accompaniment == mixture`` up to float rounding. ``model`` is
-    a U-Net from ``unet_model`` (or see :func:`mask_predictor`), ``params`` the audio
-    parameters saved with it (default :data:`audio.DEFAULT_PARAMS`). ``overlap`` is the
-    fraction of each patch shared with the next; ``full_band=False`` separates at the model's
-    rate and upsamples the vocals (no vocals above 4 kHz; for comparison). ``progress`` (True or
-    a label) shows a progress bar on stderr; ``timings`` (a dict) accumulates seconds per stage.
+    ``model`` is None (the shipped model, ``unet_model.PRETRAINED``), a ``.keras`` file or a run
+    folder (loaded with the ``audio_params.json`` beside it), a Keras U-Net from
+    ``unet_model.build_unet`` (its audio parameters in ``params``, default
+    :data:`audio.DEFAULT_PARAMS`), or any function mapping normalised patches
+    ``(batch, n_bins, patch_frames, 1)`` to masks (an oracle mask, the PyTorch twin).
+
+    ``overlap`` is the fraction of each patch shared with the next, ``batch_size`` the patches
+    per model call, ``chunk_frames`` the full-rate STFT frames processed at once (memory).
+    ``precision``: a U-Net runs as ``unet_fast.inference_mask_model`` (the same mask, faster),
+    in ``"float32"`` or ``"bfloat16"`` (faster on CPUs with AVX512-BF16 or AMX, SDR within
+    hundredths of a dB: benchmarks/RESULTS.md); ``"auto"`` takes bfloat16 where
+    ``unet_fast.bfloat16_is_fast()``. Other Keras models run their layer ``mask`` as they are,
+    in float32. Values out of range raise ``ValueError``.
     """
-    vocals = separate_vocals(mixture, sr, model, params, overlap, batch_size, full_band, chunk_frames,
-                             progress, timings)
-    return {"vocals": vocals, "accompaniment": np.asarray(mixture, dtype=np.float32) - vocals}
 
+    def __init__(self, model=None, params: AudioParams | None = None, *, overlap: float = DEFAULT_OVERLAP,
+                 batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "float32", chunk_frames: int = CHUNK_FRAMES):
+        if not 0 <= overlap < 1:
+            raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+        if batch_size < 1 or chunk_frames < 1:
+            raise ValueError(f"batch_size and chunk_frames must be at least 1, got {batch_size} and {chunk_frames}")
+        if precision not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', got {precision!r}")
+        if model is None or isinstance(model, (str, os.PathLike)):
+            import unet_model
 
-def separate_vocals(mixture: np.ndarray, sr: int, model, params: AudioParams | None = None,
-                    overlap: float = DEFAULT_OVERLAP, batch_size: int = DEFAULT_BATCH_SIZE, full_band: bool = True,
-                    chunk_frames: int = CHUNK_FRAMES, progress: bool | str = False,
-                    timings: dict | None = None) -> np.ndarray:
-    """The vocals stem of :func:`separate` alone (same arguments; the mixture's shape)."""
-    from tqdm import tqdm
+            model, saved = unet_model.load_model(model)
+            if params is not None:
+                saved.check_same(params, f"model {model.name!r}", "leave params out to use the model's own")
+            params = saved
+        self.model = model
+        self.params = params or DEFAULT_PARAMS
+        self.overlap, self.batch_size, self.chunk_frames = overlap, int(batch_size), int(chunk_frames)
+        self.predict, self.precision = self._mask_function(model, precision)
 
-    params = params or DEFAULT_PARAMS
-    x = np.asarray(mixture, dtype=np.float32)
-    one_d = x.ndim == 1
-    if one_d:
-        x = x[:, None]
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"mixture must be non-empty (samples, channels) audio, got shape {np.shape(mixture)}")
-    if not np.isfinite(x).all():
-        raise ValueError("mixture contains NaN or infinite samples")
-    if int(sr) != sr or sr <= 0:
-        raise ValueError(f"sample rate must be a positive integer, got {sr}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    sr = int(sr)
-    predictor = mask_predictor(model, params)
+    def _mask_function(self, model, precision: str):
+        """``(function of normalised patches -> masks, the precision it computes in)``."""
+        import keras
 
-    with _timed(timings, "resample"):
-        mono = audio.resample(audio.to_mono(x), sr, params.sample_rate)[:, 0]
-        # A song shorter than one window: zeros after it, as the centred STFT would add anyway.
-        mono = np.pad(mono, (0, max(0, params.n_fft - len(mono))))
-    with _timed(timings, "model_stft"):
-        mix_mag = audio.magnitude(mono, params)  # (n_bins, frames) at the model's rate
-    n_fft, hop = frame_grid(sr, params) if full_band else (params.n_fft, params.hop_length)
-    samples = x.shape[0] if full_band else round(x.shape[0] * params.sample_rate / sr)
-    steps = n_segments(mix_mag.shape[1], params.patch_frames, overlap) + n_chunks(samples, n_fft, hop, chunk_frames)
-    with tqdm(total=steps, desc=progress if isinstance(progress, str) else "separating", unit="step",
-              disable=not progress, leave=False, file=sys.stderr) as bar:
-        with _timed(timings, "model"):
-            mask = predict_mask(mix_mag, predictor, params, overlap, batch_size, bar)
-        vocals = apply_vocal_mask(x, sr, mask, params, full_band, chunk_frames=chunk_frames, progress=bar,
-                                  timings=timings)
-    return vocals[:, 0] if one_d else vocals
+        if not isinstance(model, keras.Model):
+            if not callable(model):
+                raise TypeError(f"model must be a keras.Model, a path or a callable, got {type(model).__name__}")
+            return model, "float32"
+        import unet_fast
 
+        expected = (self.params.n_bins, self.params.patch_frames, 1)
+        got = tuple(model.inputs[0].shape[1:])
+        if got != expected:
+            raise ValueError(f"model {model.name!r} takes patches of {got} but the audio parameters give {expected} "
+                             f"(n_bins={self.params.n_bins}, patch_frames={self.params.patch_frames}); use the "
+                             "audio_params.json saved with that model")
+        if "mask" not in {layer.name for layer in model.layers}:
+            raise ValueError(f"model {model.name!r} has no layer named 'mask'; build it with unet_model.build_unet")
+        chosen = precision == "auto"
+        if chosen:
+            precision = "bfloat16" if unet_fast.bfloat16_is_fast() else "float32"
+        if model.get_layer("mask").output is model.outputs[0]:
+            masker = model
+        else:
+            try:
+                masker = unet_fast.inference_mask_model(model, precision)
+            except ValueError as err:  # not build_unet's layout: its own mask layer, as trained
+                if precision != "float32" and not chosen:
+                    raise ValueError(f"{err}; it runs in float32 only") from None
+                import unet_model
 
-def apply_vocal_mask(mixture: np.ndarray, sr: int, mask: np.ndarray, params: AudioParams = DEFAULT_PARAMS,
-                     full_band: bool = True, high_band: str = "mean", chunk_frames: int = CHUNK_FRAMES,
-                     progress=None, timings: dict | None = None) -> np.ndarray:
-    """The vocals of ``(samples, channels)`` audio at ``sr`` under a model-rate mask ``(n_bins, frames)``.
+                masker, precision = unet_model.mask_model(model), "float32"
 
-    ``full_band``: the mask is mapped onto the song's own STFT (:func:`full_band_mask`; the
-    model's own grid when ``sr`` is the model's rate). Otherwise the song is resampled to the
-    model's rate, masked there and the vocals resampled back (nothing above 4 kHz).
-    Split from :func:`separate_vocals` so that any mask (an oracle, in the benchmark) can be applied.
-    """
-    n_fft, hop = params.n_fft, params.hop_length
+        def predict(patches: np.ndarray) -> np.ndarray:
+            # predict_on_batch runs one compiled call, without Model.predict's per-call setup.
+            return np.asarray(masker.predict_on_batch(patches))
 
-    def exact_mask(frames):  # the model's own frames, past the last one: its last mask
-        return audio.extend_mask(mask[:, np.minimum(frames, mask.shape[1] - 1)], n_fft // 2 + 1)
+        return predict, precision
 
-    if sr == params.sample_rate:
-        # No resampling, so the model saw every bin: apply its mask as in training.
-        return masked_istft(mixture, exact_mask, n_fft, hop, chunk_frames, progress, timings)
-    if full_band:
+    def separate(self, mixture: np.ndarray, sr: int, *, progress=None, timings: dict | None = None) -> dict[str, np.ndarray]:
+        """Separate a song into ``{"vocals": ..., "accompaniment": ...}`` at its own rate.
+
+        ``mixture`` is ``(samples, channels)`` (or 1-D mono) float audio at ``sr`` Hz; both stems
+        have its shape and ``vocals + accompaniment == mixture`` up to float rounding.
+        ``progress(done, total)``, if given, is called as the work advances (model batches and
+        STFT chunks); ``timings`` (a dict) accumulates seconds per stage (the benchmark's).
+        """
+        vocals = self.vocals(mixture, sr, progress=progress, timings=timings)
+        return {"vocals": vocals, "accompaniment": np.asarray(mixture, dtype=np.float32) - vocals}
+
+    def vocals(self, mixture: np.ndarray, sr: int, *, progress=None, timings: dict | None = None) -> np.ndarray:
+        """The vocals stem of :meth:`separate` alone (the mixture's shape)."""
+        params = self.params
+        x = np.asarray(mixture, dtype=np.float32)
+        one_d = x.ndim == 1
+        if one_d:
+            x = x[:, None]
+        if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"mixture must be non-empty (samples, channels) audio, got shape {np.shape(mixture)}")
+        if not np.isfinite(x).all():
+            raise ValueError("mixture contains NaN or infinite samples")
+        if int(sr) != sr or sr <= 0:
+            raise ValueError(f"sample rate must be a positive integer, got {sr}")
+        sr = int(sr)
+        with _timed(timings, "resample"):
+            mono = audio.resample(audio.to_mono(x), sr, params.sample_rate)[:, 0]
+            # A song shorter than one window: zeros after it, as the centred STFT would add anyway.
+            mono = np.pad(mono, (0, max(0, params.n_fft - len(mono))))
+        with _timed(timings, "model_stft"):
+            mix_mag = audio.magnitude(mono, params)  # (n_bins, frames) at the model's rate
         n_fft, hop = frame_grid(sr, params)
-        return masked_istft(mixture, lambda frames: full_band_mask(mask, sr, frames, params, high_band), n_fft, hop,
-                            chunk_frames, progress, timings)
-    with _timed(timings, "resample"):
-        low = audio.resample(mixture, sr, params.sample_rate)
-    low_vocals = masked_istft(low, exact_mask, n_fft, hop, chunk_frames, progress, timings)
-    with _timed(timings, "resample"):
-        return _fit_length(audio.resample(low_vocals, params.sample_rate, sr), mixture.shape[0])
+        total = n_segments(mix_mag.shape[1], params.patch_frames, self.overlap) + n_chunks(x.shape[0], n_fft, hop,
+                                                                                           self.chunk_frames)
+        step = _Steps(progress, total)
+        with _timed(timings, "model"):
+            mask = self.mask(mix_mag, progress=step)
+        vocals = self.apply_mask(x, sr, mask, progress=step, timings=timings)
+        return vocals[:, 0] if one_d else vocals
+
+    def mask(self, mix_mag: np.ndarray, *, progress=None) -> np.ndarray:
+        """The model's mask for a whole mono magnitude spectrogram ``(n_bins, frames)`` -> same shape.
+
+        Patches of ``patch_frames`` frames are normalised one by one (mixture peak 1), as in
+        training, and blended by :func:`overlap_add`; ``progress(n)`` counts patches.
+        """
+        def masks(patches):  # (B, bins, frames) -> (B, bins, frames)
+            (normalised,) = audio.normalize_patches(patches)
+            return self.predict(normalised[..., None])[..., 0]
+
+        return overlap_add(mix_mag, masks, self.params.patch_frames, overlap=self.overlap, batch_size=self.batch_size,
+                           progress=progress)
+
+    def apply_mask(self, mixture: np.ndarray, sr: int, mask: np.ndarray, *, progress=None,
+                   timings: dict | None = None) -> np.ndarray:
+        """The vocals of ``(samples, channels)`` audio at ``sr`` under a model-rate mask ``(n_bins, frames)``.
+
+        The mask is mapped onto the song's own STFT (:func:`full_band_mask`), or, at the model's
+        own rate, applied as in training. Any mask can be applied (an oracle, in the benchmarks).
+        """
+        params = self.params
+        if sr == params.sample_rate:
+            # No resampling, so the model saw every bin: apply its mask as in training.
+            def mask_for(frames):  # the model's own frames, past the last one: its last mask
+                return audio.extend_mask(mask[:, np.minimum(frames, mask.shape[1] - 1)], params.n_fft // 2 + 1)
+
+            n_fft, hop = params.n_fft, params.hop_length
+        else:
+            def mask_for(frames):
+                return full_band_mask(mask, sr, frames, params)
+
+            n_fft, hop = frame_grid(sr, params)
+        return masked_istft(mixture, mask_for, n_fft, hop, chunk_frames=self.chunk_frames, progress=progress,
+                            timings=timings)
+
+    def separate_file(self, path, out_dir, *, name: str | None = None, overwrite: bool = False, progress=None) -> Path:
+        """Separate an audio file into ``out_dir/<name>/{vocals,accompaniment}.wav``; returns that folder.
+
+        ``name`` defaults to :func:`song_name`; the stems have the file's rate, channels and
+        length. Existing stems raise :class:`UserError` unless ``overwrite``; both stems appear
+        together or not at all (:func:`write_stems`).
+        """
+        folder = Path(out_dir) / (name or song_name(path))
+        if not overwrite:
+            for stem in STEMS:
+                if (folder / f"{stem}.wav").exists():
+                    raise UserError(f"{folder / stem}.wav already exists; remove it or separate with overwrite")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        mixture, sr = audio.load_audio(path)
+        mixture = np.require(mixture, np.float32, ["C", "W"])  # writable: the accompaniment goes in place
+        vocals = self.vocals(mixture, sr, progress=progress)
+        np.subtract(mixture, vocals, out=mixture)  # the accompaniment, in place: one copy less
+        write_stems({"vocals": vocals, "accompaniment": mixture}, sr, folder)
+        return folder
 
 
-def _fit_length(x: np.ndarray, samples: int) -> np.ndarray:
-    """Crop or zero-pad ``(samples', channels)`` to ``samples`` (resampling rounds lengths)."""
-    if x.shape[0] >= samples:
-        return x[:samples]
-    return np.pad(x, ((0, samples - x.shape[0]), (0, 0)))
+class _Steps:
+    """Counts the steps of one song and reports ``progress(done, total)`` (no-op without it)."""
+
+    def __init__(self, progress, total: int):
+        self.progress, self.total, self.done = progress, total, 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(self.done, self.total)
 
 
 @contextlib.contextmanager
@@ -467,6 +456,7 @@ def _timed(timings: dict | None, stage: str):
         yield
     finally:
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,29 +511,6 @@ def find_songs(inputs: list[str], exclude: Path | None = None) -> tuple[list[Pat
                 files.append(p)
     return files, problems
 
-
-def resolve_model(path: str | None) -> Path:
-    """The ``.keras`` file to load: ``path`` itself, or inside a folder (a run folder or
-    ``pretrained/``) its ``best.keras``, else its only ``.keras`` file. No ``path``: the
-    pretrained model. Raises :class:`UserError` saying how to get a model."""
-    if path is None:
-        if not PRETRAINED.is_dir() or not list(PRETRAINED.glob("*.keras")):
-            raise UserError(f"no --model given and no pretrained model in {PRETRAINED}; {TRAIN_HINT}")
-        folder = PRETRAINED
-    else:
-        folder = Path(path)
-        if not folder.exists():
-            raise UserError(f"{folder}: no such model file or folder; {TRAIN_HINT}")
-        if not folder.is_dir():
-            return folder
-    if (folder / "best.keras").is_file():
-        return folder / "best.keras"
-    candidates = sorted(folder.glob("*.keras"))
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        raise UserError(f"{folder}: no .keras model in this folder; {TRAIN_HINT}")
-    raise UserError(f"{folder}: several models ({', '.join(p.name for p in candidates)}); pass one with --model")
 
 
 def prepare_output(root: Path, names: list[str], overwrite: bool) -> None:
@@ -605,13 +572,13 @@ def get_parser() -> argparse.ArgumentParser:
                         help="output folder (default: %(default)s)")
     parser.add_argument("--model", default=None,
                         help="a .keras model with its audio_params.json beside it, or a run folder "
-                             f"(its best.keras); default: the model in {PRETRAINED.name}/")
-    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
+                             "(its best.keras); default: the model in pretrained/")
+    parser.add_argument("--overlap", type=bounded(float, 0, 1, high_open=True), default=DEFAULT_OVERLAP,
                         help="fraction of each 12 s patch shared with the next, in [0, 1) (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+    parser.add_argument("--batch-size", type=bounded(int, 1), default=DEFAULT_BATCH_SIZE,
                         help="patches per model call (default: %(default)s)")
     parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
-                        help="arithmetic of the model: bfloat16 is 1.6x as fast as float32 on CPUs with AVX512-BF16 "
+                        help="arithmetic of the model: bfloat16 is faster than float32 on CPUs with AVX512-BF16 "
                              "or AMX, SDR within 0.01 dB (benchmarks/RESULTS.md), and much slower without; auto "
                              "(default) takes bfloat16 on such CPUs with TensorFlow's oneDNN, float32 elsewhere")
     parser.add_argument("--overwrite", action="store_true", help="replace stems that already exist")
@@ -620,11 +587,9 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    if not 0 <= args.overlap < 1:
-        raise UserError(f"--overlap {args.overlap}: must be at least 0 and below 1 (e.g. 0.5)")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
-    model_path = resolve_model(args.model)
+    import unet_model
+
+    model_path = unet_model.model_file(args.model)
     files, problems = find_songs(args.songs, exclude=args.output)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
@@ -638,22 +603,16 @@ def main(argv=None) -> int:
     if not files:
         raise UserError("no songs to separate")
     prepare_output(args.output, names, args.overwrite)
-
-    import unet_model
-
-    model, params = unet_model.load_model(model_path)
-    predictor = mask_predictor(model, params, args.precision)  # checks the model once, before the first song
+    try:
+        separator = Separator(model_path, overlap=args.overlap, batch_size=args.batch_size, precision=args.precision)
+    except ValueError as err:  # a model that runs in float32 only
+        raise UserError(f"--precision {args.precision}: {err}") from None
     failed = list(problems)
-    progress = sys.stderr.isatty()
     for path, name in zip(files, names):
         start = time.perf_counter()
         try:
-            mixture, sr = audio.load_audio(path)
-            mixture = np.require(mixture, np.float32, ["C", "W"])  # writable: the accompaniment goes in place
-            vocals = separate_vocals(mixture, sr, predictor, params, args.overlap, args.batch_size,
-                                     progress=name if progress else False)
-            np.subtract(mixture, vocals, out=mixture)  # the accompaniment, in place: one copy less
-            write_stems({"vocals": vocals, "accompaniment": mixture}, sr, args.output / name)
+            folder = separator.separate_file(path, args.output, name=name, overwrite=True,
+                                             progress=_progress_bar(name) if sys.stderr.isatty() else None)
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             failed.append(str(err))
@@ -662,9 +621,11 @@ def main(argv=None) -> int:
             print(f"error: {path}: not enough memory to separate it", file=sys.stderr)
             failed.append(f"{path}: out of memory")
             continue
-        seconds = mixture.shape[0] / sr
-        print(f"{path} -> {args.output / name}/ ({seconds:.1f} s of audio at {sr} Hz, "
-              f"{mixture.shape[1]} ch, in {time.perf_counter() - start:.1f} s)")
+        import soundfile
+
+        info = soundfile.info(str(folder / "vocals.wav"))
+        print(f"{path} -> {folder}/ ({info.frames / info.samplerate:.1f} s of audio at {info.samplerate} Hz, "
+              f"{info.channels} ch, in {time.perf_counter() - start:.1f} s)")
     if failed:
         print(f"error: {len(failed)} of {len(files) + len(problems)} inputs failed (listed above); "
               f"the other {len(files) + len(problems) - len(failed)} were separated", file=sys.stderr)
@@ -672,13 +633,23 @@ def main(argv=None) -> int:
     return 0
 
 
+def _progress_bar(label: str):
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=label, unit="step", leave=False, file=sys.stderr)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
 if __name__ == "__main__":
-    for unused in CLI_HIDDEN_MODULES:  # this process only, not a program importing this module
-        sys.modules.setdefault(unused, None)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    status = audio.run_cli(main)
-    # Every stem is written, closed and renamed into place by now: skip the interpreter's
-    # teardown of TensorFlow (most of a second, benchmarks/RESULTS.md).
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
+    sys.exit(run_cli(main))

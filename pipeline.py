@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from audio import UserError, run_cli
+from cli import UserError, run_cli
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -49,7 +49,8 @@ import time
 import types
 from pathlib import Path
 
-from audio import AudioParams, UserError, atomic_output, atomic_write_text, run_cli
+from audio import AudioParams
+from cli import UserError, atomic_output, atomic_write_text, run_cli
 from unet_model import FILTERS, PARAMS_FILE
 
 CONFIG_FILE = "config.json"
@@ -345,7 +346,7 @@ def prepare_run_dir(run_dir: Path, config: dict, params: AudioParams) -> dict | 
 
 
 def _remove_partial_files(run_dir: Path) -> None:
-    """Delete the temporary files of writes that a kill interrupted (audio.atomic_output's names)."""
+    """Delete the temporary files of writes that a kill interrupted (cli.atomic_output's names)."""
     for folder in (run_dir, run_dir / BACKUP_DIR):
         for path in folder.glob(".*.part*"):
             path.unlink(missing_ok=True)

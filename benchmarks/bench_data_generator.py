@@ -23,6 +23,7 @@ from benchlib import cpu_summary, load_average, print_table
 import numpy as np  # noqa: E402
 
 import audio  # noqa: E402
+import cli
 import data_generator as dg  # noqa: E402
 
 
@@ -123,4 +124,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(audio.run_cli(main))
+    sys.exit(cli.run_cli(main))

@@ -22,6 +22,7 @@ from pathlib import Path
 from benchlib import cpu_summary, load_average, print_table
 
 import audio  # noqa: E402
+import cli
 import datasets  # noqa: E402
 import evaluate  # noqa: E402
 import synth  # noqa: E402
@@ -85,4 +86,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(audio.run_cli(main))
+    sys.exit(cli.run_cli(main))

@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/bench_full_band.py [--model runs/NAME/best.keras] [--tracks 4]
 
 Separates synthetic 30 s 44.1 kHz songs (``synth.synthesize_track``) with
-``inference.apply_vocal_mask`` under each way of filling the band above what the model sees
-(``inference.full_band_mask``'s ``high_band`` choices) and by separating at 8192 Hz and
-upsampling, and prints one table: SDR at 44.1 kHz over the whole band and above 4 kHz (both
+``inference.Separator.apply_mask`` (above 3.84 kHz: the mean mask of 2.88-3.84 kHz), with the
+alternatives defined here for ``inference.full_band_mask``'s ``high_band`` (:data:`HIGH_BANDS`),
+and by separating at 8192 Hz and upsampling (:func:`telephone`), and prints one table: SDR at 44.1 kHz over the whole band and above 4 kHz (both
 signals high-passed at 4096 Hz), and the vocals' energy above 4 kHz against the truth's. The
 mask is the oracle ratio mask at 8192 Hz (the best a model could give), or the ``--model``'s.
 """
@@ -20,7 +20,8 @@ from benchlib import load_average, print_table, sdr, synthetic_song
 import numpy as np  # noqa: E402
 
 import audio  # noqa: E402
-from audio import DEFAULT_PARAMS, run_cli  # noqa: E402
+from audio import DEFAULT_PARAMS  # noqa: E402
+from cli import run_cli  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -44,6 +45,47 @@ def oracle_mask(vocals: np.ndarray, accompaniment: np.ndarray, sr: int) -> np.nd
     return mags[0] / np.maximum(mags[0] + mags[1], 1e-8)
 
 
+def shrunk_high_band(in_time: np.ndarray, nyquist: float):
+    """The default's mean squared: shrunk towards 0 unless the band is clearly vocal."""
+    import inference
+
+    row, edge = inference.mean_high_band(in_time, nyquist)
+    return row**2, edge
+
+
+def edge_high_band(in_time: np.ndarray, nyquist: float):
+    """The mask at the passband's edge (3840 Hz), repeated upwards."""
+    import inference
+
+    edge = inference.PASSBAND * nyquist
+    return in_time[int(edge):int(edge) + 1], edge
+
+
+def top_high_band(in_time: np.ndarray, nyquist: float):
+    """Every model bin up to 4088 Hz, then the top one repeated (as ``audio.extend_mask`` does)."""
+    edge = min(in_time.shape[0] - 1, nyquist)
+    return in_time[int(edge):int(edge) + 1], edge
+
+
+HIGH_BANDS = {"shrunk": shrunk_high_band, "edge": edge_high_band, "top": top_high_band}
+
+
+def with_high_band(mixture: np.ndarray, sr: int, mask: np.ndarray, high_band, params=DEFAULT_PARAMS) -> np.ndarray:
+    """The vocals under ``mask`` mapped to the full band with another ``high_band`` rule."""
+    import inference
+
+    n_fft, hop = inference.frame_grid(sr, params)
+    return inference.masked_istft(mixture, lambda frames: inference.full_band_mask(mask, sr, frames, params,
+                                                                                   high_band=high_band), n_fft, hop)
+
+
+def telephone(separator, mixture: np.ndarray, sr: int, mask: np.ndarray) -> np.ndarray:
+    """The vocals separated at the model's rate and upsampled: nothing above 4 kHz."""
+    rate = separator.params.sample_rate
+    vocals = separator.apply_mask(audio.resample(mixture, sr, rate), rate, mask)
+    return audio.fit_length(audio.resample(vocals, rate, sr), mixture.shape[0])
+
+
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     import inference
@@ -54,6 +96,7 @@ def main(argv=None) -> int:
         import unet_model
 
         model, params = unet_model.load_model(args.model)
+    separator = inference.Separator(model if model is not None else (lambda patches: patches), params)
     sr = 44100
     results: dict[str, list] = {}
     for seed in range(args.tracks):
@@ -61,20 +104,16 @@ def main(argv=None) -> int:
         mixture = vocals + accompaniment
         if model is not None:
             mix_mag = audio.magnitude(audio.resample(audio.to_mono(mixture), sr, params.sample_rate), params)
-            mask = inference.predict_mask(mix_mag, inference.mask_predictor(model, params), params)
+            mask = separator.mask(mix_mag)
         else:
             mask = oracle_mask(vocals, accompaniment, sr)
         candidates = {
             "full band, above 3.84 kHz: mean of 2.88-3.84 kHz (default)":
-                inference.apply_vocal_mask(mixture, sr, mask, params),
-            "full band, above 3.84 kHz: (mean of 2.88-3.84 kHz)^2":
-                inference.apply_vocal_mask(mixture, sr, mask, params, high_band="shrunk"),
-            "full band, above 3.84 kHz: mask at 3.84 kHz":
-                inference.apply_vocal_mask(mixture, sr, mask, params, high_band="edge"),
-            "full band, above 4.09 kHz: model's top bin (4088 Hz)":
-                inference.apply_vocal_mask(mixture, sr, mask, params, high_band="top"),
-            "at 8192 Hz, vocals upsampled (nothing above 4 kHz)":
-                inference.apply_vocal_mask(mixture, sr, mask, params, full_band=False),
+                separator.apply_mask(mixture, sr, mask),
+            "full band, above 3.84 kHz: (mean of 2.88-3.84 kHz)^2": with_high_band(mixture, sr, mask, shrunk_high_band, params),
+            "full band, above 3.84 kHz: mask at 3.84 kHz": with_high_band(mixture, sr, mask, edge_high_band, params),
+            "full band, above 4.09 kHz: model's top bin (4088 Hz)": with_high_band(mixture, sr, mask, top_high_band, params),
+            "at 8192 Hz, vocals upsampled (nothing above 4 kHz)": telephone(separator, mixture, sr, mask),
         }
         for name, est in candidates.items():
             acc = mixture - est

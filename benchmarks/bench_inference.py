@@ -4,13 +4,13 @@
 
 Prints one table, seconds per stage:
 
-* in-process rows: ``audio.load_audio``, ``inference.separate_vocals`` (resample, STFT at the
+* in-process rows: ``audio.load_audio``, ``inference.Separator.vocals`` (resample, STFT at the
   model's rate and at the song's, model, mask mapping, inverse STFT; their sum is the
   "separate" column) and ``inference.write_stems``, with the model loaded and traced
-  beforehand (a notebook's second song), best of ``--repeats``: ``inference_mask_model`` in
-  float32 (``separate()``'s default) and in bfloat16 (the command line's ``--precision auto``
-  on CPUs with AVX512-BF16 or AMX), and the model as trained (``unet_model.mask_model``, what
-  ran before the inference fast path);
+  beforehand (a notebook's second song), best of ``--repeats``: ``unet_fast.inference_mask_model``
+  in float32 (the ``Separator``'s default) and in bfloat16 (the command line's ``--precision
+  auto`` on CPUs with AVX512-BF16 or AMX), and the model as trained (``unet_model.mask_model``,
+  what ran before the inference fast path);
 * whole-process rows: ``python inference.py SONG`` as users run it, and a child process
   doing the command line's steps with timers (interpreter start, imports, model load, the
   first song's stages, exit: what the first song of a process pays that the in-process rows
@@ -29,7 +29,6 @@ _START = time.time()  # the cold child's clock starts before its imports
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -40,7 +39,7 @@ import numpy as np  # noqa: E402
 
 import audio  # noqa: E402
 import inference  # noqa: E402
-from audio import run_cli  # noqa: E402
+from cli import run_cli  # noqa: E402
 
 COLUMNS = ("start", "imports", "model load", "load", "resample", "STFT", "model", "mask", "inverse STFT", "write",
            "exit", "separate")
@@ -56,21 +55,21 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def stages(timings: dict) -> dict:
-    """``separate_vocals``' timings (plus load/write) under the table's column names."""
+    """``Separator.vocals``' timings (plus load/write) under the table's column names."""
     return {"load": timings.get("load", 0.0), "resample": timings.get("resample", 0.0),
             "STFT": timings.get("model_stft", 0.0) + timings.get("stft", 0.0), "model": timings.get("model", 0.0),
             "mask": timings.get("mask", 0.0), "inverse STFT": timings.get("istft", 0.0),
             "write": timings.get("write", 0.0), "separate": timings.get("separate", "")}
 
 
-def separate_once(path: Path, predictor, params, out: Path) -> tuple[dict, float, float]:
+def separate_once(path: Path, separator, out: Path) -> tuple[dict, float, float]:
     """One song read, separated and written in this process: ``(stages, wall s, CPU s)``."""
     timings: dict = {}
     start, cpu = time.perf_counter(), time.process_time()
     with inference._timed(timings, "load"):
         x, sr = audio.load_audio(path)
     with inference._timed(timings, "separate"):
-        vocals = inference.separate_vocals(x, sr, predictor, params, timings=timings)
+        vocals = separator.vocals(x, sr, timings=timings)
     with inference._timed(timings, "write"):
         inference.write_stems({"vocals": vocals, "accompaniment": x - vocals}, sr, out)
     return stages(timings), time.perf_counter() - start, time.process_time() - cpu
@@ -79,8 +78,6 @@ def separate_once(path: Path, predictor, params, out: Path) -> tuple[dict, float
 def cold_child(song: str, model: str, out: str) -> None:
     """In a fresh process: the command line's steps (``inference.main``) with timers on each;
     prints JSON (absolute start and end times, seconds per stage) and exits as the CLI does."""
-    for unused in inference.CLI_HIDDEN_MODULES:
-        sys.modules.setdefault(unused, None)
     import keras  # noqa: F401  (the command line imports it while loading the model)
     import unet_model
 
@@ -93,19 +90,19 @@ def cold_child(song: str, model: str, out: str) -> None:
                 return function(*args, **kwargs)
         return wrapper
 
-    separate_vocals = inference.separate_vocals
+    vocals = inference.Separator.vocals
     unet_model.load_model = timed("model load", unet_model.load_model)
-    inference.mask_predictor = timed("model", inference.mask_predictor)  # building the inference model
+    # building the inference model (and its self-check)
+    inference.Separator._mask_function = timed("model", inference.Separator._mask_function)
     audio.load_audio = timed("load", audio.load_audio)
     inference.write_stems = timed("write", inference.write_stems)
-    inference.separate_vocals = timed("separate", lambda *args, **kwargs: separate_vocals(*args, **kwargs,
-                                                                                         timings=timings))
+    inference.Separator.vocals = timed("separate", lambda *args, **kwargs: vocals(*args, **dict(kwargs, timings=timings)))
     assert inference.main([song, "-o", out, "--model", model, "--overwrite"]) == 0
     result = dict(stages(timings), **{"model load": timings["model load"], "imports": imported - _START,
                                       "separate": timings["separate"],
                                       "start_time": _START, "end_time": time.time()})
     print(json.dumps(result), flush=True)
-    os._exit(0)
+    sys.exit(0)  # with the interpreter's teardown, as the command line
 
 
 def main(argv=None) -> int:
@@ -126,18 +123,19 @@ def main(argv=None) -> int:
         (work / "out").mkdir()
 
         plain = unet_model.mask_model(model)
-        predictors = {
-            "in-process, inference_mask_model float32 (separate()'s default)": inference.mask_predictor(model, params),
+        separators = {
+            "in-process, inference_mask_model float32 (the Separator's default)": inference.Separator(model, params),
             "in-process, inference_mask_model bfloat16 (the CLI's auto here)":
-                inference.mask_predictor(model, params, "bfloat16"),
-            "in-process, model as trained (mask_model)": lambda patches: np.asarray(plain.predict_on_batch(patches)),
+                inference.Separator(model, params, precision="bfloat16"),
+            "in-process, model as trained (mask_model)":
+                inference.Separator(lambda patches: np.asarray(plain.predict_on_batch(patches)), params),
         }
-        for predictor in predictors.values():  # traced and warmed up (a 20 s excerpt)
-            inference.separate(audio.load_audio(song, duration=20.0)[0], 44100, predictor, params)
-        best = {label: (None, float("inf"), 0.0) for label in predictors}
+        for separator in separators.values():  # traced and warmed up (a 20 s excerpt)
+            separator.separate(audio.load_audio(song, duration=20.0)[0], 44100)
+        best = {label: (None, float("inf"), 0.0) for label in separators}
         for _ in range(args.repeats):  # interleaved, so that the CPU's other users slow each alike
-            for label, predictor in predictors.items():
-                result = separate_once(song, predictor, params, work / "out" / "song")
+            for label, separator in separators.items():
+                result = separate_once(song, separator, work / "out" / "song")
                 if result[1] < best[label][1]:
                     best[label] = result
         for label, (timings, wall, cpu) in best.items():

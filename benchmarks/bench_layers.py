@@ -4,7 +4,7 @@
 
 Times every block of the full U-Net alone on its real input (activations of a random
 patch batch), three ways: the model as trained (its Keras layers: padding, convolution, batch
-norm, activation, dropout, skip concatenation), and ``unet_model.inference_mask_model``'s
+norm, activation, dropout, skip concatenation), and ``unet_fast.inference_mask_model``'s
 block (batch norm folded; the route in the "path" column) in float32 and in bfloat16. The
 float32 and bfloat16 2048 x 2048 matrix products (TensorFlow) are timed in the same
 interleaved rounds as ceilings. GFLOP counts the block's convolution multiply-adds x 2 (see
@@ -21,7 +21,8 @@ from benchlib import Sampled, cpu_summary, load_average, print_table
 
 import numpy as np  # noqa: E402
 
-from audio import DEFAULT_PARAMS, run_cli  # noqa: E402
+from audio import DEFAULT_PARAMS  # noqa: E402
+from cli import run_cli  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -48,12 +49,13 @@ def main(argv=None) -> int:
     import keras
     import tensorflow as tf  # tf.function and the matmul ceiling: this script times TensorFlow's kernels
 
+    import unet_fast
     import unet_model
 
     model = unet_model.build_unet((DEFAULT_PARAMS.n_bins, DEFAULT_PARAMS.patch_frames, 1))
     rng = np.random.default_rng(0)
     x = rng.random((args.batch,) + tuple(model.inputs[0].shape[1:]), dtype=np.float32) ** 4
-    fast = {p: unet_model.inference_mask_model(model, p).get_layer("mask") for p in unet_model.PRECISIONS}
+    fast = {p: unet_fast.inference_mask_model(model, p).get_layer("mask") for p in unet_fast.PRECISIONS}
     blocks = fast["float32"].blocks
     depth = fast["float32"].depth
 
@@ -94,7 +96,7 @@ def main(argv=None) -> int:
     a = tf.constant(rng.random((2048, 2048), dtype=np.float32))
     matmul = tf.function(lambda a: tf.linalg.matmul(a, a))
     ceilings = {"float32": Timed(matmul, a), "bfloat16": Timed(matmul, tf.cast(a, tf.bfloat16))}
-    whole = {p: Timed(unet_model.inference_mask_model(model, p).predict_on_batch, x) for p in unet_model.PRECISIONS}
+    whole = {p: Timed(unet_fast.inference_mask_model(model, p).predict_on_batch, x) for p in unet_fast.PRECISIONS}
     whole["as trained"] = Timed(unet_model.mask_model(model).predict_on_batch, x)
     everything = list(ceilings.values()) + list(whole.values()) + [t for r in rows for t in r.values()]
     for timed in everything:

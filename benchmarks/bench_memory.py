@@ -4,7 +4,7 @@
 
 Writes a ``--minutes`` 44.1 kHz stereo song (a synthetic minute repeated), then runs each in a
 fresh child process and reports wall seconds and peak resident memory (``ru_maxrss``): the
-command line (``python inference.py SONG``), and ``inference.separate`` with the chunked
+command line (``python inference.py SONG``), and ``inference.Separator.separate`` with the chunked
 full-band STFT (``inference.CHUNK_FRAMES`` frames) and in one piece. Prints one table. A few
 minutes for the default hour.
 """
@@ -21,7 +21,7 @@ from benchlib import load_average, model_or_untrained, print_table, run_measured
 import numpy as np  # noqa: E402
 
 import audio  # noqa: E402
-from audio import run_cli  # noqa: E402
+from cli import run_cli  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -51,10 +51,11 @@ def main(argv=None) -> int:
                                str(model_path), "--overwrite"])
         rows.append(["python inference.py SONG", result["wall"], result["rss_mb"]])
         code = ("import sys, audio, inference, unet_model; m, p = unet_model.load_model(sys.argv[1]); "
-                "x, sr = audio.load_audio(sys.argv[2]); s = inference.separate(x, sr, m, p, chunk_frames=int(sys.argv[3]))")
+                "x, sr = audio.load_audio(sys.argv[2]); "
+                "s = inference.Separator(m, p, chunk_frames=int(sys.argv[3])).separate(x, sr)")
         for chunk in (inference.CHUNK_FRAMES, 10**9):
             result = run_measured([sys.executable, "-c", code, str(model_path), str(song), str(chunk)])
-            rows.append([f"separate(), chunk_frames={chunk if chunk < 10**9 else 'whole song'}", result["wall"],
+            rows.append([f"Separator.separate(), chunk_frames={chunk if chunk < 10**9 else 'whole song'}", result["wall"],
                          result["rss_mb"]])
     float_mb = args.minutes * 60 * sr * 2 * 4 / 2**20
     print_table(f"Memory for a {args.minutes:g}-minute 44.1 kHz stereo song",

@@ -8,7 +8,7 @@ Prints one table. Rows:
   the ceiling the other rows are compared with), and TensorFlow's bfloat16 one, the ceiling of
   the bfloat16 rows;
 * Keras inference of the mask, at each ``--batch-sizes``: the model as trained
-  (``unet_model.mask_model``, ``predict_on_batch``), and ``unet_model.inference_mask_model``
+  (``unet_model.mask_model``, ``predict_on_batch``), and ``unet_fast.inference_mask_model``
   (what ``inference.py`` runs) in float32 and bfloat16;
 * PyTorch inference (``unet_torch``, ``torch.inference_mode``): channels-first as
   ``unet_torch.predict_mask`` runs it, channels-last, and channels-last under bfloat16 autocast;
@@ -36,7 +36,8 @@ from benchlib import Sampled, cpu_summary, load_average, print_table
 
 import numpy as np  # noqa: E402
 
-from audio import DEFAULT_PARAMS, run_cli  # noqa: E402
+from audio import DEFAULT_PARAMS  # noqa: E402
+from cli import run_cli  # noqa: E402
 
 MATMUL_N = 2048
 
@@ -120,12 +121,13 @@ def matmul_rows(torch_too: bool) -> list[Row]:
 
 def keras_rows(model, batches: list[int], train_batch: int, flops: int) -> list[Row]:
     import keras
+    import unet_fast
     import unet_model
 
     rng = np.random.default_rng(1)
     rows = []
     plain = unet_model.mask_model(model)
-    fast = {p: unet_model.inference_mask_model(model, p) for p in unet_model.PRECISIONS}
+    fast = {p: unet_fast.inference_mask_model(model, p) for p in unet_fast.PRECISIONS}
     for batch in batches:
         x = rng.random((batch,) + model.inputs[0].shape[1:], dtype=np.float32) ** 4
         rows += [

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_overlap.py [--model runs/NAME/best.keras] [--mir1k DATA] [--tracks 4]
 
-For each overlap (0, 0.25, 0.5, 0.75) ``inference.predict_mask`` masks ``--tracks`` songs
+For each overlap (0, 0.25, 0.5, 0.75) ``inference.Separator.mask`` masks ``--tracks`` songs
 twice, the second time with the patch grid moved by a third of a patch: the mean difference
 of the masks where both cover a frame says how much patch boundaries matter (any model).
 With a trained ``--model`` the table adds the SDR of the separated stems. Songs: MIR-1K's
@@ -22,7 +22,7 @@ from benchlib import load_average, model_or_untrained, print_table, sdr, synthet
 import numpy as np  # noqa: E402
 
 import audio  # noqa: E402
-from audio import run_cli  # noqa: E402
+from cli import run_cli  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -52,23 +52,24 @@ def main(argv=None) -> int:
     else:
         what = f"{args.tracks} synthetic 60 s songs (44.1 kHz)"
         tracks = [synthetic_song(60.0, 44100, seed=200 + s) + (44100,) for s in range(args.tracks)]
-    predictor = inference.mask_predictor(model, params)
+    predictor = inference.Separator(model, params).predict  # built once, shared by every overlap
     shift = params.patch_frames // 3
     rows = []
     for overlap in (0.0, 0.25, 0.5, 0.75):
+        separator = inference.Separator(predictor, params, overlap=overlap)
         shift_diffs, sdrs, patches, seconds = [], [], 0, 0.0
         for vocals, accompaniment, sr in tracks:
             mixture = vocals + accompaniment
             seconds += len(mixture) / sr
             mix_mag = audio.magnitude(audio.resample(audio.to_mono(mixture), sr, params.sample_rate)[:, 0], params)
-            mask = inference.predict_mask(mix_mag, predictor, params, overlap)
+            mask = separator.mask(mix_mag)
             # The same song with the patch grid moved by a third of a patch: the frames both
             # cover would get the same mask if patch boundaries did not matter.
-            shifted = inference.predict_mask(mix_mag[:, shift:], predictor, params, overlap)
+            shifted = separator.mask(mix_mag[:, shift:])
             shift_diffs.append(np.abs(mask[:, shift:] - shifted).mean())
             patches += inference.n_segments(mix_mag.shape[1], params.patch_frames, overlap)
             if trained:
-                est = inference.apply_vocal_mask(mixture, sr, mask, params)
+                est = separator.apply_mask(mixture, sr, mask)
                 sdrs.append([sdr(vocals, est), sdr(accompaniment, mixture - est)])
         rows.append([f"{overlap:g}", patches, f"{np.mean(shift_diffs):.5f}"]
                     + ([float(v) for v in np.mean(sdrs, axis=0)] if trained else []))

@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/bench_precision.py --model runs/NAME/best.keras [--mir1k DATA] [--tracks 10]
 
-Separates ``--tracks`` songs with ``inference.separate`` twice, the mask computed by
-``unet_model.inference_mask_model`` in float32 (the default) and in bfloat16
+Separates ``--tracks`` songs with ``inference.Separator`` twice, the mask computed by
+``unet_fast.inference_mask_model`` in float32 (the default) and in bfloat16
 (``inference.py --precision bfloat16``), and scores both with ``evaluate.score_methods`` (BSS
 Eval v3, mir_eval, at 8192 Hz mono as ``evaluate.py`` does by default). Songs: MIR-1K's
 ``--split`` songs with ``--mir1k`` (at 8192 Hz, spread over the singers), else synthetic
@@ -24,7 +24,7 @@ from benchlib import load_average, model_or_untrained, print_table, synthetic_so
 
 import numpy as np  # noqa: E402
 
-from audio import run_cli  # noqa: E402
+from cli import run_cli  # noqa: E402
 
 PRECISIONS = ("float32", "bfloat16")
 COLUMNS = ("v3_vocals_SDR", "v3_vocals_NSDR", "v3_accompaniment_SDR", "v3_vocals_SIR", "v3_vocals_SAR")
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     load_start = load_average()
     with tempfile.TemporaryDirectory(prefix="bench_precision.") as tmp:
         model, params, _ = model_or_untrained(args.model, Path(tmp))
-    predictors = {p: inference.mask_predictor(model, params, p) for p in PRECISIONS}
+    separators = {p: inference.Separator(model, params, precision=p) for p in PRECISIONS}
     settings = evaluate.Settings(families=("v3",))
     scores = {p: [] for p in PRECISIONS}
     model_s = {p: 0.0 for p in PRECISIONS}
@@ -76,11 +76,11 @@ def main(argv=None) -> int:
         mix_mag = audio.magnitude(mono, params)
         estimates, masks = {}, {}
         for p in PRECISIONS:
-            predictors[p](np.zeros((1, params.n_bins, params.patch_frames, 1), np.float32))  # traced before timing
+            separators[p].predict(np.zeros((1, params.n_bins, params.patch_frames, 1), np.float32))  # traced before timing
             start = time.perf_counter()
-            masks[p] = inference.predict_mask(mix_mag, predictors[p], params)
+            masks[p] = separators[p].mask(mix_mag)
             model_s[p] += time.perf_counter() - start
-            vocals = inference.apply_vocal_mask(refs["mixture"], sr, masks[p], params)
+            vocals = separators[p].apply_mask(refs["mixture"], sr, masks[p])
             estimates[p] = {"vocals": vocals, "accompaniment": refs["mixture"] - vocals}
         mask_diff = max(mask_diff, float(np.abs(masks["bfloat16"] - masks["float32"]).max()))
         result = evaluate.score_methods(refs, estimates, sr, settings)

@@ -11,7 +11,8 @@ import pytest
 import soundfile as sf
 
 import audio
-from audio import AudioError, AudioParams, UserError
+from audio import AudioError, AudioParams
+from cli import UserError
 
 SR = 8192
 
@@ -295,13 +296,3 @@ def test_normalize_patches_shares_one_factor_per_patch():
 
 
 # ---------------------------------------------------------------------------- CLI errors
-
-
-def test_run_cli_turns_user_errors_into_one_line(capsys):
-    def main(argv):
-        raise UserError(f"{argv[0]}: broken")
-
-    assert audio.run_cli(main, ["song.wav"]) == 2
-    err = capsys.readouterr().err
-    assert err == "error: song.wav: broken\n"
-    assert audio.run_cli(lambda argv: 0, []) == 0

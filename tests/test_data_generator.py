@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 import audio
+import cli
 import data_generator as dg
 import datasets
-from audio import UserError
+from cli import UserError
 from test_datasets import write_stems
 
 P = audio.DEFAULT_PARAMS
@@ -94,7 +95,7 @@ def test_interrupted_prepare_resumes(stems_root, tmp_path, monkeypatch):
         return real_magnitude(*args, **kwargs)
 
     monkeypatch.setattr(dg, "magnitude", interrupted)
-    assert audio.run_cli(dg.main, argv) == 130
+    assert cli.run_cli(dg.main, argv) == 130
     monkeypatch.setattr(dg, "magnitude", real_magnitude)
     assert dg.Cache(cache).names() == ["hifi"]  # a valid cache holding the finished track only
     first = sorted((cache / "tracks").glob("hifi-*"))
@@ -151,7 +152,7 @@ def test_bad_input(tmp_path, capsys):
     argv = ["prepare", "--dataset", "stems", "--root", str(root), "--cache", str(cache), "--quiet"]
 
     # --strict: refused, naming the file, as one line with exit status 2
-    assert audio.run_cli(dg.main, argv + ["--strict"]) == 2
+    assert cli.run_cli(dg.main, argv + ["--strict"]) == 2
     err = capsys.readouterr().err
     assert "broken/mixture.wav" in err and "--strict" in err and "Traceback" not in err
 
@@ -165,7 +166,7 @@ def test_bad_input(tmp_path, capsys):
     assert cache_obj.track("instrumental")["vocals_silent"] and "broken" in cache_obj.skipped
 
     # a wrong root shows the layout; a folder that is not a cache is not written into
-    assert audio.run_cli(dg.main, ["prepare", "--dataset", "stems", "--root", str(tmp_path / "nope"), "--cache", str(cache)]) == 2
+    assert cli.run_cli(dg.main, ["prepare", "--dataset", "stems", "--root", str(tmp_path / "nope"), "--cache", str(cache)]) == 2
     assert "expected <root>/<split>/<track>/{mixture,vocals,accompaniment}" in capsys.readouterr().err
     with pytest.raises(UserError, match="exists and is not a cache"):
         dg.prepare("stems", root, root / "train", progress=False)

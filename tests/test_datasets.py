@@ -7,7 +7,7 @@ import pytest
 
 import audio
 import datasets
-from audio import UserError
+from cli import UserError
 
 
 def write_stems(folder: Path, sr: int = 8192, seconds: float = 2.0, channels: int = 1, freq: float = 440.0,

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 import audio
+import cli
 import baselines
 import datasets
 import evaluate
-from audio import UserError
+from cli import UserError
 
 SR = 8192
 
@@ -228,7 +229,7 @@ def test_wrong_layout_and_bad_options_are_one_line_errors(stems, tmp_path, capsy
     with pytest.raises(UserError, match="nothing to score"):
         evaluate.main(["--references", str(stems)])
     # through the CLI wrapper: one line, exit status 2, no traceback
-    assert audio.run_cli(evaluate.main, ["--references", str(stems / "test"), "--estimates", str(flat)]) == 2
+    assert cli.run_cli(evaluate.main, ["--references", str(stems / "test"), "--estimates", str(flat)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
 

@@ -1,4 +1,4 @@
-"""Tests of inference.py: overlap-add, full-band masking, separate() and the CLI's files and errors.
+"""Tests of inference.py: overlap-add, full-band masking, the Separator and the CLI's files and errors.
 
 Models are tiny untrained U-Nets (a few hundred weights, the default 512 x 128 patches); where a
 test needs to know the mask, a constant-mask callable stands in for the model.
@@ -12,9 +12,11 @@ import pytest
 import soundfile as sf
 
 import audio
+import cli
 import inference
 import unet_model
-from audio import AudioParams, DEFAULT_PARAMS, UserError
+from audio import AudioParams, DEFAULT_PARAMS
+from cli import UserError
 
 TINY_FILTERS = (2, 4, 4, 4, 4, 4)
 
@@ -38,6 +40,11 @@ def band_energy(x, sr, lo, hi=None):
 @pytest.fixture(scope="module")
 def tiny_model():
     return unet_model.build_unet(filters=TINY_FILTERS)
+
+
+@pytest.fixture(scope="module")
+def separator(tiny_model):
+    return inference.Separator(tiny_model)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +76,7 @@ def test_overlap_add_covers_every_frame_and_crops(frames, overlap):
         assert batch.shape[1:] == (3, 128)
         return batch
 
-    y = inference.overlap_add(x, identity, 128, overlap, batch_size=4)
+    y = inference.overlap_add(x, identity, 128, overlap=overlap, batch_size=4)
     # weighted means of identical copies give the input back only if every frame got weight
     np.testing.assert_allclose(y, x, rtol=1e-6)
     assert sum(calls) == inference.n_segments(frames, 128, overlap)
@@ -133,19 +140,9 @@ def test_full_band_mask_maps_time_and_frequency():
     expected = freqs[:, None] / 4096 + full_times[None, :] / 100
     low, high = freqs <= 3840, freqs > 3840
     np.testing.assert_allclose(out[low], expected[low], atol=1e-5)
-    # above the passband: the mean of the 2880-3840 Hz band, frame by frame (squared: "shrunk")
+    # above the passband: the mean of the 2880-3840 Hz band, frame by frame
     band_mean = bins_hz[(bins_hz >= 2880) & (bins_hz <= 3840)].mean() / 4096 + full_times / 100
     np.testing.assert_allclose(out[high], np.broadcast_to(band_mean, out[high].shape), atol=1e-4)
-    shrunk = inference.full_band_mask(mask, sr, range(frames - 2), high_band="shrunk")
-    np.testing.assert_allclose(shrunk[high], np.broadcast_to(band_mean**2, out[high].shape), atol=1e-4)
-    edge = inference.full_band_mask(mask, sr, range(frames - 2), high_band="edge")
-    np.testing.assert_allclose(edge[high], np.broadcast_to(3840 / 4096 + full_times / 100, out[high].shape),
-                               atol=1e-4)
-    top = inference.full_band_mask(mask, sr, range(frames - 2), high_band="top")
-    below_top = freqs <= 4088
-    np.testing.assert_allclose(top[below_top], expected[below_top], atol=1e-5)
-    np.testing.assert_allclose(top[~below_top], np.broadcast_to(4088 / 4096 + full_times / 100,
-                                                                top[~below_top].shape), atol=1e-4)
 
 
 def test_full_band_mask_below_the_models_rate():
@@ -182,15 +179,15 @@ def test_unit_mask_gives_the_mixture_back_to_the_last_sample(remainder):
     np.testing.assert_allclose(y, x, atol=1e-5)
 
 
-# ---------------------------------------------------------------------------- separate()
+# ---------------------------------------------------------------------------- Separator
 
 
 @pytest.mark.parametrize("sr, seconds, channels", [
     (44100, 13.0, 2), (22050, 3.0, 1), (8192, 30.0, 1), (48000, 0.3, 3), (16000, 0.0001, 2), (11025, 1.0, 2),
 ])
-def test_separate_keeps_rate_channels_length_and_sums_to_the_mixture(tiny_model, sr, seconds, channels):
+def test_separate_keeps_rate_channels_length_and_sums_to_the_mixture(separator, sr, seconds, channels):
     x = noise(seconds, sr, channels)
-    stems = inference.separate(x, sr, tiny_model)
+    stems = separator.separate(x, sr)
     assert set(stems) == {"vocals", "accompaniment"}
     for stem in stems.values():
         assert stem.shape == x.shape and stem.dtype == np.float32 and np.isfinite(stem).all()
@@ -199,9 +196,9 @@ def test_separate_keeps_rate_channels_length_and_sums_to_the_mixture(tiny_model,
     assert 0 < np.abs(stems["vocals"]).sum() < np.abs(x).sum() * 1.5
 
 
-def test_separate_accepts_1d_mono(tiny_model):
+def test_separate_accepts_1d_mono(separator):
     x = noise(2.0, 16000, 1)[:, 0]
-    stems = inference.separate(x, 16000, tiny_model)
+    stems = separator.separate(x, 16000)
     assert stems["vocals"].shape == x.shape
 
 
@@ -211,50 +208,72 @@ def test_separate_accepts_1d_mono(tiny_model):
     (np.full((100, 1), np.nan, np.float32), 44100, "NaN"),
     (np.zeros((100, 1), np.float32), 0, "sample rate"),
 ])
-def test_separate_rejects_bad_arrays(tiny_model, x, sr, words):
+def test_separate_rejects_bad_arrays(separator, x, sr, words):
     with pytest.raises(ValueError, match=words):
-        inference.separate(x, sr, tiny_model)
+        separator.separate(x, sr)
 
 
 def test_a_constant_mask_scales_the_whole_band():
     """Mask 0.3 everywhere: vocals = 0.3 x mixture at every frequency, up to 22 kHz."""
     x = noise(10.0, 44100, 2)
-    vocals = inference.separate(x, 44100, constant_mask(0.3))["vocals"]
+    vocals = inference.Separator(constant_mask(0.3)).separate(x, 44100)["vocals"]
     np.testing.assert_allclose(vocals, 0.3 * x, atol=1e-5)
 
 
-def test_vocals_keep_energy_above_4khz_in_full_band_only():
+def test_vocals_keep_energy_above_4khz():
     sr = 44100
     t = np.arange(8 * sr) / sr
     high = 0.2 * np.sin(2 * np.pi * 9000 * t)[:, None] * np.ones((1, 2))
     x = (noise(8.0, sr, 2) + high).astype(np.float32)
-    full = inference.separate(x, sr, constant_mask(0.5))
-    limited = inference.separate(x, sr, constant_mask(0.5), full_band=False)
-    mix_high = band_energy(x, sr, 4200)
-    assert band_energy(full["vocals"], sr, 4200) / mix_high == pytest.approx(0.25, rel=0.02)
-    assert band_energy(limited["vocals"], sr, 4200) / mix_high < 1e-3  # the telephone alternative
-    assert band_energy(limited["accompaniment"], sr, 4200) / mix_high > 0.99
-    for stems in (full, limited):
-        np.testing.assert_allclose(stems["vocals"] + stems["accompaniment"], x, atol=1e-6)
+    full = inference.Separator(constant_mask(0.5)).separate(x, sr)
+    assert band_energy(full["vocals"], sr, 4200) / band_energy(x, sr, 4200) == pytest.approx(0.25, rel=0.02)
+    np.testing.assert_allclose(full["vocals"] + full["accompaniment"], x, atol=1e-6)
 
 
-def test_vocals_keep_energy_above_4khz_with_a_model(tiny_model):
+def test_vocals_keep_energy_above_4khz_with_a_model(separator):
     x = noise(6.0, 44100, 2)
-    vocals = inference.separate(x, 44100, tiny_model)["vocals"]
+    vocals = separator.separate(x, 44100)["vocals"]
     assert band_energy(vocals, 44100, 4500) / band_energy(x, 44100, 4500) > 0.01
 
 
 def test_overlap_changes_only_the_blend(tiny_model):
     x = noise(40.0, 8192, 1)
-    a = inference.separate(x, 8192, tiny_model, overlap=0.0)["vocals"]
-    b = inference.separate(x, 8192, tiny_model, overlap=0.75, batch_size=3)["vocals"]
+    a = inference.Separator(tiny_model, overlap=0.0).separate(x, 8192)["vocals"]
+    b = inference.Separator(tiny_model, overlap=0.75, batch_size=3).separate(x, 8192)["vocals"]
     assert a.shape == b.shape
     assert 0 < np.abs(a - b).max() < np.abs(x).max()
 
 
-def test_separate_refuses_a_model_that_does_not_match_the_params(tiny_model):
-    with pytest.raises(UserError, match=r"patch_frames=64.*audio_params.json"):
-        inference.separate(noise(1.0, 8192, 1), 8192, tiny_model, AudioParams(patch_frames=64))
+def test_separator_refuses_a_model_that_does_not_match_the_params(tiny_model):
+    with pytest.raises(ValueError, match=r"patch_frames=64.*audio_params.json"):
+        inference.Separator(tiny_model, AudioParams(patch_frames=64))
+
+
+@pytest.mark.parametrize("options, words", [({"overlap": 1.0}, "overlap"), ({"batch_size": 0}, "batch_size"),
+                                            ({"precision": "int8"}, "precision")])
+def test_separator_refuses_values_out_of_range(tiny_model, options, words):
+    with pytest.raises(ValueError, match=words):
+        inference.Separator(tiny_model, **options)
+
+
+def test_progress_reaches_its_total_once_per_step(separator):
+    calls = []
+    separator.separate(noise(30.0, 22050, 2), 22050, progress=lambda done, total: calls.append((done, total)))
+    totals = {total for _, total in calls}
+    assert len(totals) == 1 and calls[-1][0] == totals.pop()
+    assert [done for done, _ in calls] == sorted({done for done, _ in calls})  # strictly increasing
+
+
+def test_separate_file_writes_both_stems_and_refuses_to_overwrite(separator, tmp_path):
+    song = write(tmp_path / "in" / "My Song.wav", noise(2.0, 22050, 2), 22050)
+    folder = separator.separate_file(song, tmp_path / "out")
+    assert folder == tmp_path / "out" / "My Song"
+    mixture, _ = audio.load_audio(song)
+    stems = {stem: audio.load_audio(folder / f"{stem}.wav")[0] for stem in inference.STEMS}
+    np.testing.assert_allclose(stems["vocals"] + stems["accompaniment"], mixture, atol=2.5 / 32768)
+    with pytest.raises(UserError, match="already exists"):
+        separator.separate_file(song, tmp_path / "out")
+    assert separator.separate_file(song, tmp_path / "out", overwrite=True) == folder
 
 
 # ---------------------------------------------------------------------------- names and files
@@ -328,14 +347,14 @@ def test_cli_loads_the_model_once_for_many_files(tmp_path, model_dir, monkeypatc
 
 def run(argv, capsys):
     """The CLI as users run it: exit status and stderr (never a traceback)."""
-    status = audio.run_cli(inference.main, argv)
+    status = cli.run_cli(inference.main, argv)
     err = capsys.readouterr().err
     assert "Traceback" not in err
     return status, err
 
 
 def test_no_model_says_how_to_train_one(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(inference, "PRETRAINED", tmp_path / "pretrained")
+    monkeypatch.setattr(unet_model, "PRETRAINED", tmp_path / "pretrained")
     song = write(tmp_path / "s.wav", noise(1.0, 8192, 1), 8192)
     status, err = run([str(song), "-o", str(tmp_path / "out")], capsys)
     assert status == 2 and "no pretrained model" in err and "train.py" in err and "--model" in err
@@ -345,7 +364,7 @@ def test_no_model_says_how_to_train_one(tmp_path, monkeypatch, capsys):
 
 
 def test_the_pretrained_folder_is_the_default(tmp_path, model_dir, monkeypatch):
-    monkeypatch.setattr(inference, "PRETRAINED", model_dir)
+    monkeypatch.setattr(unet_model, "PRETRAINED", model_dir)
     song = write(tmp_path / "s.wav", noise(1.0, 8192, 1), 8192)
     assert inference.main([str(song), "-o", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "s" / "vocals.wav").is_file()
@@ -424,15 +443,25 @@ def test_two_songs_with_one_name_are_refused(tmp_path, model_dir, capsys):
 @pytest.mark.parametrize("option, words", [(["--overlap", "1"], "--overlap"), (["--batch-size", "0"], "--batch-size")])
 def test_bad_options(tmp_path, model_dir, capsys, option, words):
     song = write(tmp_path / "s.wav", noise(1.0, 8192, 1), 8192)
-    status, err = run([str(song), "--model", str(model_dir)] + option, capsys)
-    assert status == 2 and words in err
+    with pytest.raises(SystemExit) as exit_info:  # argparse: one line, exit 2, before any work
+        inference.main([str(song), "--model", str(model_dir)] + option)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and words in err[-1] and "Traceback" not in "".join(err)
 
 
-def test_a_model_is_prepared_once(tiny_model):
-    """separate() called again with the same model reuses its mask function (no retracing)."""
-    assert inference.mask_predictor(tiny_model) is inference.mask_predictor(tiny_model)
-    with pytest.raises(UserError, match="no layer named 'mask'"):
-        import keras
+def test_a_separator_prepares_its_model_once(tiny_model, monkeypatch):
+    """The fast mask model is built (and traced) when the Separator is made, not per song."""
+    import keras
 
-        plain = keras.Sequential([keras.Input((512, 128, 1)), keras.layers.Conv2D(1, 3, padding="same")])
-        inference.mask_predictor(plain)
+    import unet_fast
+
+    built = []
+    build = unet_fast.inference_mask_model
+    monkeypatch.setattr(unet_fast, "inference_mask_model", lambda *a, **k: built.append(1) or build(*a, **k))
+    separator = inference.Separator(tiny_model)
+    for seconds in (1.0, 2.0):
+        separator.separate(noise(seconds, 8192, 1), 8192)
+    assert built == [1]
+    plain = keras.Sequential([keras.Input((512, 128, 1)), keras.layers.Conv2D(1, 3, padding="same")])
+    with pytest.raises(ValueError, match="no layer named 'mask'"):
+        inference.Separator(plain)

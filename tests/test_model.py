@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import unet_model
-from audio import AudioParams, DEFAULT_PARAMS, UserError
+from audio import AudioParams, DEFAULT_PARAMS
+from cli import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_FILTERS = (4, 8, 8, 8, 8, 8)
@@ -148,10 +149,14 @@ def test_load_model_round_trip(saved_tiny):
 
 def test_load_model_errors_name_the_file_and_fix(saved_tiny, tmp_path):
     _, path = saved_tiny
-    with pytest.raises(UserError, match="no such model file"):
+    with pytest.raises(UserError, match="no such model file or folder.*train.py"):
         unet_model.load_model(tmp_path / "missing.keras")
-    with pytest.raises(UserError, match="is a folder.*best.keras"):
+    assert unet_model.load_model(path.parent)[0].count_params() == saved_tiny[0].count_params()  # a run folder
+    (path.parent / "other.keras").write_bytes(b"x")
+    path.rename(path.with_name("first.keras"))
+    with pytest.raises(UserError, match="several models"):
         unet_model.load_model(path.parent)
+    path.with_name("first.keras").rename(path)
 
     (path.parent / unet_model.PARAMS_FILE).write_text(json.dumps(DEFAULT_PARAMS.to_dict()))
     with pytest.raises(UserError, match=r"model input \(64, 64, 1\) does not match"):

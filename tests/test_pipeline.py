@@ -5,7 +5,7 @@ import csv
 import pytest
 
 import pipeline
-from audio import UserError
+from cli import UserError
 from conftest import TINY_PIPELINE
 
 

@@ -9,18 +9,18 @@ import unet_model
 
 
 def test_pretrained_model_is_the_default_and_fits_the_size_limit():
-    path = inference.resolve_model(None)
+    path = unet_model.model_file(None)
     assert path.parent.name == "pretrained" and path.suffix == ".keras"
     assert path.stat().st_size < 45e6
 
 
 def test_pretrained_model_separates_unseen_mir1k_singers(mir1k_root):
     """Two clips of a test-split singer (never in training): the vocals gain several dB over the mixture."""
-    model, params = unet_model.load_model(inference.resolve_model(None))
+    separator = inference.Separator()  # the shipped model
     clips = [t for t in datasets.find_tracks("mir1k", mir1k_root, split="test", unit="clip")][:2]
     for clip in clips:
         refs, sr = clip.load()
-        stems = inference.separate(refs["mixture"], sr, model, params)
+        stems = separator.separate(refs["mixture"], sr)
         np.testing.assert_allclose(stems["vocals"] + stems["accompaniment"], refs["mixture"], atol=1e-5)
         scores = evaluate.score_track(refs, stems, sr, settings=evaluate.Settings(families=("v3",)))
         assert scores["v3_vocals_NSDR"] > 3.0, (clip.name, scores["v3_vocals_NSDR"])

@@ -1,6 +1,6 @@
 """Correctness of the speed paths (benchmarks/RESULTS.md measures their speed): the inference-only
-U-Net (unet_model.inference_mask_model) computes the mask of unet_model.mask_model, whatever
-route each block takes, and inference.py uses it."""
+U-Net (unet_fast.inference_mask_model) computes the mask of unet_model.mask_model, whatever
+route each block takes, falls back to it when they disagree, and inference.Separator uses it."""
 
 import importlib.util
 import os
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import inference
+import unet_fast
 import unet_model
-from audio import AudioParams, DEFAULT_PARAMS, UserError
+from audio import AudioParams, DEFAULT_PARAMS
 
 PATHS = {"conv", "matmul", "phases", "transpose", "subpixel"}
 
@@ -38,7 +39,7 @@ def patches(n, shape, seed=1):
 def masks(model, x, precision="float32"):
     """``(reference mask, inference-path mask, the path of each block)``."""
     reference = np.asarray(unet_model.mask_model(model).predict_on_batch(x))
-    fast = unet_model.inference_mask_model(model, precision)
+    fast = unet_fast.inference_mask_model(model, precision)
     return reference, np.asarray(fast.predict_on_batch(x)), [block[1] for block in fast.get_layer("mask").blocks]
 
 
@@ -91,23 +92,21 @@ def test_inference_model_refuses_other_models_and_precisions():
     inputs = keras.Input((64, 64, 1))
     other = keras.Model(inputs, keras.layers.Activation("sigmoid", name="mask")(keras.layers.Conv2D(1, 3, padding="same")(inputs)))
     with pytest.raises(ValueError, match="not a U-Net from unet_model.build_unet"):
-        unet_model.inference_mask_model(other)
+        unet_fast.inference_mask_model(other)
     with pytest.raises(ValueError, match="precision must be one of"):
-        unet_model.inference_mask_model(unet_model.build_unet((64, 64, 1), (4, 8, 8, 8, 8, 8)), "float16")
+        unet_fast.inference_mask_model(unet_model.build_unet((64, 64, 1), (4, 8, 8, 8, 8, 8)), "float16")
 
 
-def test_mask_predictor_runs_the_inference_model_and_keeps_other_models_working():
+def test_separator_runs_the_inference_model_and_keeps_other_models_working():
     params = AudioParams(n_bins=64, patch_frames=64)
     model = randomized(unet_model.build_unet((64, 64, 1), (4, 8, 8, 8, 8, 8)), seed=6)
     x = patches(2, (64, 64, 1), seed=7)
     reference = np.asarray(unet_model.mask_model(model).predict_on_batch(x))
-    predict = inference.mask_predictor(model, params)
-    np.testing.assert_allclose(predict(x), reference, rtol=1e-5, atol=2e-6)
-    low = inference.mask_predictor(model, params, "bfloat16")
-    assert low is not predict and inference.mask_predictor(model, params, "bfloat16") is low
-    assert 0 < np.abs(low(x) - reference).max() < 1e-2
-    with pytest.raises(ValueError, match="precision"):
-        inference.mask_predictor(model, params, "int8")
+    separator = inference.Separator(model, params)
+    assert separator.precision == "float32"
+    np.testing.assert_allclose(separator.predict(x), reference, rtol=1e-5, atol=2e-6)
+    low = inference.Separator(model, params, precision="bfloat16")
+    assert low.precision == "bfloat16" and 0 < np.abs(low.predict(x) - reference).max() < 1e-2
 
     import keras  # a model with a mask layer but not build_unet's layout runs as it is
 
@@ -115,28 +114,69 @@ def test_mask_predictor_runs_the_inference_model_and_keeps_other_models_working(
     mask = keras.layers.Activation("sigmoid", name="mask")(keras.layers.Conv2D(1, 3, padding="same")(inputs))
     other = keras.Model(inputs, keras.layers.Multiply(name="vocals")([mask, inputs]))
     expected = np.asarray(keras.Model(inputs, mask).predict_on_batch(x))
-    np.testing.assert_allclose(inference.mask_predictor(other, params)(x), expected, rtol=1e-6)
-    with pytest.raises(UserError, match="not a U-Net from unet_model.build_unet.*only run in float32"):
-        inference.mask_predictor(other, params, "bfloat16")  # said, rather than silently ignored
-    np.testing.assert_allclose(inference.mask_predictor(other, params, "auto")(x), expected, rtol=1e-6)
+    np.testing.assert_allclose(inference.Separator(other, params).predict(x), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="not a U-Net from unet_model.build_unet.*float32 only"):
+        inference.Separator(other, params, precision="bfloat16")  # said, rather than silently ignored
+    np.testing.assert_allclose(inference.Separator(other, params, precision="auto").predict(x), expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("fast", [True, False])
 def test_auto_precision_follows_the_cpu(monkeypatch, fast):
-    """"auto" (the command line's default) is bfloat16 exactly where unet_model says it is fast."""
-    monkeypatch.setattr(unet_model, "bfloat16_is_fast", lambda: fast)
+    """"auto" (the command line's default) is bfloat16 exactly where unet_fast says it is fast."""
+    monkeypatch.setattr(unet_fast, "bfloat16_is_fast", lambda: fast)
     params = AudioParams(n_bins=64, patch_frames=64)
     model = randomized(unet_model.build_unet((64, 64, 1), (4, 8, 8, 8, 8, 8)), seed=10)
     x = patches(2, (64, 64, 1), seed=11)
-    expected = inference.mask_predictor(model, params, "bfloat16" if fast else "float32")(x)
-    np.testing.assert_array_equal(inference.mask_predictor(model, params, "auto")(x), expected)
+    expected = inference.Separator(model, params, precision="bfloat16" if fast else "float32").predict(x)
+    np.testing.assert_array_equal(inference.Separator(model, params, precision="auto").predict(x), expected)
+
+
+def test_an_edited_network_falls_back_to_the_readable_model_with_a_warning(monkeypatch):
+    """A student changes build_unet (here: the decoder's ReLU becomes a tanh). The fast path,
+    which still computes the paper's network, disagrees with it on the check patch: the
+    student's network is served, and a warning says why it is slower."""
+    import keras
+
+    original = keras.layers.ReLU
+    monkeypatch.setattr(keras.layers, "ReLU", lambda name: keras.layers.Activation("tanh", name=name))
+    edited = randomized(unet_model.build_unet((64, 64, 1), (4, 8, 8, 8, 8, 8)), seed=14)
+    monkeypatch.setattr(keras.layers, "ReLU", original)
+    x = patches(2, (64, 64, 1), seed=15)
+    reference = np.asarray(unet_model.mask_model(edited).predict_on_batch(x))
+    with pytest.warns(UserWarning, match="does not reproduce.*mask_model"):
+        served = unet_fast.inference_mask_model(edited)
+    np.testing.assert_allclose(np.asarray(served.predict_on_batch(x)), reference, rtol=1e-6)
+    assert unet_fast.inference_mask_model(edited, check=False).get_layer("mask").__class__ is unet_fast.InferenceMask
+
+
+def test_perturbed_weights_are_still_followed_and_a_wrong_fold_is_caught(monkeypatch):
+    """Weights are read afresh from the model (edited ones are followed); a fast path that folds
+    them wrongly is caught by the check instead of serving another mask."""
+    model = randomized(unet_model.build_unet((64, 64, 1), (4, 8, 8, 8, 8, 8)), seed=16)
+    conv = model.get_layer("decoder2_deconv")
+    kernel, bias = conv.get_weights()
+    conv.set_weights([kernel * 3.0, bias + 0.5])
+    x = patches(2, (64, 64, 1), seed=17)
+    reference = np.asarray(unet_model.mask_model(model).predict_on_batch(x))
+    np.testing.assert_allclose(np.asarray(unet_fast.inference_mask_model(model).predict_on_batch(x)), reference,
+                               rtol=1e-5, atol=2e-6)
+    load = unet_fast.InferenceMask.load_folded
+
+    def wrong_fold(self, source):
+        load(self, source)
+        self.biases[-1].assign(self.biases[-1] + 1.0)  # the mask layer's bias off by one
+
+    monkeypatch.setattr(unet_fast.InferenceMask, "load_folded", wrong_fold)
+    with pytest.warns(UserWarning, match="differs from unet_model.mask_model"):
+        served = unet_fast.inference_mask_model(model)
+    np.testing.assert_allclose(np.asarray(served.predict_on_batch(x)), reference, rtol=1e-6)
 
 
 def test_bfloat16_is_fast_reads_the_cpu_flags(monkeypatch):
     flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    assert unet_model.bfloat16_is_fast() == any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+    assert unet_fast.bfloat16_is_fast() == any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # emulated bfloat16: never chosen
-    assert not unet_model.bfloat16_is_fast()
+    assert not unet_fast.bfloat16_is_fast()
 
 
 def test_cli_bfloat16_separates_like_float32(tmp_path):
@@ -190,6 +230,7 @@ import sys
 import numpy as np
 import keras
 sys.path.insert(0, sys.argv[1])
+import unet_fast
 import unet_model
 
 assert keras.backend.backend() == "torch", keras.backend.backend()
@@ -197,9 +238,9 @@ model = keras.saving.load_model(sys.argv[2])
 x = np.load(sys.argv[3])
 reference = keras.ops.convert_to_numpy(unet_model.mask_model(model)(x, training=False))
 for precision, tolerance in (("float32", 2e-6), ("bfloat16", 1e-2)):
-    fast = np.asarray(unet_model.inference_mask_model(model, precision).predict_on_batch(x))
+    fast = np.asarray(unet_fast.inference_mask_model(model, precision).predict_on_batch(x))
     assert np.abs(fast - reference).max() < tolerance, (precision, np.abs(fast - reference).max())
-assert not unet_model.bfloat16_is_fast()  # TensorFlow's oneDNN only
+assert not unet_fast.bfloat16_is_fast()  # TensorFlow's oneDNN only
 print("ok")
 """
 

@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 
 import synth
-from audio import UserError
+from cli import UserError
 
 SR = 44100
 SECONDS = 6.0

@@ -15,7 +15,8 @@ import compare_frameworks  # noqa: E402
 import convert_weights  # noqa: E402
 import unet_model  # noqa: E402
 import unet_torch  # noqa: E402
-from audio import AudioParams, UserError, save_audio  # noqa: E402
+from audio import AudioParams, save_audio  # noqa: E402
+from cli import UserError  # noqa: E402
 
 TINY_FILTERS = (4, 8, 8, 8, 8, 8)
 TINY_SHAPE = (64, 64, 1)  # depth 6 needs both axes divisible by 2**6

@@ -16,7 +16,8 @@ import pytest
 import data_generator
 import train
 import unet_model
-from audio import AudioParams, UserError, save_audio
+from audio import AudioParams, save_audio
+from cli import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 SR = 8192

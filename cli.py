@@ -1,0 +1,113 @@
+"""What every script shares: the one-line error, and files that are never half-written.
+
+* :class:`UserError` is an error the user can fix (a bad path, a refused option); a script's
+  ``main`` raises it and :func:`run_cli` prints it as one line and exits with status 2.
+  Library functions raise ``ValueError`` for values out of their range instead; the command
+  lines check their options' bounds with argparse types (:func:`bounded`) before any work.
+* :func:`atomic_output` and :func:`atomic_write_text` write through a temporary file beside the
+  target and rename it into place, so a file is complete or absent, whatever kills the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+class UserError(Exception):
+    """An error the user can fix. Scripts print it as one line and exit with status 2."""
+
+
+def run_cli(main, argv=None) -> int:
+    """Run a script's ``main(argv)``: a :class:`UserError` becomes one line on stderr and exit 2."""
+    try:
+        return main(argv) or 0
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def first_line(err: Exception) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def bounded(kind=float, low=None, high=None, *, low_open: bool = False, high_open: bool = False):
+    """An argparse ``type`` converting to ``kind`` and refusing values outside [low, high].
+
+    ``low_open``/``high_open`` exclude the bound itself. argparse turns the refusal into one
+    line naming the option, and exit status 2, before the script does any work.
+    """
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high:
+            left = "(" if low_open else "["
+            right = ")" if high_open else "]"
+            raise argparse.ArgumentTypeError(
+                f"{text} is out of range: must be in {left}{'-inf' if low is None else low}, "
+                f"{'inf' if high is None else high}{right}")
+        return value
+
+    convert.__name__ = kind.__name__  # argparse names the type in its messages
+    return convert
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write a text file through a temporary file and a rename: never half-written."""
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+class atomic_output:
+    """Context manager yielding a temporary path beside ``path``, renamed onto it on success.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+    """
+
+    def __init__(self, path, suffix: str | None = None):
+        self.path = Path(path)
+        self.suffix = self.path.suffix if suffix is None else suffix
+
+    def __enter__(self) -> Path:
+        directory = self.path.parent
+        if not directory.is_dir():
+            raise UserError(f"{directory}: output folder does not exist")
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part" + self.suffix, dir=directory)
+        except PermissionError:
+            raise UserError(f"{directory}: output folder is not writable") from None
+        except OSError as err:
+            raise UserError(f"{directory}: cannot write there ({err.strerror})") from None
+        os.close(fd)
+        self.tmp = Path(name)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                # mkstemp makes the file private (0600); give it the mode a plain open() would
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(self.tmp, 0o666 & ~umask)
+                os.replace(self.tmp, self.path)
+            except OSError as err:
+                self.tmp.unlink(missing_ok=True)
+                raise UserError(f"{self.path}: cannot write ({err.strerror})") from None
+        else:
+            self.tmp.unlink(missing_ok=True)
+        return False
