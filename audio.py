@@ -319,7 +319,7 @@ def stft(audio: np.ndarray, params: AudioParams = DEFAULT_PARAMS, n_fft: int | N
     override the parameters (full-band inference uses the same frame duration at another rate).
 
     Written on ``scipy.fft`` rather than calling librosa because librosa's first STFT imports
-    numba and scipy.signal: 1.8 s of the command line's start-up (benchmarks/RESULTS.md).
+    numba and scipy.signal, most of the command line's start-up (benchmarks/RESULTS.md).
     """
     import scipy.fft  # already loaded by Keras; its rfft is 2-5x numpy's over a batch of frames
 
@@ -331,7 +331,7 @@ def stft(audio: np.ndarray, params: AudioParams = DEFAULT_PARAMS, n_fft: int | N
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[..., ::hop, :]  # ([ch,] frames, n_fft)
     window = _hann(n_fft)
     spec = np.empty(frames.shape[:-1] + (n_fft // 2 + 1,), dtype=np.complex64)
-    for start in range(0, frames.shape[-2], FFT_BLOCK):  # blocks that stay in cache: 1.5x faster
+    for start in range(0, frames.shape[-2], FFT_BLOCK):  # blocks that stay in the CPU's cache are faster
         block = slice(start, start + FFT_BLOCK)
         spec[..., block, :] = scipy.fft.rfft(frames[..., block, :] * window, axis=-1)
     return spec.T  # (bins, frames[, ch]), a view

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+import datasets
 from audio import AudioParams, DEFAULT_PARAMS
 from cli import UserError, run_cli
 
@@ -52,11 +53,11 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--unsafe-pickle", action="store_true",
                         help="allow a --torch checkpoint that is a whole pickled module (runs code from the file)")
     parser.add_argument("songs", nargs="*", help="audio files to separate (no scores: no references)")
-    parser.add_argument("--dataset", choices=("stems", "musdb", "musdb-hq", "mir1k"),
+    parser.add_argument("--dataset", choices=datasets.DATASETS,
                         help="separate and score the tracks of a dataset (see datasets.py)")
     parser.add_argument("--root", help="the dataset's folder")
     parser.add_argument("--split", help="the dataset split (e.g. test)")
-    parser.add_argument("--unit", choices=("track", "clip"), default="track",
+    parser.add_argument("--unit", choices=datasets.UNITS, default="track",
                         help="MIR-1K: whole songs (track, default) or single clips")
     parser.add_argument("--limit", type=int, help="only the first N tracks")
     parser.add_argument("--v4", action="store_true", help="also score with BSS Eval v4 (museval; slower)")
@@ -89,8 +90,8 @@ def main(argv=None) -> int:
     else:
         params = AudioParams.load(args.params) if args.params else DEFAULT_PARAMS
         state_dict = convert_weights.load_torch_checkpoint(args.torch, args.unsafe_pickle)
-        model = convert_weights.torch_to_keras(state_dict, (params.n_bins, params.patch_frames, 1), args.skip_first,
-                                               name=args.torch)
+        model = convert_weights.torch_to_keras(state_dict, (params.n_bins, params.patch_frames, 1),
+                                               skip_first=args.skip_first, name=args.torch)
         module = unet_torch.unet_from_state_dict(state_dict, skip_first=args.skip_first)
         module.load_state_dict(state_dict, strict=False)  # checked by torch_to_keras; num_batches_tracked optional
     module.eval()

@@ -236,7 +236,7 @@ def keras_to_torch(model, skip_first: bool = False):
 
 
 def torch_to_keras(source, input_shape: tuple[int, int, int] = (DEFAULT_PARAMS.n_bins, DEFAULT_PARAMS.patch_frames, 1),
-                   skip_first: bool | None = None, leaky_slope: float | None = None, name: str = "checkpoint"):
+                   *, skip_first: bool | None = None, leaky_slope: float | None = None, name: str = "checkpoint"):
     """A Keras U-Net (``unet_model.build_unet``) with the weights of a PyTorch U-Net.
 
     ``source`` is a ``unet_torch.UNet`` (its settings are used) or a state_dict of that layout
@@ -450,8 +450,8 @@ def _torch2keras(source: Path, output: Path, args) -> int:
         AudioParams.load(params_path).check_same(
             params, str(params_path), "write the model to another folder or pass that file with --params")
     state_dict = load_torch_checkpoint(source, args.unsafe_pickle)
-    model = torch_to_keras(state_dict, (params.n_bins, params.patch_frames, 1), args.skip_first, args.leaky_slope,
-                           name=str(source))
+    model = torch_to_keras(state_dict, (params.n_bins, params.patch_frames, 1), skip_first=args.skip_first,
+                           leaky_slope=args.leaky_slope, name=str(source))
     _warn_same_padding(model)
     with atomic_output(output) as tmp:
         model.save(tmp)

@@ -10,7 +10,8 @@ Usage::
 ``prepare`` reads each track (datasets.py), folds it to mono by averaging the channels
 (:func:`audio.to_mono`), resamples it to 8192 Hz (soxr), and stores the STFT magnitudes of the
 mixture, the vocals and the accompaniment over the model's 512 bins (:func:`audio.magnitude`).
-``train.py`` then reads batches through :class:`DataGenerator`::
+``train.py`` then reads batches through ``keras_data.DataGenerator`` (this module's
+:class:`PatchSampler` as a ``keras.utils.PyDataset``)::
 
     cache = Cache("cache/mir1k")
     train = DataGenerator(cache, tracks=cache.names(split="train"), batch_size=16, remix=True, workers=2)
@@ -375,10 +376,11 @@ def time_stretch(source: np.ndarray, ratios, frames: int) -> np.ndarray:
 
 
 class PatchSampler:
-    """Batches of ``(mixture, vocals)`` magnitude patches from a :class:`Cache`; the logic of :class:`DataGenerator`.
+    """Batches of ``(mixture, vocals)`` magnitude patches from a :class:`Cache`; the logic of ``DataGenerator``.
 
-    ``DataGenerator`` is this class mixed into ``keras.utils.PyDataset`` (defined on first use,
-    so importing this module does not import Keras); ``PatchSampler`` itself needs only numpy.
+    ``keras_data.DataGenerator`` is this class mixed into ``keras.utils.PyDataset`` (in a module
+    of its own, so that importing this one does not import Keras); ``PatchSampler`` itself needs
+    only numpy.
 
     Arguments: ``cache`` (a :class:`Cache` or its path); ``tracks``, names of the tracks to draw
     from (default all); ``batch_size``; ``mode``, ``"train"`` or ``"validation"``;
@@ -427,8 +429,8 @@ class PatchSampler:
       what moves past the last bin). Everything moves with the pitch: the partials, but also the
       formants (the spectral envelope), and each partial's peak is widened or narrowed by ``r``;
       this is not a formant-preserving shift, so large values make unnatural, "chipmunk" or
-      "giant" voices. With ``tempo`` it cost 3 dB of vocal GNSDR on MIR-1K in this project's
-      ablation (``pretrained/README.md``).
+      "giant" voices. With ``tempo`` it hurt on MIR-1K in this project's ablation (figures in
+      ``pretrained/README.md``).
     - ``tempo`` (a fraction below 1): every patch's vocals are time-stretched by a random factor
       ``r`` uniform in [1 - tempo, 1 + tempo] (:func:`time_stretch`): the frames from the
       patch's offset on are read, about ``patch_frames * r`` of them (zero past the track's end,
@@ -569,22 +571,6 @@ class PatchSampler:
             mixture *= keep
             vocals *= keep
         return mixture[..., None], vocals[..., None]
-
-
-def __getattr__(name):
-    # DataGenerator subclasses keras.utils.PyDataset; building it here on first use keeps
-    # `import data_generator` (and --help) free of the Keras/TensorFlow import.
-    if name == "DataGenerator":
-        import keras
-
-        cls = type("DataGenerator", (PatchSampler, keras.utils.PyDataset), {
-            "__module__": __name__,
-            "__doc__": "keras.utils.PyDataset of training patches; see PatchSampler for everything.\n\n"
-                       + PatchSampler.__doc__,
-        })
-        globals()["DataGenerator"] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------------------------

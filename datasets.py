@@ -134,7 +134,7 @@ def find_tracks(dataset: str, root, split: str | None = None, unit: str = "track
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise UserError(
-            f"{root}: track name(s) {', '.join(duplicates)} appear in several splits; pass --split to pick one"
+            f"{root}: track name(s) {', '.join(duplicates)} appear in several splits; choose one split"
         )
     return sorted(tracks, key=lambda t: t.name)
 

@@ -55,7 +55,7 @@ import numpy as np
 import audio
 import cli
 from audio import DEFAULT_PARAMS
-from cli import UserError
+from cli import UserError, bounded
 
 SOURCES = ("vocals", "accompaniment")
 #: Metrics of each family, in table order.
@@ -96,7 +96,7 @@ def metric_columns(families=FAMILIES) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def prepare(signal: np.ndarray, sr: int, settings: Settings, rate: int) -> np.ndarray:
+def to_evaluation_rate(signal: np.ndarray, sr: int, settings: Settings, rate: int) -> np.ndarray:
     """Bring ``(samples, channels)`` audio at ``sr`` to the evaluation ``rate`` and channels."""
     signal = np.asarray(signal, dtype=np.float32)
     if signal.ndim == 1:
@@ -109,7 +109,7 @@ def prepare(signal: np.ndarray, sr: int, settings: Settings, rate: int) -> np.nd
 def prepare_references(references: dict, sr: int, settings: Settings) -> tuple[dict, int]:
     """The mixture and sources of a track at the evaluation rate and channels, and that rate."""
     rate = settings.rate(sr)
-    return {k: prepare(references[k], sr, settings, rate) for k in ("mixture",) + SOURCES}, rate
+    return {k: to_evaluation_rate(references[k], sr, settings, rate) for k in ("mixture",) + SOURCES}, rate
 
 
 def score_track(references: dict, estimates: dict, sr: int, settings: Settings = DEFAULT_SETTINGS,
@@ -129,7 +129,7 @@ def score_methods(references: dict, methods: dict[str, dict], sr: int, settings:
     """Score several methods' estimates of one track, sharing the references' preparation and
     the mixture's SDR (computed once). ``methods`` maps a name to ``{"vocals", "accompaniment"}``."""
     refs, rate = prepare_references(references, sr, settings)
-    ests = {name: {s: prepare(e[s], estimates_sr or sr, settings, rate) for s in SOURCES} for name, e in methods.items()}
+    ests = {name: {s: to_evaluation_rate(e[s], estimates_sr or sr, settings, rate) for s in SOURCES} for name, e in methods.items()}
     return score_prepared(refs, ests, rate, settings)
 
 
@@ -444,7 +444,7 @@ def _load_estimate(path: Path, references_sr: int, settings: Settings, rate: int
     est, est_sr = audio.load_audio(path)
     if est_sr != references_sr:
         warnings.warn(f"{path}: {est_sr} Hz where the references are {references_sr} Hz; resampled", stacklevel=2)
-    return prepare(est, est_sr, settings, rate)
+    return to_evaluation_rate(est, est_sr, settings, rate)
 
 
 @contextlib.contextmanager
@@ -494,7 +494,7 @@ def run_jobs(jobs: list[Job], workers: int = 1, progress: bool = True) -> list[d
 
 
 def get_parser() -> argparse.ArgumentParser:
-    from datasets import DATASETS
+    from datasets import DATASETS, UNITS
 
     parser = argparse.ArgumentParser(
         description="Score separated vocals/accompaniment against references with BSS Eval v3 (mir_eval: "
@@ -509,7 +509,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default=None,
                         help="split to score (stems: a folder under --references; musdb: train, validation, test; "
                              "mir1k: test, validation, train, huang-test, huang-train)")
-    parser.add_argument("--unit", choices=("track", "clip"), default=None,
+    parser.add_argument("--unit", choices=UNITS, default=None,
                         help="mir1k: score clips (default for mir1k, the Huang et al. protocol) or whole songs")
     parser.add_argument("--name", default=None, help="method name of the estimates in the tables (default: the folder's name)")
     parser.add_argument("--baselines", nargs="*", default=None, metavar="NAME",
@@ -522,10 +522,10 @@ def get_parser() -> argparse.ArgumentParser:
                         help="keep the references' channels for v4 (default: fold to mono); v3 is always mono")
     parser.add_argument("--metrics", nargs="+", choices=FAMILIES, default=list(FAMILIES),
                         help="v3 (mir_eval bss_eval_sources), v4 (museval framewise), or both (default)")
-    parser.add_argument("--window", type=float, default=1.0, help="v4 frame length in seconds (default: %(default)s)")
-    parser.add_argument("--hop", type=float, default=1.0, help="v4 frame hop in seconds (default: %(default)s)")
-    parser.add_argument("--jobs", type=int, default=1, help="tracks scored in parallel processes (default: %(default)s)")
-    parser.add_argument("--limit", type=int, default=None, help="score only the first N tracks (by name), e.g. to time a run")
+    parser.add_argument("--window", type=bounded(float, 0, low_open=True), default=1.0, help="v4 frame length in seconds (default: %(default)s)")
+    parser.add_argument("--hop", type=bounded(float, 0, low_open=True), default=1.0, help="v4 frame hop in seconds (default: %(default)s)")
+    parser.add_argument("--jobs", type=bounded(int, 1), default=1, help="tracks scored in parallel processes (default: %(default)s)")
+    parser.add_argument("--limit", type=bounded(int, 1), default=None, help="score only the first N tracks (by name), e.g. to time a run")
     parser.add_argument("--no-plots", action="store_true", help="skip the box plots")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -541,10 +541,6 @@ def _settings_from(args) -> Settings:
             sr = 0
         if sr <= 0:
             raise UserError(f"--sr {args.sr}: give a rate in Hz (e.g. 8192) or 'native'")
-    if args.window <= 0 or args.hop <= 0:
-        raise UserError(f"--window {args.window} / --hop {args.hop}: must be positive seconds (e.g. 1.0)")
-    if args.jobs < 1:
-        raise UserError(f"--jobs {args.jobs}: must be at least 1")
     return Settings(sr=sr, stereo=args.stereo, window=args.window, hop=args.hop,
                     families=tuple(f for f in FAMILIES if f in args.metrics))
 
@@ -568,8 +564,6 @@ def main(argv=None) -> int:
     unit = args.unit or ("clip" if args.dataset == "mir1k" else "track")
     tracks = datasets.find_tracks(args.dataset, args.references, split=args.split, unit=unit)
     if args.limit is not None:
-        if args.limit < 1:
-            raise UserError(f"--limit {args.limit}: must be at least 1")
         tracks = tracks[: args.limit]
     notes = check_estimates(args.estimates, [t.name for t in tracks]) if args.estimates is not None else []
     try:

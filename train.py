@@ -13,7 +13,7 @@ limit; the same command continues it later.
 
 Run folder (``--run-dir``)::
 
-    config.json         the training configuration; a rerun with another one is refused
+    config.json         the training configuration (:class:`TrainConfig`); a rerun with another one is refused
     audio_params.json   the cache's audio parameters (read back by unet_model.load_model)
     best.keras          the model with the lowest validation loss (training loss without validation)
     last.keras          the model after the last completed epoch
@@ -22,9 +22,9 @@ Run folder (``--run-dir``)::
     logs/               TensorBoard logs (tensorboard --logdir runs)
     backup/             the resume point: state.json and the weights + optimizer of the last epoch
 
-Every file is written to a temporary file and renamed into place, so a run killed at any moment
-(SIGKILL, power loss) leaves the previous version of each file intact, and running the same
-command again resumes after the last completed epoch. An epoch with a NaN or infinite loss stops
+Every file is written to a temporary file and renamed into place (callbacks.py), so a run
+killed at any moment (SIGKILL, power loss) leaves the previous version of each file intact, and
+running the same command again resumes after the last completed epoch. An epoch with a NaN or infinite loss stops
 the run without writing any checkpoint, so the files keep the last good epoch.
 
 ``--distribute mirrored`` trains on all GPUs of the machine (all CPU devices when there is no
@@ -40,18 +40,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import functools
+import dataclasses
 import importlib.util
 import json
 import math
 import sys
-import time
-import types
 from pathlib import Path
 
-from audio import AudioParams
-from cli import UserError, atomic_output, atomic_write_text, run_cli
-from unet_model import FILTERS, PARAMS_FILE
+from audio import PARAMS_FILE, AudioParams
+from cli import UserError, atomic_output, atomic_write_text, bounded, run_cli
+from data_generator import MAX_PITCH
+from unet_model import FILTERS
 
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
@@ -61,12 +60,120 @@ LAST_FILE = "last.keras"
 BACKUP_DIR = "backup"
 STATE_FILE = "state.json"
 LOSSES = {"mse": "mean_squared_error", "l1": "mean_absolute_error"}
-#: Settings that may change when a run is resumed: how long and on what hardware it trains,
-#: and where the cache lies; everything else must match the run folder's config.json.
-RUNTIME_KEYS = ("epochs", "max_minutes", "jit_compile", "distribute", "workers", "cache", "verbose")
-#: Settings added after runs were already made, with the value that a config.json without them
-#: was trained with: such a run resumes, and refuses another value like any other setting.
-ADDED_KEYS = {"pitch": 0.0, "tempo": 0.0}
+
+
+def option(default, help: str, *, resume: bool = False, **argparse_kwargs):
+    """A :class:`TrainConfig` field that is also a command-line option ``--field-name``.
+
+    ``help`` is its ``--help`` text; ``argparse_kwargs`` (``type``, ``choices``, ``action``...)
+    go to ``add_argument``, so bounds are checked by argparse at the command line's edge.
+    ``resume=True`` marks a setting that may change when a run is resumed (how long and on
+    what hardware it trains); every other one must match the run folder's config.json.
+    """
+    return dataclasses.field(default=default, metadata={"help": help, "resume": resume, "argparse": argparse_kwargs})
+
+
+def filter_list(text: str) -> tuple[int, ...]:
+    """``--filters``: comma-separated positive integers."""
+    try:
+        filters = tuple(int(f) for f in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated integers, e.g. 16,32,64") from None
+    if min(filters) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give one or more positive integers")
+    return filters
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The settings of a training run, saved as ``config.json`` in the run folder.
+
+    Each field is declared once, here: its default, its ``--help`` and its bounds (argparse
+    types) in :func:`option`; :func:`get_parser` makes the command line from the fields. To add
+    an option, add a field whose default is what training did before the option existed: a
+    config.json written without the field is read with that default (:meth:`load`), so older
+    runs resume. ``train_tracks`` and ``validation_tracks`` are not options: train.py fills
+    them in from the cache (:func:`split_tracks`).
+    """
+
+    cache: str = option(None, "cache folder written by data_generator.py prepare", resume=True, required=True)
+    split: str = option("train", "cache split to train on")
+    validation_split: float = option(0.1, "fraction of the training tracks held out for validation (0 for none)",
+                                     type=bounded(float, 0, 1, high_open=True))
+    validation_from: str | None = option(
+        None, "validate on this cache split instead of holding out tracks (e.g. MIR-1K's singer-disjoint "
+        "'validation' split, prepared into the same cache)", metavar="SPLIT")
+    filters: tuple[int, ...] = option(FILTERS, "encoder filters, comma-separated", type=filter_list)
+    kernel_size: int = option(5, "convolution kernel size (odd)", type=bounded(int, 3))
+    dropout: float = option(0.5, "dropout of the first three decoder layers", type=bounded(float, 0, 1, high_open=True))
+    loss: str = option("mse", "loss on mask x mixture against the vocals: mse or l1 (the paper's)", choices=sorted(LOSSES))
+    learning_rate: float = option(1e-4, "Adam learning rate", type=bounded(float, 0, low_open=True))
+    batch_size: int = option(64, "global batch size (64 as the PyTorch original; the Keras coursework used 16)",
+                             type=bounded(int, 1))
+    steps_per_epoch: int | None = option(None, "batches per epoch (default: as many as the cache's patches fill)",
+                                         type=bounded(int, 1))
+    validation_steps: int | None = option(None, "validation batches per epoch (default: the whole validation set)",
+                                          type=bounded(int, 1))
+    patience: int = option(10, "epochs without improvement before early stopping", type=bounded(int, 1))
+    lr_patience: int = option(4, "epochs without improvement before halving the learning rate", type=bounded(int, 1))
+    remix: bool = option(False, "augment by remixing vocals with other tracks' accompaniment", action="store_true")
+    gain: bool = option(False, "augment with random vocals/accompaniment gains", action="store_true")
+    pitch: float = option(
+        0.0, f"augment by shifting each patch's vocals in pitch by a random amount within +-SEMITONES (at most "
+        f"{MAX_PITCH:g}; formants move too), remixed with the accompaniment (0: off; it hurt on MIR-1K, see "
+        "pretrained/README.md)", type=bounded(float, 0, MAX_PITCH), metavar="SEMITONES")
+    tempo: float = option(0.0, "augment by time-stretching each patch's vocals by a random factor within "
+                          "1 +- FRACTION (below 1), remixed with the accompaniment (0: off)",
+                          type=bounded(float, 0, 1, high_open=True), metavar="FRACTION")
+    input_dropout: float = option(0.0, "zero this fraction of input cells, as the Keras coursework",
+                                  type=bounded(float, 0, 1, high_open=True))
+    seed: int = option(0, "seed of the data order and initial weights", type=int)
+    epochs: int = option(100, "total number of epochs", resume=True, type=bounded(int, 1))
+    max_minutes: float | None = option(
+        None, "stop after the first epoch that ends past this many minutes; the same command continues the run later",
+        resume=True, type=bounded(float, 0, low_open=True))
+    jit_compile: bool | None = option(None, "compile train steps with XLA (default: Keras' choice, on for GPUs only)",
+                                      resume=True, action=argparse.BooleanOptionalAction)
+    distribute: str = option("none", "tf.distribute strategy: mirrored (GPUs of this machine) or multiworker "
+                             "(TF_CONFIG)", resume=True, choices=("none", "mirrored", "multiworker"))
+    workers: int = option(1, "data loading threads", resume=True, type=bounded(int, 1))
+    verbose: int = option(2, "Keras progress output: 0 none, 1 progress bar, 2 one line per epoch", resume=True,
+                          type=int, choices=(0, 1, 2))
+    train_tracks: tuple[str, ...] = ()
+    validation_tracks: tuple[str, ...] = ()
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "TrainConfig":
+        """The configuration of a command line (the cache as an absolute path)."""
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name in vars(args)}
+        return cls(**dict(values, cache=str(Path(args.cache).resolve())))
+
+    def to_dict(self) -> dict:
+        return {key: list(value) if isinstance(value, tuple) else value
+                for key, value in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def load(cls, path) -> "TrainConfig":
+        """Read config.json; a setting it lacks (a run made before the option existed) takes its default."""
+        try:
+            data = json.loads(Path(path).read_text())
+            fields = {f.name: f for f in dataclasses.fields(cls)}
+            unknown = sorted(set(data) - set(fields))
+            if unknown:
+                raise ValueError(f"unknown settings {', '.join(unknown)}")
+            return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
+        except (OSError, ValueError, TypeError, AttributeError) as err:
+            raise UserError(f"{path}: unreadable ({err}); give a new --run-dir") from None
+
+    def differences(self, other: "TrainConfig") -> list[str]:
+        """``"name: theirs -> ours"`` for each setting that must not change on resume but does."""
+        return [f"{f.name}: {_shown(getattr(other, f.name))} -> {_shown(getattr(self, f.name))}"
+                for f in dataclasses.fields(self)
+                if not f.metadata.get("resume") and getattr(self, f.name) != getattr(other, f.name)]
+
+
+def _shown(value):
+    return repr(list(value) if isinstance(value, tuple) else value)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -74,105 +181,38 @@ def get_parser() -> argparse.ArgumentParser:
         description="Train the singing-voice U-Net on a cache made by data_generator.py prepare. "
         "Running the same command again resumes an interrupted run.",
     )
-    parser.add_argument("--cache", required=True, help="cache folder written by data_generator.py prepare")
     parser.add_argument("--run-dir", required=True, help="run folder (created); e.g. runs/NAME")
-    parser.add_argument("--epochs", type=int, default=100, help="total number of epochs (default 100)")
-    parser.add_argument("--steps-per-epoch", type=int, default=None,
-                        help="batches per epoch (default: as many as the cache's patches fill)")
-    parser.add_argument("--validation-steps", type=int, default=None,
-                        help="validation batches per epoch (default: the whole validation set)")
-    parser.add_argument("--batch-size", type=int, default=64,
-                        help="global batch size (default 64, as the PyTorch original; the Keras coursework used 16)")
-    parser.add_argument("--learning-rate", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
-    parser.add_argument("--loss", choices=sorted(LOSSES), default="mse",
-                        help="loss on mask x mixture against the vocals: mse (default) or l1 (the paper's)")
-    parser.add_argument("--split", default="train", help="cache split to train on (default train)")
-    parser.add_argument("--validation-split", type=float, default=0.1,
-                        help="fraction of the training tracks held out for validation (default 0.1; 0 for none)")
-    parser.add_argument("--validation-from", metavar="SPLIT", default=None,
-                        help="validate on this cache split instead of holding out tracks (e.g. MIR-1K's "
-                        "singer-disjoint 'validation' split, prepared into the same cache)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data order and initial weights (default 0)")
-    parser.add_argument("--filters", default=",".join(map(str, FILTERS)),
-                        help="encoder filters, comma-separated (default %(default)s)")
-    parser.add_argument("--kernel-size", type=int, default=5, help="convolution kernel size (default 5)")
-    parser.add_argument("--dropout", type=float, default=0.5,
-                        help="dropout of the first three decoder layers (default 0.5)")
-    parser.add_argument("--max-minutes", type=float, default=None,
-                        help="stop after the first epoch that ends past this many minutes; the same command "
-                        "continues the run later")
-    parser.add_argument("--patience", type=int, default=10,
-                        help="epochs without improvement before early stopping (default 10)")
-    parser.add_argument("--lr-patience", type=int, default=4,
-                        help="epochs without improvement before halving the learning rate (default 4)")
-    parser.add_argument("--remix", action="store_true",
-                        help="augment by remixing vocals with other tracks' accompaniment")
-    parser.add_argument("--gain", action="store_true", help="augment with random vocals/accompaniment gains")
-    parser.add_argument("--pitch", type=float, default=0.0, metavar="SEMITONES",
-                        help="augment by shifting each patch's vocals in pitch by a random amount within "
-                        "+-SEMITONES (at most 12; formants move too), remixed with the accompaniment (default 0: off; "
-                        "it hurt on MIR-1K, see pretrained/README.md)")
-    parser.add_argument("--tempo", type=float, default=0.0, metavar="FRACTION",
-                        help="augment by time-stretching each patch's vocals by a random factor within "
-                        "1 +- FRACTION (below 1), remixed with the accompaniment (default 0: off)")
-    parser.add_argument("--input-dropout", type=float, default=0.0,
-                        help="zero this fraction of input cells, as the Keras coursework (default 0)")
-    parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
-                        help="compile train steps with XLA (default: Keras' choice, on for GPUs only)")
-    parser.add_argument("--distribute", choices=("none", "mirrored", "multiworker"), default="none",
-                        help="tf.distribute strategy: mirrored (GPUs of this machine) or multiworker (TF_CONFIG)")
-    parser.add_argument("--workers", type=int, default=1, help="data loading threads (default 1)")
-    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2,
-                        help="Keras progress output: 0 none, 1 progress bar, 2 one line per epoch (default)")
+    for field in dataclasses.fields(TrainConfig):
+        if "help" not in field.metadata:  # filled in by train.py, not an option
+            continue
+        kwargs = dict(field.metadata["argparse"])
+        help = field.metadata["help"]
+        if field.default not in (None, False) and "default:" not in help:
+            shown = ",".join(map(str, field.default)) if isinstance(field.default, tuple) else field.default
+            help += f" (default {shown})"
+        if not kwargs.get("required"):
+            kwargs["default"] = field.default
+        parser.add_argument("--" + field.name.replace("_", "-"), help=help, **kwargs)
     return parser
 
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    filters = _check_args(args)
+    config = TrainConfig.from_args(args)
     cache = _open_cache(args.cache)
-    train_tracks, val_tracks = split_tracks(cache, args.split, args.validation_split, args.seed, args.validation_from)
+    train_tracks, val_tracks = split_tracks(cache, config.split, config.validation_split, config.seed,
+                                            config.validation_from)
+    config = dataclasses.replace(config, train_tracks=tuple(train_tracks), validation_tracks=tuple(val_tracks))
 
-    config = {
-        "cache": str(Path(args.cache).resolve()),
-        "split": args.split,
-        "train_tracks": train_tracks,
-        "validation_tracks": val_tracks,
-        "validation_split": args.validation_split,
-        "validation_from": args.validation_from,
-        "filters": list(filters),
-        "kernel_size": args.kernel_size,
-        "dropout": args.dropout,
-        "loss": args.loss,
-        "learning_rate": args.learning_rate,
-        "batch_size": args.batch_size,
-        "steps_per_epoch": args.steps_per_epoch,
-        "validation_steps": args.validation_steps,
-        "patience": args.patience,
-        "lr_patience": args.lr_patience,
-        "remix": args.remix,
-        "gain": args.gain,
-        "pitch": args.pitch,
-        "tempo": args.tempo,
-        "input_dropout": args.input_dropout,
-        "seed": args.seed,
-        "epochs": args.epochs,
-        "max_minutes": args.max_minutes,
-        "jit_compile": args.jit_compile,
-        "distribute": args.distribute,
-        "workers": args.workers,
-        "verbose": args.verbose,
-    }
-
-    depth = 2 ** len(filters)
+    depth = 2 ** len(config.filters)
     if cache.params.n_bins % depth or cache.params.patch_frames % depth:
-        raise UserError(f"--filters {args.filters}: {len(filters)} layers need patches divisible by {depth}, the "
-                        f"cache's are {cache.params.n_bins} x {cache.params.patch_frames}; use fewer filters")
+        raise UserError(f"--filters {','.join(map(str, config.filters))}: {len(config.filters)} layers need patches divisible by {depth}, "
+                        f"the cache's are {cache.params.n_bins} x {cache.params.patch_frames}; use fewer filters")
 
-    strategy = make_strategy(args.distribute)  # before any other TensorFlow call (multiworker needs it)
+    strategy = make_strategy(config.distribute)  # before any other TensorFlow call (multiworker needs it)
     replicas = strategy.num_replicas_in_sync if strategy else 1
-    if args.batch_size % replicas:
-        raise UserError(f"--batch-size {args.batch_size} does not divide over {replicas} replicas; "
+    if config.batch_size % replicas:
+        raise UserError(f"--batch-size {config.batch_size} does not divide over {replicas} replicas; "
                         f"use a multiple of {replicas}")
     run_dir = _worker_run_dir(Path(args.run_dir), strategy)
     state = prepare_run_dir(run_dir, config, cache.params)
@@ -180,41 +220,42 @@ def main(argv=None) -> int:
         print(f"{run_dir}: stopped early after epoch {state['epoch']}; nothing to do (best model: "
               f"{run_dir / BEST_FILE})")
         return 0
-    if state is not None and state["epoch"] >= args.epochs:
+    if state is not None and state["epoch"] >= config.epochs:
         print(f"{run_dir}: already trained for {state['epoch']} epochs; raise --epochs to train further")
         return 0
     done = state["epoch"] if state else 0
     _truncate_history(run_dir / HISTORY_FILE, done)
     if done:
-        print(f"{run_dir}: resuming after epoch {done} of {args.epochs}")
+        print(f"{run_dir}: resuming after epoch {done} of {config.epochs}")
 
     import keras
 
-    from data_generator import DataGenerator
+    from keras_data import DataGenerator
     from unet_model import build_unet
 
-    keras.utils.set_random_seed(args.seed)  # initial weights and dropout
-    loader = dict(batch_size=args.batch_size, seed=args.seed, workers=args.workers)
-    train_data = DataGenerator(cache, tracks=train_tracks, mode="train", steps_per_epoch=args.steps_per_epoch,
-                               remix=args.remix, gain=args.gain, input_dropout=args.input_dropout,
-                               pitch=args.pitch, tempo=args.tempo, **loader)
+    keras.utils.set_random_seed(config.seed)  # initial weights and dropout
+    loader = dict(batch_size=config.batch_size, seed=config.seed, workers=config.workers)
+    train_data = DataGenerator(cache, tracks=train_tracks, mode="train", steps_per_epoch=config.steps_per_epoch,
+                               remix=config.remix, gain=config.gain, input_dropout=config.input_dropout,
+                               pitch=config.pitch, tempo=config.tempo, **loader)
     val_data = None
     if val_tracks:
         val_data = DataGenerator(cache, tracks=val_tracks, mode="validation",
-                                 steps_per_epoch=args.validation_steps, **loader)
+                                 steps_per_epoch=config.validation_steps, **loader)
 
     with strategy.scope() if strategy else contextlib.nullcontext():
-        model = build_unet(input_shape=(cache.params.n_bins, cache.params.patch_frames, 1), filters=filters,
-                           kernel_size=args.kernel_size, dropout=args.dropout)
-        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=LOSSES[args.loss],
-                      jit_compile="auto" if args.jit_compile is None else args.jit_compile)
+        model = build_unet(input_shape=(cache.params.n_bins, cache.params.patch_frames, 1), filters=config.filters,
+                           kernel_size=config.kernel_size, dropout=config.dropout)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSSES[config.loss],
+                      jit_compile="auto" if config.jit_compile is None else config.jit_compile)
     print(f"training {model.count_params():,} parameters on {len(train_tracks)} tracks "
           f"({len(val_tracks)} for validation), {replicas} replica{'s' * (replicas > 1)}")
 
     monitor = "val_loss" if val_data is not None else "loss"
-    callbacks = make_callbacks(run_dir, monitor, args)
+    callbacks = make_callbacks(run_dir, monitor, config, state)
     backup = callbacks[-1]
-    model.fit(train_data, validation_data=val_data, epochs=args.epochs, callbacks=callbacks, verbose=args.verbose)
+    model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=done, callbacks=callbacks,
+              verbose=config.verbose)
 
     if backup.diverged is not None:
         raise UserError(
@@ -222,7 +263,7 @@ def main(argv=None) -> int:
             f"epoch {backup.epoch}. Check the cache for damaged data, or lower --learning-rate in a new --run-dir"
         )
     early = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)).stopped_epoch
-    if not early and backup.epoch < args.epochs:
+    if not early and backup.epoch < config.epochs:
         print(f"{run_dir}: stopped at the time limit after epoch {backup.epoch}; run the same command to continue")
         return 0
     backup.mark_finished("early stopping" if early else "completed")
@@ -231,37 +272,41 @@ def main(argv=None) -> int:
     return 0
 
 
-def _check_args(args) -> tuple[int, ...]:
-    """Check the numeric options against each other; return the filter list."""
-    try:
-        filters = tuple(int(f) for f in args.filters.split(","))
-    except ValueError:
-        raise UserError(f"--filters {args.filters!r}: give comma-separated integers, e.g. 16,32,64") from None
-    if not filters or min(filters) < 1:
-        raise UserError(f"--filters {args.filters!r}: give one or more positive integers")
-    for name in ("epochs", "batch_size", "kernel_size", "patience", "lr_patience", "workers"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    for name in ("steps_per_epoch", "validation_steps"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if not (args.learning_rate > 0 and math.isfinite(args.learning_rate)):
-        raise UserError(f"--learning-rate must be a positive number, got {args.learning_rate}")
-    if args.max_minutes is not None and not args.max_minutes > 0:
-        raise UserError(f"--max-minutes must be positive, got {args.max_minutes}")
-    if not 0 <= args.validation_split < 1:
-        raise UserError(f"--validation-split must be in [0, 1), got {args.validation_split}")
-    if not 0 <= args.input_dropout < 1:
-        raise UserError(f"--input-dropout must be in [0, 1), got {args.input_dropout}")
-    from data_generator import MAX_PITCH  # numpy only
+def make_callbacks(run_dir: Path, monitor: str, config: TrainConfig, state: dict | None) -> list:
+    """The training callbacks (callbacks.py, and Keras' own); the resume point comes last, so that
+    it saves the other callbacks' state after their end-of-epoch updates and restores it after
+    their start-of-training resets."""
+    import functools
 
-    if not 0 <= args.pitch <= MAX_PITCH:
-        raise UserError(f"--pitch must be in [0, {MAX_PITCH:g}] semitones, got {args.pitch}")
-    if not 0 <= args.tempo < 1:
-        raise UserError(f"--tempo must be in [0, 1) (a fraction of the tempo), got {args.tempo}")
-    if not 0 <= args.dropout < 1:
-        raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
-    return filters
+    import keras
+
+    from callbacks import AtomicBackup, AtomicCheckpoint, LossPlot, TimeLimit
+
+    reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=config.lr_patience,
+                                                  min_lr=1e-7, verbose=1)
+    early_stopping = keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience, verbose=1)
+    best = AtomicCheckpoint(run_dir / BEST_FILE, monitor=monitor, best_only=True)
+    if importlib.util.find_spec("tensorboard") is not None:
+        tensorboard = [keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"))]
+    else:  # TensorFlow does not depend on it; training does not need it
+        print("note: TensorBoard logs are off (pip install tensorboard to write them)")
+        tensorboard = []
+    return [
+        keras.callbacks.TerminateOnNaN(),
+        reduce_lr,
+        early_stopping,
+        best,
+        AtomicCheckpoint(run_dir / LAST_FILE),
+        keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
+        LossPlot(functools.partial(plot_history, run_dir / HISTORY_FILE, run_dir / PLOT_FILE)),
+        *tensorboard,
+        *([TimeLimit(config.max_minutes * 60)] if config.max_minutes else []),
+        AtomicBackup(run_dir / BACKUP_DIR / STATE_FILE, {
+            "reduce_lr": (reduce_lr, ("best", "wait", "cooldown_counter")),
+            "early_stopping": (early_stopping, ("best", "wait", "best_epoch")),
+            "best_checkpoint": (best, ("best",)),
+        }, state),
+    ]
 
 
 def _open_cache(path):
@@ -308,7 +353,7 @@ def split_tracks(cache, split: str, validation_split: float, seed: int,
     return [n for n in names if n not in val], sorted(val)
 
 
-def prepare_run_dir(run_dir: Path, config: dict, params: AudioParams) -> dict | None:
+def prepare_run_dir(run_dir: Path, config: TrainConfig, params: AudioParams) -> dict | None:
     """Create the run folder, or check that an existing one was made by the same configuration.
 
     Returns the saved training state (``backup/state.json``) of an earlier run, or None when
@@ -322,13 +367,7 @@ def prepare_run_dir(run_dir: Path, config: dict, params: AudioParams) -> dict | 
         raise UserError(f"--run-dir {run_dir}: not empty and has no {CONFIG_FILE}, so it is not a run of "
                         "train.py; give a new folder")
     if config_path.is_file():
-        try:
-            old = json.loads(config_path.read_text())
-        except (OSError, ValueError) as err:
-            raise UserError(f"{config_path}: unreadable ({err}); give a new --run-dir") from None
-        old = {**ADDED_KEYS, **old}
-        diffs = [f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in sorted(set(old) | set(config))
-                 if k not in RUNTIME_KEYS and old.get(k) != config.get(k)]
+        diffs = config.differences(TrainConfig.load(config_path))
         if diffs:
             shown = "; ".join(d if len(d) < 160 else d[:157] + "..." for d in diffs)
             raise UserError(f"--run-dir {run_dir}: made by another configuration ({shown}); "
@@ -341,7 +380,7 @@ def prepare_run_dir(run_dir: Path, config: dict, params: AudioParams) -> dict | 
         raise UserError(f"--run-dir {run_dir}: cannot create ({err.strerror})") from None
     _remove_partial_files(run_dir)
     params.save(run_dir / PARAMS_FILE)
-    atomic_write_text(config_path, json.dumps(config, indent=2) + "\n")
+    atomic_write_text(config_path, json.dumps(config.to_dict(), indent=2) + "\n")
     return read_state(run_dir / BACKUP_DIR)
 
 
@@ -416,42 +455,8 @@ def plot_history(history_path, png_path) -> None:
         fig.savefig(tmp, format="png", dpi=100)
 
 
-def make_callbacks(run_dir: Path, monitor: str, args) -> list:
-    """The training callbacks; the resume point (AtomicBackupAndRestore) comes last, so that it
-    saves the other callbacks' state after their end-of-epoch updates and restores it after
-    their start-of-training resets."""
-    import keras
-
-    classes = callback_classes()
-    reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=args.lr_patience,
-                                                  min_lr=1e-7, verbose=1)
-    early_stopping = keras.callbacks.EarlyStopping(monitor=monitor, patience=args.patience, verbose=1)
-    best = classes.AtomicModelCheckpoint(run_dir / BEST_FILE, monitor=monitor, save_best_only=True)
-    if importlib.util.find_spec("tensorboard") is not None:
-        tensorboard = [keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"))]
-    else:  # TensorFlow does not depend on it; training does not need it
-        print("note: TensorBoard logs are off (pip install tensorboard to write them)")
-        tensorboard = []
-    return [
-        keras.callbacks.TerminateOnNaN(),
-        reduce_lr,
-        early_stopping,
-        best,
-        classes.AtomicModelCheckpoint(run_dir / LAST_FILE),
-        keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
-        classes.LossPlot(run_dir / HISTORY_FILE, run_dir / PLOT_FILE),
-        *tensorboard,
-        *([classes.TimeLimit(args.max_minutes * 60)] if args.max_minutes else []),
-        classes.AtomicBackupAndRestore(run_dir / BACKUP_DIR, {
-            "reduce_lr": (reduce_lr, ("best", "wait", "cooldown_counter")),
-            "early_stopping": (early_stopping, ("best", "wait", "best_epoch")),
-            "best_checkpoint": (best, ("best",)),
-        }),
-    ]
-
-
 def read_state(backup_dir) -> dict | None:
-    """The resume point saved in ``backup_dir/state.json`` (see AtomicBackupAndRestore), or None."""
+    """The resume point saved in ``backup_dir/state.json`` (see callbacks.AtomicBackup), or None."""
     folder = Path(backup_dir)
     path = folder / STATE_FILE
     if not path.is_file():
@@ -463,136 +468,6 @@ def read_state(backup_dir) -> dict | None:
         return state
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path}: damaged resume point ({err}); give a new --run-dir") from None
-
-
-@functools.cache
-def callback_classes() -> types.SimpleNamespace:
-    """The Keras callback subclasses, defined on first use so that importing train.py (and
-    ``--help``) does not import Keras."""
-    import keras
-
-    class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
-        """ModelCheckpoint that writes a temporary file and renames it onto the checkpoint, so a
-        failure or kill while saving keeps the previous checkpoint intact; it never saves an
-        epoch whose loss is NaN or infinite."""
-
-        def __init__(self, filepath, **kwargs):
-            super().__init__(str(filepath), **kwargs)
-
-        def _save_model(self, epoch, batch, logs):
-            if not _finite_logs(logs):
-                return
-            path = Path(self._get_file_path(epoch, batch, logs))
-            if self._should_save_model(epoch, batch, logs, str(path)):
-                try:
-                    with atomic_output(path) as tmp:
-                        self.model.save(tmp)
-                except OSError as err:
-                    raise UserError(f"{path}: cannot save the checkpoint ({err}); the previous one is intact") from None
-
-    class LossPlot(keras.callbacks.Callback):
-        """Redraw loss.png from history.csv after each epoch (after the CSVLogger wrote it)."""
-
-        def __init__(self, history_path, png_path):
-            super().__init__()
-            self.history_path, self.png_path = history_path, png_path
-
-        def on_epoch_end(self, epoch, logs=None):
-            plot_history(self.history_path, self.png_path)
-
-    class TimeLimit(keras.callbacks.Callback):
-        """Stop training at the end of the first epoch that ends ``seconds`` after training began."""
-
-        def __init__(self, seconds: float):
-            super().__init__()
-            self.seconds = seconds
-
-        def on_train_begin(self, logs=None):
-            self.start = time.monotonic()
-
-        def on_epoch_end(self, epoch, logs=None):
-            if time.monotonic() - self.start > self.seconds:
-                self.model.stop_training = True
-
-    class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-        """BackupAndRestore whose resume point survives a kill at any moment.
-
-        Keras' version overwrites its weights file in place and writes the epoch number in a
-        second file, so a kill while saving can leave a torn file or a wrong epoch. Here the
-        weights (and optimizer state) of epoch N go to a new file ``epoch-000N.weights.h5``
-        (written through a temporary file), then ``state.json`` is renamed into place naming
-        that file, the epoch and the state of the stateful callbacks (``stateful``: name ->
-        (callback, attribute names), e.g. the best values and patience counters of
-        EarlyStopping and ReduceLROnPlateau), and only then the previous weights file is
-        deleted. An epoch with a non-finite loss is not saved and stops training. The backup
-        is kept when training ends, so that rerunning a finished run does nothing and a larger
-        --epochs continues it.
-        """
-
-        def __init__(self, backup_dir, stateful: dict):
-            super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=False)
-            self.folder = Path(backup_dir)
-            self.stateful = stateful
-            self.epoch = 0  # completed epochs saved in the backup
-            self.diverged = None  # the epoch whose loss became NaN or infinite, if any
-
-        def on_train_begin(self, logs=None):
-            state = read_state(self.folder)
-            if state is None:
-                return
-            if self.model.optimizer is not None and not self.model.optimizer.built:
-                self.model.optimizer.build(self.model.trainable_variables)  # so its state can load
-            self.model.load_weights(self.folder / state["weights"])
-            self.model._initial_epoch = self.epoch = state["epoch"]  # read by fit() after on_train_begin
-            for name, (callback, _) in self.stateful.items():
-                for attr, value in state["callbacks"].get(name, {}).items():
-                    setattr(callback, attr, value)
-
-        def on_epoch_end(self, epoch, logs=None):
-            if not _finite_logs(logs):
-                self.diverged = epoch
-                self.model.stop_training = True
-                return
-            self.epoch = epoch + 1
-            self._write_state(save_weights=True)
-
-        def mark_finished(self, reason: str):
-            """Record why training ended, so that a rerun of the same command does nothing."""
-            if self.epoch:
-                self._write_state(save_weights=False, finished=reason)
-
-        def on_train_end(self, logs=None):
-            pass  # keep the backup (see the class docstring)
-
-        def _write_state(self, save_weights: bool, finished: str | None = None):
-            self.folder.mkdir(parents=True, exist_ok=True)
-            weights = f"epoch-{self.epoch:04d}.weights.h5"
-            if save_weights:
-                with atomic_output(self.folder / weights, suffix=".weights.h5") as tmp:
-                    self.model.save_weights(tmp)
-            callbacks = {name: {attr: _jsonable(getattr(callback, attr)) for attr in attrs}
-                         for name, (callback, attrs) in self.stateful.items()}
-            state = {"epoch": self.epoch, "weights": weights, "callbacks": callbacks, "finished": finished}
-            atomic_write_text(self.folder / STATE_FILE, json.dumps(state, indent=2) + "\n")
-            for old in self.folder.glob("epoch-*.weights.h5"):
-                if old.name != weights:
-                    old.unlink(missing_ok=True)
-
-    return types.SimpleNamespace(AtomicModelCheckpoint=AtomicModelCheckpoint, LossPlot=LossPlot, TimeLimit=TimeLimit,
-                                 AtomicBackupAndRestore=AtomicBackupAndRestore)
-
-
-def _finite_logs(logs) -> bool:
-    """False when any number in the epoch's logs (loss, val_loss) is NaN or infinite."""
-    return all(math.isfinite(float(v)) for v in (logs or {}).values()
-               if isinstance(v, (int, float)) or getattr(v, "shape", None) == ())
-
-
-def _jsonable(value):
-    """A callback attribute as JSON: None, ints, or floats (inf survives as Infinity)."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return float(value)
 
 
 def make_strategy(name: str):

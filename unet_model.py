@@ -67,6 +67,7 @@ TRAIN_HINT = ("train one: `python data_generator.py prepare --dataset mir1k --ro
 def build_unet(
     input_shape: tuple[int, int, int] = (DEFAULT_PARAMS.n_bins, DEFAULT_PARAMS.patch_frames, 1),
     filters: tuple[int, ...] = FILTERS,
+    *,
     kernel_size: int = 5,
     dropout: float = 0.5,
     dropout_layers: int = 3,

@@ -9,8 +9,8 @@ two estimates with ``norbert.wiener`` at the song's own rate and channels (STFT 
 exactly as the yardstick does (BSS Eval v4 vocal SDR at the native rate, stereo, median over
 tracks). Variants:
 
-* ``none``: the stems as inference.py wrote them (mask x mixture, accompaniment = rest);
-* ``magnitude softmask``: masks |V| / (|V| + |A|) (about the model's own mask: a check);
+* ``none``: the stems as inference.py wrote them (mask x mixture, accompaniment = rest), scored
+  by the yardstick itself (its ``stempeg-v4`` and ``dev-v4`` summaries are read back);
 * ``power softmask``: Wiener gains |V|^2 / (|V|^2 + |A|^2), no EM iteration;
 * ``power softmask + 1 EM``: the same, then one expectation-maximisation iteration of the
   multichannel model (spatial covariances per source);
@@ -38,7 +38,6 @@ N_FFT, HOP = 4096, 1024
 BLOCK = 300
 VARIANTS = {  # name: (power of the estimates' magnitudes, softmask, EM iterations)
     "none": None,
-    "magnitude softmask": (1, True, 0),
     "power softmask": (2, True, 0),
     "power softmask + 1 EM": (2, True, 1),
     "magnitudes + 1 EM": (1, False, 1),
@@ -96,14 +95,18 @@ def write_variant(out: Path, name: str, stems: dict[str, np.ndarray], sr: int) -
         sf.write(folder / f"{stem}.wav", audio, sr, subtype="FLOAT")
 
 
+def read_median(out: Path) -> float:
+    with open(out / "summary.csv", newline="") as f:
+        return next(float(r["median"]) for r in csv.DictReader(f) if r["metric"] == "v4_vocals_SDR")
+
+
 def median_vocal_sdr(references: Path, estimates: Path, extra: list[str], out: Path) -> float:
     """evaluate.py's v4 vocal SDR (median over tracks) at the native rate, stereo: the yardstick's column."""
     cmd = [sys.executable, "evaluate.py", "--references", str(references), "--estimates", str(estimates),
            "--name", "model", "--out", str(out), "--sr", "native", "--stereo", "--metrics", "v4",
            "--no-plots", "--quiet"] + extra
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
-    with open(out / "summary.csv", newline="") as f:
-        return next(float(r["median"]) for r in csv.DictReader(f) if r["metric"] == "v4_vocals_SDR")
+    return read_median(out)
 
 
 def seconds_per_song(mixture: np.ndarray, sr: int, variant) -> float:
@@ -119,6 +122,7 @@ def main(argv=None) -> int:
     parser.add_argument("--yardstick", type=Path, required=True, help="a yardstick.py --work folder")
     parser.add_argument("--devset", type=Path, default=Path("data/produced-dev"))
     parser.add_argument("--out", type=Path, default=None, help="(default: <yardstick>/wiener)")
+    parser.add_argument("--jobs", type=int, default=1, help="evaluate.py --jobs (default: %(default)s)")
     args = parser.parse_args(argv)
     work, devset = args.yardstick.resolve(), args.devset.resolve()
     out = (args.out or work / "wiener").resolve()
@@ -133,9 +137,12 @@ def main(argv=None) -> int:
         for name, mixture, vocals, accompaniment, sr in songs(dataset, refs, separated):
             first_song = first_song or (mixture, sr)
             for variant, settings in VARIANTS.items():
+                if settings is None:
+                    continue
                 write_variant(out / set_name / variant, name, refine(mixture, vocals, accompaniment, settings), sr)
-        for variant in VARIANTS:
-            scores[variant][set_name] = median_vocal_sdr(eval_refs, out / set_name / variant, extra,
+        scores["none"][set_name] = read_median(work / f"{set_name}-v4")  # the yardstick's own score
+        for variant in list(VARIANTS)[1:]:
+            scores[variant][set_name] = median_vocal_sdr(eval_refs, out / set_name / variant, extra + ["--jobs", str(args.jobs)],
                                                          out / "scores" / set_name / variant.replace(" ", "_"))
     rows = []
     for variant, settings in VARIANTS.items():

@@ -15,6 +15,7 @@ import audio
 import cli
 import data_generator as dg
 import datasets
+import keras_data
 from cli import UserError
 from test_datasets import write_stems
 
@@ -490,9 +491,9 @@ def test_import_does_not_load_keras():
 
 def test_keras_fit_with_workers(cache_dir):
     keras = pytest.importorskip("keras")
-    gen = dg.DataGenerator(cache_dir, tracks=["long", "short"], batch_size=2, steps_per_epoch=3, workers=2)
+    gen = keras_data.DataGenerator(cache_dir, tracks=["long", "short"], batch_size=2, steps_per_epoch=3, workers=2)
     assert isinstance(gen, keras.utils.PyDataset) and gen.workers == 2 and not gen.use_multiprocessing
-    val = dg.DataGenerator(dg.Cache(cache_dir), tracks=["short"], batch_size=2, mode="validation")
+    val = keras_data.DataGenerator(dg.Cache(cache_dir), tracks=["short"], batch_size=2, mode="validation")
     copy = pickle.loads(pickle.dumps(gen))  # what a multiprocessing worker gets
     np.testing.assert_array_equal(copy[1][0], gen[1][0])
 
@@ -510,7 +511,7 @@ def test_multiprocessing_workers_give_the_in_process_batches(cache_dir):
     # the adapter Model.fit wraps a PyDataset in; with use_multiprocessing it forks a worker pool per epoch
     from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
-    gen = dg.DataGenerator(cache_dir, batch_size=4, steps_per_epoch=6, seed=5, workers=2, use_multiprocessing=True)
+    gen = keras_data.DataGenerator(cache_dir, batch_size=4, steps_per_epoch=6, seed=5, workers=2, use_multiprocessing=True)
     reference = dg.PatchSampler(cache_dir, batch_size=4, steps_per_epoch=6, seed=5)
     adapter = PyDatasetAdapter(gen)
     for _epoch in range(2):

@@ -105,7 +105,7 @@ def test_stems_bad_roots_show_the_layout(tmp_path, stems_root):
 def test_stems_duplicate_names_need_a_split(tmp_path):
     write_stems(tmp_path / "ds" / "train" / "song", seconds=0.5)
     write_stems(tmp_path / "ds" / "test" / "song", seconds=0.5)
-    with pytest.raises(UserError, match="song appear in several splits; pass --split"):
+    with pytest.raises(UserError, match="song appear in several splits; choose one split"):
         datasets.find_tracks("stems", tmp_path / "ds")
     assert [t.split for t in datasets.find_tracks("stems", tmp_path / "ds", "test")] == ["test"]
 

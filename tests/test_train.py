@@ -1,8 +1,10 @@
 """Tests of train.py: real (tiny) trainings on a small prepared cache, resuming after SIGKILL,
 NaN and save failures, refusals of bad input, and MirroredStrategy on two CPU devices."""
 
+import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 
 import data_generator
+import keras_data
 import train
 import unet_model
 from audio import AudioParams, save_audio
@@ -116,7 +119,7 @@ def test_training_decreases_loss_and_fills_the_run_dir(cache, tmp_path, capsys):
     # best.keras is the epoch of lowest validation loss, loadable with its parameters
     model, params = unet_model.load_model(run / "best.keras")
     assert params == TINY_PARAMS
-    x, _ = data_generator.DataGenerator(cache, batch_size=2, mode="validation")[0]
+    x, _ = keras_data.DataGenerator(cache, batch_size=2, mode="validation")[0]
     assert np.isfinite(model.predict(x, verbose=0)).all()
     best_epoch = int(np.argmin(h["val_loss"]))
     state = json.loads((run / "backup" / "state.json").read_text())
@@ -296,21 +299,35 @@ def test_run_dir_of_another_configuration_or_cache_is_refused(cache, stems, tmp_
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--filters", "4,x"], "--filters '4,x': give comma-separated integers"),
-        (["--batch-size", "0"], "--batch-size must be at least 1"),
-        (["--learning-rate", "nan"], "--learning-rate must be a positive number"),
-        (["--validation-split", "1"], r"--validation-split must be in \[0, 1\)"),
-        (["--max-minutes", "0"], "--max-minutes must be positive"),
+        (["--filters", "4,x"], "--filters: '4,x': give comma-separated integers"),
+        (["--batch-size", "0"], r"--batch-size: 0 is out of range: must be in \[1, inf\]"),
+        (["--learning-rate", "nan"], "--learning-rate: 'nan' is not a finite number"),
+        (["--learning-rate", "0"], r"--learning-rate: 0 is out of range: must be in \(0, inf\]"),
+        (["--validation-split", "1"], r"--validation-split: 1 is out of range: must be in \[0, 1\)"),
+        (["--max-minutes", "0"], r"--max-minutes: 0 is out of range"),
+        (["--pitch", "13"], r"--pitch: 13 is out of range: must be in \[0, 12.0\]"),
+        (["--pitch", "nan"], r"--pitch: 'nan' is not a finite number"),
+        (["--tempo", "1"], r"--tempo: 1 is out of range: must be in \[0, 1\)"),
+        (["--tempo", "-0.1"], r"--tempo: -0.1 is out of range"),
+    ],
+)
+def test_options_out_of_range_are_refused_by_argparse(cache, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(tiny_args(cache, tmp_path / "run", 3, 8, *extra))
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err.strip().splitlines()[-1])
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
         (["--filters", "4,4,4,4,4,4,4"], "7 layers need patches divisible by 128, the cache's are 64 x 64"),
         (["--split", "test"], "--split test: the cache has no such tracks \\(its splits: train\\)"),
         (["--validation-from", "test"], "--validation-from test: the cache has no such tracks"),
-        (["--pitch", "13"], r"--pitch must be in \[0, 12\] semitones, got 13.0"),
-        (["--pitch", "nan"], r"--pitch must be in \[0, 12\] semitones, got nan"),
-        (["--tempo", "1"], r"--tempo must be in \[0, 1\) \(a fraction of the tempo\), got 1.0"),
-        (["--tempo", "-0.1"], r"--tempo must be in \[0, 1\)"),
     ],
 )
-def test_bad_options_are_refused_before_training(cache, tmp_path, extra, message):
+def test_options_that_do_not_fit_the_cache_are_refused_before_training(cache, tmp_path, extra, message):
     with pytest.raises(UserError, match=message):
         train.main(tiny_args(cache, tmp_path / "run", 3, 8, *extra))
     assert not (tmp_path / "run").exists()
@@ -328,7 +345,7 @@ def test_pitch_and_tempo_reach_the_config_and_the_training_generator(cache, tmp_
         calls.append(kwargs)
         raise Stop
 
-    monkeypatch.setitem(data_generator.__dict__, "DataGenerator", generator)
+    monkeypatch.setitem(sys.modules, "keras_data", types.SimpleNamespace(DataGenerator=generator))
     monkeypatch.setitem(sys.modules, "keras", types.SimpleNamespace(
         utils=types.SimpleNamespace(set_random_seed=lambda seed: None)))
     run = tmp_path / "run"
@@ -341,20 +358,46 @@ def test_pitch_and_tempo_reach_the_config_and_the_training_generator(cache, tmp_
         train.main(tiny_args(cache, run, 1, 1, "--pitch", "1", "--tempo", "0.25", "--remix"))
 
 
-def test_a_run_made_before_pitch_and_tempo_existed_resumes(tmp_path):
-    """A config.json without the pitch/tempo keys was trained without them: resuming with the
-    defaults is accepted, turning them on is refused like any other change."""
+#: A config.json as train.py wrote it before the settings became a dataclass and before
+#: --pitch/--tempo existed (a run of the shipped model's kind).
+OLD_CONFIG = {
+    "cache": "/data/cache/mir1k", "split": "train", "train_tracks": ["abjones_1", "amy_2"],
+    "validation_tracks": ["annar_1"], "validation_split": 0.1, "validation_from": "validation",
+    "filters": [16, 32, 64, 128, 256, 512], "kernel_size": 5, "dropout": 0.5, "loss": "mse", "learning_rate": 0.0001,
+    "batch_size": 16, "steps_per_epoch": 40, "validation_steps": None, "patience": 10, "lr_patience": 4,
+    "remix": True, "gain": True, "input_dropout": 0.0, "seed": 0, "epochs": 100, "max_minutes": 52.0,
+    "jit_compile": None, "distribute": "none", "workers": 2, "verbose": 2,
+}
+
+
+def test_a_run_made_before_the_config_dataclass_and_pitch_tempo_resumes(tmp_path):
+    """An old-style config.json (no pitch/tempo keys: trained without them) resumes with the same
+    options, also with other runtime settings (epochs, cache path, workers); turning an
+    augmentation on is refused like any other change, and nothing is overwritten."""
     run = tmp_path / "run"
-    config = {"seed": 0, "remix": True, "pitch": 0.0, "tempo": 0.0}
-    assert train.prepare_run_dir(run, config, TINY_PARAMS) is None
-    older = {"seed": 0, "remix": True}
-    (run / "config.json").write_text(json.dumps(older))
-    assert train.prepare_run_dir(run, config, TINY_PARAMS) is None
-    assert json.loads((run / "config.json").read_text()) == config
-    (run / "config.json").write_text(json.dumps(older))
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(OLD_CONFIG))
+    TINY_PARAMS.save(run / "audio_params.json")
+    old = train.TrainConfig.load(run / "config.json")
+    assert (old.pitch, old.tempo, old.filters, old.train_tracks) == (0.0, 0.0, (16, 32, 64, 128, 256, 512),
+                                                                    ("abjones_1", "amy_2"))
     with pytest.raises(UserError, match=r"another configuration \(tempo: 0.0 -> 0.1\)"):
-        train.prepare_run_dir(run, dict(config, tempo=0.1), TINY_PARAMS)
-    assert json.loads((run / "config.json").read_text()) == older
+        train.prepare_run_dir(run, dataclasses.replace(old, tempo=0.1), TINY_PARAMS)
+    assert json.loads((run / "config.json").read_text()) == OLD_CONFIG
+    resumed = dataclasses.replace(old, epochs=200, cache="/elsewhere/cache", workers=1)
+    assert train.prepare_run_dir(run, resumed, TINY_PARAMS) is None
+    assert json.loads((run / "config.json").read_text()) == dict(OLD_CONFIG, epochs=200, cache="/elsewhere/cache",
+                                                                 workers=1, pitch=0.0, tempo=0.0)
+
+
+def test_every_config_field_but_the_track_lists_is_an_option():
+    """One declaration per setting: the parser is made from TrainConfig's fields."""
+    options = {a.dest for a in train.get_parser()._actions} - {"help", "run_dir"}
+    fields = {f.name for f in dataclasses.fields(train.TrainConfig)}
+    assert options == fields - {"train_tracks", "validation_tracks"}
+    args = train.get_parser().parse_args(["--cache", "c", "--run-dir", "r", "--filters", "8,16", "--remix"])
+    config = train.TrainConfig.from_args(args)
+    assert config.filters == (8, 16) and config.remix and config.epochs == 100 and Path(config.cache).is_absolute()
 
 
 def test_cli_prints_one_line_errors(tmp_path):
