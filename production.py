@@ -295,7 +295,8 @@ def make_devset(mir1k_root: Path, instrumental: Path, out: Path, seed: int = 0) 
     in an order shuffled by the seed, from a louder part: :func:`loudest_offset`), at a level drawn from :data:`DEV_LEVEL_DB`. Same seed, same bytes.
     """
     import datasets
-    from audio import UserError, load_audio, resample
+    from audio import load_audio, resample
+    from cli import UserError
 
     songs = sorted(datasets.find_tracks("mir1k", mir1k_root, "test", unit="track"), key=lambda t: t.name)
     split = instrumental / "test" if (instrumental / "test").is_dir() else instrumental
@@ -360,7 +361,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    from audio import UserError
+    from cli import UserError
 
     for flag, path in (("--mir1k", args.mir1k), ("--instrumental", args.instrumental)):
         if not path.is_dir():
