@@ -64,7 +64,7 @@ from audio import (
     save_audio,
     to_mono,
 )
-from cli import UserError, atomic_output, atomic_write_text, run_cli
+from cli import UserError, atomic_output, atomic_write_text, bounded, run_cli
 
 CACHE_FORMAT = 1
 INDEX_FILE = "index.json"
@@ -225,7 +225,7 @@ def _check_cache_folder(cache: Path, params: AudioParams) -> dict:
 def _select(tracks: list, limit: int | None) -> list:
     if limit is not None:
         if limit < 1:
-            raise UserError(f"--limit must be at least 1, got {limit}")
+            raise ValueError(f"limit must be at least 1, got {limit}")
         tracks = tracks[:limit]
     return tracks
 
@@ -588,16 +588,17 @@ def get_parser() -> argparse.ArgumentParser:
     syn = sub.add_parser("synthesize", help="write the built-in synthetic dataset (stems layout, 44.1 kHz stereo)")
     syn.add_argument("--out", required=True, type=Path, help="output folder (gets train/ and test/)")
     syn.add_argument("--seed", type=int, default=0)
-    syn.add_argument("--train", type=int, default=24, help="number of training tracks (default 24)")
-    syn.add_argument("--test", type=int, default=6, help="number of test tracks (default 6)")
-    syn.add_argument("--seconds", type=float, default=30.0, help="length of each track (default 30)")
+    syn.add_argument("--train", type=bounded(int, 1), default=24, help="number of training tracks (default 24)")
+    syn.add_argument("--test", type=bounded(int, 0), default=6, help="number of test tracks (default 6)")
+    syn.add_argument("--seconds", type=bounded(float, 0, low_open=True), default=30.0,
+                     help="length of each track (default 30)")
 
     source = argparse.ArgumentParser(add_help=False)
     source.add_argument("--dataset", required=True, choices=datasets.DATASETS)
     source.add_argument("--root", required=True, type=Path, help="dataset folder")
     source.add_argument("--split", default=None, help="split to read (default all). stems: a split folder name; "
                         f"musdb/musdb-hq: {', '.join(datasets.MUSDB_SPLITS)}; mir1k: {', '.join(datasets.MIR1K_SPLITS)}")
-    source.add_argument("--limit", type=int, default=None, help="only the first N tracks (sorted by name)")
+    source.add_argument("--limit", type=bounded(int, 1), default=None, help="only the first N tracks (sorted by name)")
     source.add_argument("--strict", action="store_true", help="stop at an unreadable file instead of skipping it")
     source.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -620,8 +621,6 @@ def _synthesize(args) -> None:
         if err.name != "synth":
             raise
         raise UserError("synth.py (the built-in dataset generator) is not in this checkout") from None
-    if args.train < 1 or args.test < 0 or args.seconds <= 0:
-        raise UserError("--train must be at least 1, --test at least 0 and --seconds positive")
     synth.synthesize_dataset(args.out, seed=args.seed, n_train=args.train, n_test=args.test, seconds=args.seconds,
                              progress=True)
     print(f"wrote {args.train} train and {args.test} test tracks to {args.out}; next: "
