@@ -3,7 +3,8 @@
 * :class:`UserError` is an error the user can fix (a bad path, a refused option); a script's
   ``main`` raises it and :func:`run_cli` prints it as one line and exits with status 2.
   Library functions raise ``ValueError`` for values out of their range instead; the command
-  lines check their options' bounds with argparse types (:func:`bounded`) before any work.
+  lines check their options' bounds with argparse types (:func:`bounded`) before any work, and
+  :class:`ArgumentParser` says what is wrong in one line.
 * :func:`atomic_output` and :func:`atomic_write_text` write through a temporary file beside the
   target and rename it into place, so a file is complete or absent, whatever kills the process.
 """
@@ -38,6 +39,14 @@ def first_line(err: Exception) -> str:
     """The first line of an exception's message (its type's name when it has none)."""
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, refusing a bad command line in one line (``error: argument --x: why``,
+    and where to read more) with exit status 2, where argparse's own prints its usage first."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def bounded(kind=float, low=None, high=None, *, low_open: bool = False, high_open: bool = False):

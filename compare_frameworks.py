@@ -36,13 +36,13 @@ import numpy as np
 
 import datasets
 from audio import AudioParams, DEFAULT_PARAMS
-from cli import UserError, run_cli
+from cli import ArgumentParser, UserError, run_cli
 
 FRAMEWORKS = ("keras", "torch")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a .keras model (audio_params.json beside it), converted to PyTorch")

@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from audio import AudioParams, DEFAULT_PARAMS
-from cli import UserError, atomic_output, first_line, run_cli
+from cli import ArgumentParser, UserError, atomic_output, first_line, run_cli
 
 #: The Keras model pads as PyTorch's padding=2 / output_padding=1: the conversion is exact.
 TORCH_PADDING = "torch"
@@ -382,7 +382,7 @@ def extract_state_dict(obj, source: str = "checkpoint") -> dict:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="direction", required=True)
     k2t = sub.add_parser("keras2torch", help="a .keras model to a PyTorch state_dict (.pt)")

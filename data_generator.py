@@ -64,7 +64,7 @@ from audio import (
     save_audio,
     to_mono,
 )
-from cli import UserError, atomic_output, atomic_write_text, bounded, run_cli
+from cli import ArgumentParser, UserError, atomic_output, atomic_write_text, bounded, run_cli
 
 CACHE_FORMAT = 1
 INDEX_FILE = "index.json"
@@ -579,7 +579,7 @@ class PatchSampler:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="data_generator.py",
         description="Step 1: make the built-in dataset, turn a dataset into a training cache, or export a split as stems.",
     )
@@ -593,7 +593,7 @@ def get_parser() -> argparse.ArgumentParser:
     syn.add_argument("--seconds", type=bounded(float, 0, low_open=True), default=30.0,
                      help="length of each track (default 30)")
 
-    source = argparse.ArgumentParser(add_help=False)
+    source = ArgumentParser(add_help=False)
     source.add_argument("--dataset", required=True, choices=datasets.DATASETS)
     source.add_argument("--root", required=True, type=Path, help="dataset folder")
     source.add_argument("--split", default=None, help="split to read (default all). stems: a split folder name; "

@@ -55,7 +55,7 @@ import numpy as np
 import audio
 import cli
 from audio import DEFAULT_PARAMS
-from cli import UserError, bounded
+from cli import ArgumentParser, UserError, bounded
 
 SOURCES = ("vocals", "accompaniment")
 #: Metrics of each family, in table order.
@@ -496,7 +496,7 @@ def run_jobs(jobs: list[Job], workers: int = 1, progress: bool = True) -> list[d
 def get_parser() -> argparse.ArgumentParser:
     from datasets import DATASETS, UNITS
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Score separated vocals/accompaniment against references with BSS Eval v3 (mir_eval: "
                     "SDR, SIR, SAR, NSDR; GNSDR/GSIR/GSAR) and v4 (museval, median over 1 s frames), "
                     "optionally with baselines in the same table. Default: at 8192 Hz, mono.")

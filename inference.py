@@ -61,7 +61,7 @@ import numpy as np
 
 import audio
 from audio import DEFAULT_PARAMS, AudioParams
-from cli import UserError, bounded, run_cli
+from cli import ArgumentParser, UserError, bounded, run_cli
 
 #: Fraction of each patch shared with the next one: most of the SDR that overlap gains for a
 #: quarter more of the model's work (benchmarks/bench_overlap.py; figures in benchmarks/RESULTS.md).
@@ -562,7 +562,7 @@ def write_stems(stems: dict[str, np.ndarray], sr: int, folder: Path) -> None:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Separate songs into vocals and accompaniment with a trained U-Net. Writes "
                     "OUTPUT/<song>/vocals.wav and accompaniment.wav at each song's own rate, channels and length.")
     parser.add_argument("songs", nargs="+", metavar="SONG",

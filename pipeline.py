@@ -20,11 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from cli import UserError, run_cli
+from cli import ArgumentParser, UserError, run_cli
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("."),
                         help="folder holding data/, cache/, runs/, separated/ and results/ (default: here)")
     parser.add_argument("--name", default="builtin", help="name of this run's folders (default: builtin)")

@@ -48,7 +48,7 @@ import sys
 from pathlib import Path
 
 from audio import PARAMS_FILE, AudioParams
-from cli import UserError, atomic_output, atomic_write_text, bounded, run_cli
+from cli import ArgumentParser, UserError, atomic_output, atomic_write_text, bounded, run_cli
 from data_generator import MAX_PITCH
 from unet_model import FILTERS
 
@@ -177,7 +177,7 @@ def _shown(value):
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Train the singing-voice U-Net on a cache made by data_generator.py prepare. "
         "Running the same command again resumes an interrupted run.",
     )

@@ -43,7 +43,7 @@ def write_songs(folder: Path, n: int, seconds: float, sr: int = 44100) -> tuple[
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=180.0, help="length of each song (default: %(default)s)")
     parser.add_argument("--tracks", type=int, default=2, help="songs scored per row (default: %(default)s)")
     parser.add_argument("--native", action="store_true", help="also time 44.1 kHz stereo (v4) scoring")

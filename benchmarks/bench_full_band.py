@@ -21,11 +21,11 @@ import numpy as np  # noqa: E402
 
 import audio  # noqa: E402
 from audio import DEFAULT_PARAMS  # noqa: E402
-from cli import run_cli  # noqa: E402
+from cli import ArgumentParser, run_cli  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a trained .keras model (default: the oracle ratio mask)")
     parser.add_argument("--tracks", type=int, default=4, help="synthetic songs (default 4)")
     return parser

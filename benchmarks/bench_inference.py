@@ -39,14 +39,14 @@ import numpy as np  # noqa: E402
 
 import audio  # noqa: E402
 import inference  # noqa: E402
-from cli import run_cli  # noqa: E402
+from cli import ArgumentParser, run_cli  # noqa: E402
 
 COLUMNS = ("start", "imports", "model load", "load", "resample", "STFT", "model", "mask", "inverse STFT", "write",
            "exit", "separate")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a .keras model (default: an untrained full-size U-Net)")
     parser.add_argument("--seconds", type=float, default=180.0, help="length of the song (default 180)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per row; the fastest is shown (default 3)")

@@ -22,11 +22,11 @@ from benchlib import Sampled, cpu_summary, load_average, print_table
 import numpy as np  # noqa: E402
 
 from audio import DEFAULT_PARAMS  # noqa: E402
-from cli import run_cli  # noqa: E402
+from cli import ArgumentParser, run_cli  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=32, help="patches per call (default 32, inference.py's)")
     parser.add_argument("--rounds", type=int, default=4, help="timed rounds, best shown (default 4)")
     parser.add_argument("--sample-seconds", type=float, default=0.25, help="minimum length of a sample (default 0.25)")

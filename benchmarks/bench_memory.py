@@ -21,11 +21,11 @@ from benchlib import load_average, model_or_untrained, print_table, run_measured
 import numpy as np  # noqa: E402
 
 import audio  # noqa: E402
-from cli import run_cli  # noqa: E402
+from cli import ArgumentParser, run_cli  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=60.0, help="length of the song (default 60)")
     parser.add_argument("--model", help="a .keras model (default: an untrained full-size U-Net)")
     return parser

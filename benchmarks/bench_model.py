@@ -37,13 +37,13 @@ from benchlib import Sampled, cpu_summary, load_average, print_table
 import numpy as np  # noqa: E402
 
 from audio import DEFAULT_PARAMS  # noqa: E402
-from cli import run_cli  # noqa: E402
+from cli import ArgumentParser, run_cli  # noqa: E402
 
 MATMUL_N = 2048
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", default="8,32", help="inference batch sizes (default 8,32: compare_frameworks' "
                                                              "and inference.py's)")
     parser.add_argument("--train-batch", type=int, default=16, help="training batch size (default 16; 0: no training rows)")

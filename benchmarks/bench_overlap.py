@@ -22,11 +22,11 @@ from benchlib import load_average, model_or_untrained, print_table, sdr, synthet
 import numpy as np  # noqa: E402
 
 import audio  # noqa: E402
-from cli import run_cli  # noqa: E402
+from cli import ArgumentParser, run_cli  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a trained .keras model (default: an untrained U-Net, no SDR)")
     parser.add_argument("--mir1k", help="MIR-1K root: its huang-test songs instead of synthetic ones")
     parser.add_argument("--tracks", type=int, default=4, help="songs (default 4)")

@@ -24,14 +24,14 @@ from benchlib import load_average, model_or_untrained, print_table, synthetic_so
 
 import numpy as np  # noqa: E402
 
-from cli import run_cli  # noqa: E402
+from cli import ArgumentParser, run_cli  # noqa: E402
 
 PRECISIONS = ("float32", "bfloat16")
 COLUMNS = ("v3_vocals_SDR", "v3_vocals_NSDR", "v3_accompaniment_SDR", "v3_vocals_SIR", "v3_vocals_SAR")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a trained .keras model (default: an untrained U-Net: speed and mask "
                                         "difference only)")
     parser.add_argument("--mir1k", help="MIR-1K root: songs of its --split (default: synthetic songs)")

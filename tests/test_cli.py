@@ -19,7 +19,7 @@ def test_run_cli_turns_user_errors_into_one_line(capsys):
 
 
 def test_bounded_types_refuse_values_outside_their_range_in_one_line(capsys):
-    parser = argparse.ArgumentParser(prog="x")
+    parser = cli.ArgumentParser(prog="x")
     parser.add_argument("--overlap", type=cli.bounded(float, 0, 1, high_open=True))
     parser.add_argument("--steps", type=cli.bounded(int, 1))
     assert parser.parse_args(["--overlap", "0", "--steps", "3"]) == argparse.Namespace(overlap=0.0, steps=3)
@@ -28,5 +28,6 @@ def test_bounded_types_refuse_values_outside_their_range_in_one_line(capsys):
         with pytest.raises(SystemExit) as exit_info:
             parser.parse_args(argv)
         assert exit_info.value.code == 2
-        err = capsys.readouterr().err.strip().splitlines()[-1]
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: argument ") and "x --help" in err
         assert argv[0] in err and words in err
