@@ -58,7 +58,9 @@ def summary_value(out: Path, metric: str, column: str, expected: int) -> float:
 
 
 def separate(songs: Path, out: Path, args) -> None:
-    run(["inference.py", str(songs), "-o", str(out), "--model", str(args.model), "--overwrite"]
+    # float32 as in the card's commands, so that the row does not depend on the CPU's bfloat16
+    # support (inference.py's "auto"); --inference-args "--precision auto" overrides it (argparse keeps the last)
+    run(["inference.py", str(songs), "-o", str(out), "--model", str(args.model), "--overwrite", "--precision", "float32"]
         + shlex.split(args.inference_args), f"inference {songs}")
 
 
