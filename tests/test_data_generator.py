@@ -106,7 +106,7 @@ def test_interrupted_prepare_resumes(stems_root, tmp_path, monkeypatch):
     assert dg.Cache(cache).names() == ["hifi", "long", "short"]
     assert [f.stat().st_mtime_ns for f in first] == mtimes  # not redone
     assert not list((cache / "tracks").glob(".*"))  # stale temporary files removed
-    assert len(list((cache / "tracks").glob("*.npy"))) == 9
+    assert len(list((cache / "tracks").glob("*.npy"))) == 3 * (len(dg.PARTS) + len(dg.WAVES))  # magnitudes + waveforms
 
 
 def test_prepare_subprocess_killed_then_resumed(stems_root, tmp_path):
