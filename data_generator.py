@@ -95,7 +95,7 @@ PARTS = ("mixture", "vocals", "accompaniment")
 #: The waveforms stored beside the magnitudes (format 2), as ``<file>.<source>.wave.npy``.
 WAVES = ("vocals", "accompaniment")
 #: Frames per block when the magnitudes of a streamed track are computed from its waveform.
-MAGNITUDE_BLOCK = 4096
+MAGNITUDE_BLOCK = 1024
 #: Vocals whose peak (mono, 8192 Hz) stays below -60 dBFS are reported as silent (kept in the cache).
 SILENT_VOCALS_PEAK = 1e-3
 #: Hop between validation patches, in frames: 32 of 128 is the 75% overlap of the original generator.
@@ -346,7 +346,8 @@ def prepare(dataset: str, root, cache, split: str | None = None, unit: str = "tr
     index["skipped"].update(summary["skipped"])
     index["tracks"] = sorted(entries.values(), key=lambda t: t["name"])
     atomic_write_text(index_path, json.dumps(index, indent=1) + "\n")
-    summary["silent"] = [t["name"] for t in index["tracks"] if t["vocals_silent"]]
+    # silent vocals are news for a dataset that has vocals, not for instrumental music
+    summary["silent"] = [t["name"] for t in index["tracks"] if t["vocals_silent"] and t["dataset"] != "instrumental"]
     return summary
 
 

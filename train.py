@@ -7,6 +7,16 @@ Usage (MIR-1K, with its singer-disjoint validation split prepared into the same 
     python train.py --cache cache/mir1k --run-dir runs/mir1k --validation-from validation  # train, or resume
     python train.py --cache cache/mir1k --run-dir runs/mir1k --validation-from validation --epochs 200  # further
 
+Fine-tuning a trained model on produced-sounding mixtures (vocals processed by production.py's
+effects at -4 to +6 dB over instrumental music prepared into the same cache)::
+
+    python data_generator.py prepare --dataset instrumental --root data/instrumental --split train --cache cache/mir1k
+    python train.py --cache cache/mir1k --run-dir runs/produced --validation-from validation \
+        --init-from pretrained/unet_mir1k.keras --instrumental-share 0.1 --vocal-level -4 6 --vocal-fx all
+
+``--init-from`` starts from that model's weights (the same audio parameters and architecture, or
+a one-line refusal naming what differs); when the run resumes, its checkpoint wins.
+
 Without ``--validation-from``, a seeded 10% of the training tracks is held out
 (``--validation-split``). ``--max-minutes`` ends a session after the epoch that crosses the
 limit; the same command continues it later.
@@ -65,7 +75,8 @@ LOSSES = {"mse": "mean_squared_error", "l1": "mean_absolute_error"}
 RUNTIME_KEYS = ("epochs", "max_minutes", "jit_compile", "distribute", "workers", "cache", "verbose")
 #: Settings added after runs were already made, with the value that a config.json without them
 #: was trained with: such a run resumes, and refuses another value like any other setting.
-ADDED_KEYS = {"pitch": 0.0, "tempo": 0.0}
+ADDED_KEYS = {"pitch": 0.0, "tempo": 0.0, "instrumental_share": None, "vocal_level": None, "vocal_fx": [],
+              "init_from": None}
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -114,6 +125,18 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tempo", type=float, default=0.0, metavar="FRACTION",
                         help="augment by time-stretching each patch's vocals by a random factor within "
                         "1 +- FRACTION (below 1), remixed with the accompaniment (default 0: off)")
+    parser.add_argument("--instrumental-share", type=float, default=None, metavar="P",
+                        help="mixing mode: vocals only from tracks that have them, accompaniment from any track "
+                        "(instrumental ones included), and this fraction of patches with silent vocals (default: off)")
+    parser.add_argument("--vocal-level", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                        help="mixing mode, from waveforms: vocals RMS LO..HI dB against the accompaniment's, drawn "
+                        "uniformly per patch (e.g. -4 6; needs a cache prepared by this version)")
+    parser.add_argument("--vocal-fx", default=None, metavar="NAMES",
+                        help="mixing mode, from waveforms: process the vocals with these production.py effects, "
+                        "comma-separated, or 'all' (e.g. highpass,compressor,eq,reverb)")
+    parser.add_argument("--init-from", metavar="MODEL", default=None,
+                        help="start from this model's weights (a .keras file, or a folder holding best.keras); same "
+                        "audio parameters and architecture required. A resumed run continues from its checkpoint")
     parser.add_argument("--input-dropout", type=float, default=0.0,
                         help="zero this fraction of input cells, as the Keras coursework (default 0)")
     parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
@@ -154,6 +177,10 @@ def main(argv=None) -> int:
         "pitch": args.pitch,
         "tempo": args.tempo,
         "input_dropout": args.input_dropout,
+        "instrumental_share": args.instrumental_share,
+        "vocal_level": args.vocal_level,
+        "vocal_fx": list(args.vocal_fx),
+        "init_from": None if args.init_from is None else str(args.init_from),
         "seed": args.seed,
         "epochs": args.epochs,
         "max_minutes": args.max_minutes,
@@ -174,6 +201,10 @@ def main(argv=None) -> int:
         raise UserError(f"--batch-size {args.batch_size} does not divide over {replicas} replicas; "
                         f"use a multiple of {replicas}")
     run_dir = _worker_run_dir(Path(args.run_dir), strategy)
+    init_weights = None
+    if args.init_from is not None and not (run_dir / BACKUP_DIR / STATE_FILE).is_file():
+        # checked before the run folder is written; a run that resumes takes its checkpoint instead
+        init_weights = load_init_weights(args.init_from, cache.params, filters, args.kernel_size)
     state = prepare_run_dir(run_dir, config, cache.params)
     if state is not None and state.get("finished") == "early stopping":
         print(f"{run_dir}: stopped early after epoch {state['epoch']}; nothing to do (best model: "
@@ -196,7 +227,8 @@ def main(argv=None) -> int:
     loader = dict(batch_size=args.batch_size, seed=args.seed, workers=args.workers)
     train_data = DataGenerator(cache, tracks=train_tracks, mode="train", steps_per_epoch=args.steps_per_epoch,
                                remix=args.remix, gain=args.gain, input_dropout=args.input_dropout,
-                               pitch=args.pitch, tempo=args.tempo, **loader)
+                               pitch=args.pitch, tempo=args.tempo, instrumental_share=args.instrumental_share,
+                               vocal_level=args.vocal_level, effects=args.vocal_fx, **loader)
     val_data = None
     if val_tracks:
         val_data = DataGenerator(cache, tracks=val_tracks, mode="validation",
@@ -207,6 +239,9 @@ def main(argv=None) -> int:
                            kernel_size=args.kernel_size, dropout=args.dropout)
         model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=LOSSES[args.loss],
                       jit_compile="auto" if args.jit_compile is None else args.jit_compile)
+        if init_weights is not None and not done:  # on resume the checkpoint's weights win
+            model.set_weights(init_weights)
+            print(f"starting from the weights of {args.init_from}")
     print(f"training {model.count_params():,} parameters on {len(train_tracks)} tracks "
           f"({len(val_tracks)} for validation), {replicas} replica{'s' * (replicas > 1)}")
 
@@ -260,7 +295,62 @@ def _check_args(args) -> tuple[int, ...]:
         raise UserError(f"--tempo must be in [0, 1) (a fraction of the tempo), got {args.tempo}")
     if not 0 <= args.dropout < 1:
         raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.instrumental_share is not None and not 0 <= args.instrumental_share <= 1:
+        raise UserError(f"--instrumental-share must be in [0, 1], got {args.instrumental_share}")
+    if args.vocal_level is not None:
+        low, high = args.vocal_level
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+            raise UserError(f"--vocal-level {low:g} {high:g}: give LO HI in dB with LO <= HI, e.g. -4 6")
+        if args.gain:
+            raise UserError("--vocal-level sets the vocal-to-accompaniment level; drop --gain")
+    args.vocal_fx = _effects(args.vocal_fx)
+    if (args.vocal_level is not None or args.vocal_fx) and (args.pitch or args.tempo):
+        raise UserError("--pitch/--tempo act on magnitudes and cannot be combined with --vocal-level/--vocal-fx; "
+                        "use --vocal-fx pitch (a time-domain pitch shift) instead")
     return filters
+
+
+def _effects(text: str | None) -> tuple[str, ...]:
+    """The effect names of ``--vocal-fx`` (``all``: every effect of production.py), checked."""
+    if text is None:
+        return ()
+    from data_generator import production_effects  # numpy only
+
+    known = production_effects()
+    names = known if text.strip() == "all" else tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise UserError(f"--vocal-fx {text!r}: unknown effect(s) {', '.join(unknown) or '(none given)'}; "
+                        f"choose from {', '.join(known)} or 'all'")
+    return names
+
+
+def load_init_weights(path, params: AudioParams, filters, kernel_size: int) -> list:
+    """The weights of the model at ``path`` (``--init-from``), refused unless it matches this run.
+
+    The model's audio parameters must equal the cache's, and its architecture the one that
+    ``filters`` and ``kernel_size`` build: the same layers (by name) with the same weight shapes.
+    """
+    from inference import resolve_model
+    from unet_model import build_unet, load_model
+
+    path = resolve_model(str(path))
+    source, source_params = load_model(path)
+    source_params.check_same(params, f"--init-from {path}", "fine-tune on a cache prepared with its parameters")
+    target = build_unet(input_shape=(params.n_bins, params.patch_frames, 1), filters=filters, kernel_size=kernel_size)
+
+    def shapes(model) -> dict:
+        return {layer.name: [tuple(w.shape) for w in layer.weights] for layer in model.layers if layer.weights}
+
+    have, want = shapes(source), shapes(target)
+    if have != want:
+        convs = [shape[0] for name, shape in have.items() if name.startswith("encoder") and name.endswith("_conv")]
+        theirs = (f"--filters {','.join(str(s[-1]) for s in convs)} --kernel-size {convs[0][0]}" if convs
+                  else "another layer list")
+        name = next(n for n in [*want, *have] if have.get(n) != want.get(n))
+        raise UserError(f"--init-from {path}: another architecture (layer {name}: {have.get(name)} vs {want.get(name)} "
+                        f"here); it was built with {theirs}: train with those")
+    return source.get_weights()
 
 
 def _open_cache(path):

@@ -419,3 +419,106 @@ def test_only_the_chief_writes_the_run_dir(tmp_path):
     with_chief = dict(workers, chief=["c:1"])
     assert train._worker_run_dir(run, strategy("chief", 0, with_chief)) == run
     assert train._worker_run_dir(run, strategy("worker", 0, with_chief)) == tmp_path / "run.worker0"
+
+
+# ---------------------------------------------------------------------------------------------
+# Mixing options and --init-from (fine-tuning)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stand_in_production(monkeypatch):
+    """A stand-in production.py: one effect, "double", that doubles the voice."""
+    module = types.SimpleNamespace(EFFECTS=("double",), produce=lambda vocals, sr, rng, effects: 2 * vocals)
+    monkeypatch.setitem(sys.modules, "production", module)
+    return module
+
+
+def test_mixing_options_train_and_reach_the_config(cache, tmp_path, stand_in_production, capsys):
+    run = tmp_path / "run"
+    options = ["--instrumental-share", "0.25", "--vocal-level", "-4", "6", "--vocal-fx", "all"]
+    assert train.main(tiny_args(cache, run, 1, 2, *options)) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["instrumental_share"], config["vocal_level"], config["vocal_fx"]) == (0.25, [-4.0, 6.0], ["double"])
+    assert np.isfinite(history(run)["loss"]).all()
+    with pytest.raises(UserError, match=r"another configuration \(vocal_level: \[-4.0, 6.0\] -> \[0.0, 6.0\]\)"):
+        train.main(tiny_args(cache, run, 2, 2, *options[:3], "0", "6", *options[5:]))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--instrumental-share", "1.5"], r"--instrumental-share must be in \[0, 1\], got 1.5"),
+    (["--instrumental-share", "-0.1"], r"--instrumental-share must be in \[0, 1\]"),
+    (["--vocal-level", "6", "-4"], "--vocal-level 6 -4: give LO HI in dB with LO <= HI"),
+    (["--vocal-level", "0", "nan"], "--vocal-level 0 nan: give LO HI"),
+    (["--vocal-level", "0", "6", "--gain"], "--vocal-level sets the vocal-to-accompaniment level; drop --gain"),
+    (["--vocal-fx", "double,reverb"], r"--vocal-fx 'double,reverb': unknown effect\(s\) reverb; choose from double or 'all'"),
+    (["--vocal-fx", ","], r"unknown effect\(s\) \(none given\)"),
+    (["--vocal-fx", "double", "--pitch", "2"], "--pitch/--tempo act on magnitudes"),
+])
+def test_bad_mixing_options_are_refused(cache, tmp_path, stand_in_production, extra, message):
+    with pytest.raises(UserError, match=message):
+        train.main(tiny_args(cache, tmp_path / "run", 1, 1, *extra))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_made_before_the_mixing_options_resumes(tmp_path):
+    run = tmp_path / "run"
+    config = {"seed": 0, **train.ADDED_KEYS}
+    assert train.prepare_run_dir(run, config, TINY_PARAMS) is None
+    (run / "config.json").write_text(json.dumps({"seed": 0}))
+    assert train.prepare_run_dir(run, config, TINY_PARAMS) is None
+    (run / "config.json").write_text(json.dumps({"seed": 0}))
+    with pytest.raises(UserError, match=r"another configuration \(init_from: None -> 'm.keras'\)"):
+        train.prepare_run_dir(run, dict(config, init_from="m.keras"), TINY_PARAMS)
+
+
+@pytest.fixture(scope="module")
+def trained(cache, tmp_path_factory) -> Path:
+    """A tiny run trained for one epoch: the model to fine-tune from."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    assert train.main(tiny_args(cache, run, 1, 3)) == 0
+    return run
+
+
+def test_init_from_starts_from_the_model_and_resume_keeps_the_checkpoint(cache, trained, tmp_path, capsys):
+    run = tmp_path / "tuned"
+    capsys.readouterr()
+    # a learning rate so small that the first epoch leaves the starting weights as they were
+    assert train.main(tiny_args(cache, run, 1, 2, "--init-from", str(trained), "--learning-rate", "1e-12")) == 0
+    assert f"starting from the weights of {trained}" in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["init_from"] == str(trained)
+    source, tuned = unet_model.load_model(trained / "best.keras")[0], unet_model.load_model(run / "last.keras")[0]
+    for layer in source.layers:
+        if layer.name.endswith(("_conv", "_deconv")):
+            np.testing.assert_allclose(tuned.get_layer(layer.name).get_weights()[0], layer.get_weights()[0], atol=1e-6)
+    scratch = tmp_path / "scratch"  # the same run without --init-from starts elsewhere
+    assert train.main(tiny_args(cache, scratch, 1, 2, "--learning-rate", "1e-12")) == 0
+    assert not np.allclose(weights_of(scratch / "last.keras")[0], source.get_layer("encoder1_conv").get_weights()[0], atol=1e-6)
+    # resuming: the checkpoint wins, the model is not even read again
+    (trained / "best.keras").rename(trained / "moved.keras")
+    try:
+        assert train.main(tiny_args(cache, run, 2, 2, "--init-from", str(trained), "--learning-rate", "1e-12")) == 0
+    finally:
+        (trained / "moved.keras").rename(trained / "best.keras")
+    out = capsys.readouterr().out
+    assert "resuming after epoch 1 of 2" in out and "starting from the weights" not in out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--filters", "4,8,8,8,8,16"], r"another architecture \(layer encoder6_conv: \[\(5, 5, 8, 8\), \(8,\)\] vs "
+                                    r"\[\(5, 5, 8, 16\), \(16,\)\] here\); it was built with --filters 4,8,8,8,8,8 --kernel-size 5"),
+    (["--kernel-size", "3"], r"another architecture \(layer encoder1_conv: .*--kernel-size 5: train with those"),
+])
+def test_init_from_another_architecture_is_refused(cache, trained, tmp_path, extra, message):
+    with pytest.raises(UserError, match=message):
+        train.main(tiny_args(cache, tmp_path / "run", 1, 1, "--init-from", str(trained / "best.keras"), *extra))
+    assert not (tmp_path / "run").exists()
+
+
+def test_init_from_other_audio_parameters_or_no_model_is_refused(cache, tmp_path):
+    with pytest.raises(UserError, match=r"--init-from .*unet_mir1k.keras was made with other audio parameters "
+                                        r"\(patch_frames: 128 vs 64, n_bins: 512 vs 64\)"):
+        train.main(tiny_args(cache, tmp_path / "run", 1, 1, "--init-from", str(ROOT / "pretrained")))
+    with pytest.raises(UserError, match="no such model file or folder"):
+        train.main(tiny_args(cache, tmp_path / "run", 1, 1, "--init-from", str(tmp_path / "nothing.keras")))
+    assert not (tmp_path / "run").exists()
