@@ -75,7 +75,7 @@ LOSSES = {"mse": "mean_squared_error", "l1": "mean_absolute_error"}
 RUNTIME_KEYS = ("epochs", "max_minutes", "jit_compile", "distribute", "workers", "cache", "verbose")
 #: Settings added after runs were already made, with the value that a config.json without them
 #: was trained with: such a run resumes, and refuses another value like any other setting.
-ADDED_KEYS = {"pitch": 0.0, "tempo": 0.0, "instrumental_share": None, "vocal_level": None, "vocal_fx": [],
+ADDED_KEYS = {"pitch": 0.0, "tempo": 0.0, "instrumental_share": None, "vocal_level": None, "vocal_fx": None,
               "init_from": None}
 
 
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
         "input_dropout": args.input_dropout,
         "instrumental_share": args.instrumental_share,
         "vocal_level": args.vocal_level,
-        "vocal_fx": list(args.vocal_fx),
+        "vocal_fx": list(args.vocal_fx) or None,
         "init_from": None if args.init_from is None else str(args.init_from),
         "seed": args.seed,
         "epochs": args.epochs,
