@@ -361,3 +361,17 @@ def test_effects_without_production_py(mixed_cache, monkeypatch):
     monkeypatch.setitem(sys.modules, "production", None)  # import fails as if the file were absent
     with pytest.raises(UserError, match="the vocal effects need production.py, which is not in this checkout"):
         dg.PatchSampler(mixed_cache, steps_per_epoch=4, batch_size=4, effects=("reverb",))
+
+
+def test_with_the_real_production_effects(mixed_cache, monkeypatch):
+    """production.py itself (helper C's pedalboard chain): every effect, deterministic, the target processed."""
+    monkeypatch.delitem(sys.modules, "production")
+    import production
+
+    kwargs = dict(batch_size=2, steps_per_epoch=1, seed=5, instrumental_share=0.0, vocal_level=(0.0, 0.0))
+    dry = dg.PatchSampler(mixed_cache, **kwargs)[0]
+    wet, again = (dg.PatchSampler(mixed_cache, effects=production.EFFECTS, **kwargs)[0] for _ in range(2))
+    for x, y in zip(wet, again):
+        np.testing.assert_array_equal(x, y)
+    assert all(np.isfinite(x).all() for x in wet) and wet[1].any()
+    assert not np.allclose(wet[1], dry[1], atol=1e-3)  # the same segments (same draws before the effects), processed

@@ -522,3 +522,10 @@ def test_init_from_other_audio_parameters_or_no_model_is_refused(cache, tmp_path
     with pytest.raises(UserError, match="no such model file or folder"):
         train.main(tiny_args(cache, tmp_path / "run", 1, 1, "--init-from", str(tmp_path / "nothing.keras")))
     assert not (tmp_path / "run").exists()
+
+
+def test_vocal_fx_names_come_from_production_py(cache, tmp_path):
+    import production
+
+    with pytest.raises(UserError, match=f"unknown effect\\(s\\) nosuch; choose from {', '.join(production.EFFECTS)} or 'all'"):
+        train.main(tiny_args(cache, tmp_path / "run", 1, 1, "--vocal-fx", "reverb,nosuch"))
