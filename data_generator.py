@@ -905,7 +905,8 @@ def get_parser() -> argparse.ArgumentParser:
     source.add_argument("--dataset", required=True, choices=datasets.DATASETS)
     source.add_argument("--root", required=True, type=Path, help="dataset folder")
     source.add_argument("--split", default=None, help="split to read (default all). stems: a split folder name; "
-                        f"musdb/musdb-hq: {', '.join(datasets.MUSDB_SPLITS)}; mir1k: {', '.join(datasets.MIR1K_SPLITS)}")
+                        f"musdb/musdb-hq: {', '.join(datasets.MUSDB_SPLITS)}; mir1k: {', '.join(datasets.MIR1K_SPLITS)}; "
+                        "instrumental: a split folder, or the split to call a folder without split folders (default train)")
     source.add_argument("--limit", type=int, default=None, help="only the first N tracks (sorted by name)")
     source.add_argument("--strict", action="store_true", help="stop at an unreadable file instead of skipping it")
     source.add_argument("--quiet", action="store_true", help="no progress bar")
