@@ -614,6 +614,8 @@ class PatchSampler:
       the segment is ``L`` dB above the accompaniment's, ``L`` uniform in [lo, hi] (the RMS is
       taken over the samples inside the track, not its zero padding; where either is below
       :data:`LEVEL_FLOOR` the vocals keep their level). Replaces ``gain``.
+    - ``accompaniment_tracks``: names of training tracks to draw the accompaniment from (default:
+      all of them), e.g. only the instrumental music.
     - ``effects``: names from ``production.EFFECTS`` (reverb, compressor, ...) applied to each
       patch's vocal waveform by ``production.produce`` with settings drawn from the batch's
       generator. The target is the processed vocals.
@@ -632,7 +634,7 @@ class PatchSampler:
     def __init__(self, cache, tracks=None, batch_size: int = 64, mode: str = "train", steps_per_epoch: int | None = None,
                  seed: int = 0, remix: bool = False, gain: bool = False, input_dropout: float = 0.0,
                  pitch: float = 0.0, tempo: float = 0.0, instrumental_share: float | None = None,
-                 vocal_level: tuple[float, float] | None = None, effects=(), **kwargs):
+                 vocal_level: tuple[float, float] | None = None, effects=(), accompaniment_tracks=None, **kwargs):
         super().__init__(**kwargs)
         self.cache = cache if isinstance(cache, Cache) else Cache(cache)
         if mode not in ("train", "validation"):
@@ -646,7 +648,8 @@ class PatchSampler:
         if not 0.0 <= tempo < 1.0:
             raise UserError(f"tempo must be in [0, 1) (a fraction of the tempo), got {tempo}")
         effects = tuple(effects or ())
-        mixing = instrumental_share is not None or vocal_level is not None or bool(effects)
+        mixing = (instrumental_share is not None or vocal_level is not None or bool(effects)
+                  or accompaniment_tracks is not None)
         if mode == "validation" and (remix or gain or input_dropout or pitch or tempo or mixing):
             raise UserError("augmentations (instrumental_share, vocal_level, effects, remix, gain, input_dropout, "
                             "pitch, tempo) are for training; validation mode takes none")
@@ -674,6 +677,14 @@ class PatchSampler:
         if self.waveform and self.cache.format < 2:
             self.cache.wave(self.entries[0]["name"], "accompaniment")  # raises the format message
         self._vocal_tracks = np.array([i for i, t in enumerate(self.entries) if not t.get("vocals_silent")], dtype=np.int64)
+        self._accompaniment_tracks = np.arange(len(self.entries))
+        if accompaniment_tracks is not None:
+            position = {t["name"]: i for i, t in enumerate(self.entries)}
+            missing = sorted(set(accompaniment_tracks) - set(position))
+            if missing or not accompaniment_tracks:
+                raise UserError(f"accompaniment_tracks must be some of the training tracks; not among them: "
+                                f"{', '.join(missing) or '(none given)'}")
+            self._accompaniment_tracks = np.array([position[n] for n in accompaniment_tracks])
         if mixing and not len(self._vocal_tracks):
             raise UserError(f"{self.cache.path}: none of the training tracks has vocals to mix "
                             "(all are silent, e.g. instrumental); add tracks with vocals")
@@ -792,7 +803,7 @@ class PatchSampler:
         if self.remix or self.gain or self.pitch or self.tempo or self.mixing:
             vocals[self._silent(rng, len(track))] = 0.0
             if self.remix or self.mixing:
-                track = rng.integers(len(self.entries), size=len(track))
+                track = self._accompaniment_tracks[rng.integers(len(self._accompaniment_tracks), size=len(track))]
                 offset = rng.integers(0, self._max_offset[track] + 1)
             accompaniment = self._read("accompaniment", track, offset)
             if self.gain:
@@ -816,7 +827,7 @@ class PatchSampler:
         p = self.params
         size, length = len(track), p.patch_frames * p.hop_length
         silent = self._silent(rng, size)
-        other = rng.integers(len(self.entries), size=size)
+        other = self._accompaniment_tracks[rng.integers(len(self._accompaniment_tracks), size=size)]
         start = rng.integers(0, np.maximum(self._samples[other] - length, 0) + 1)
         if self.vocal_level is not None:
             levels, gains = rng.uniform(*self.vocal_level, size=size), None

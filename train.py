@@ -76,7 +76,7 @@ RUNTIME_KEYS = ("epochs", "max_minutes", "jit_compile", "distribute", "workers",
 #: Settings added after runs were already made, with the value that a config.json without them
 #: was trained with: such a run resumes, and refuses another value like any other setting.
 ADDED_KEYS = {"pitch": 0.0, "tempo": 0.0, "instrumental_share": None, "vocal_level": None, "vocal_fx": None,
-              "init_from": None}
+              "accompaniment_from": None, "init_from": None}
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -134,6 +134,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vocal-fx", default=None, metavar="NAMES",
                         help="mixing mode, from waveforms: process the vocals with these production.py effects, "
                         "comma-separated, or 'all' (e.g. highpass,compressor,eq,reverb)")
+    parser.add_argument("--accompaniment-from", metavar="DATASET", default=None,
+                        help="mixing mode: draw the accompaniment only from the training tracks of this dataset "
+                        "(e.g. instrumental; default: from all training tracks)")
     parser.add_argument("--init-from", metavar="MODEL", default=None,
                         help="start from this model's weights (a .keras file, or a folder holding best.keras); same "
                         "audio parameters and architecture required. A resumed run continues from its checkpoint")
@@ -154,6 +157,13 @@ def main(argv=None) -> int:
     filters = _check_args(args)
     cache = _open_cache(args.cache)
     train_tracks, val_tracks = split_tracks(cache, args.split, args.validation_split, args.seed, args.validation_from)
+    accompaniment_tracks = None
+    if args.accompaniment_from is not None:
+        accompaniment_tracks = [n for n in train_tracks if cache.track(n)["dataset"] == args.accompaniment_from]
+        if not accompaniment_tracks:
+            datasets = sorted({cache.track(n)["dataset"] for n in train_tracks})
+            raise UserError(f"--accompaniment-from {args.accompaniment_from}: no training track of that dataset "
+                            f"(the training tracks are {', '.join(datasets)}); prepare it into the cache or choose another")
 
     config = {
         "cache": str(Path(args.cache).resolve()),
@@ -180,6 +190,7 @@ def main(argv=None) -> int:
         "instrumental_share": args.instrumental_share,
         "vocal_level": args.vocal_level,
         "vocal_fx": list(args.vocal_fx) or None,
+        "accompaniment_from": args.accompaniment_from,
         "init_from": None if args.init_from is None else str(args.init_from),
         "seed": args.seed,
         "epochs": args.epochs,
@@ -228,7 +239,8 @@ def main(argv=None) -> int:
     train_data = DataGenerator(cache, tracks=train_tracks, mode="train", steps_per_epoch=args.steps_per_epoch,
                                remix=args.remix, gain=args.gain, input_dropout=args.input_dropout,
                                pitch=args.pitch, tempo=args.tempo, instrumental_share=args.instrumental_share,
-                               vocal_level=args.vocal_level, effects=args.vocal_fx, **loader)
+                               vocal_level=args.vocal_level, effects=args.vocal_fx,
+                               accompaniment_tracks=accompaniment_tracks, **loader)
     val_data = None
     if val_tracks:
         val_data = DataGenerator(cache, tracks=val_tracks, mode="validation",

@@ -375,3 +375,13 @@ def test_with_the_real_production_effects(mixed_cache, monkeypatch):
         np.testing.assert_array_equal(x, y)
     assert all(np.isfinite(x).all() for x in wet) and wet[1].any()
     assert not np.allclose(wet[1], dry[1], atol=1e-3)  # the same segments (same draws before the effects), processed
+
+
+def test_accompaniment_from_chosen_tracks(mixed_cache):
+    sampler = dg.PatchSampler(mixed_cache, steps_per_epoch=2, batch_size=8, accompaniment_tracks=["pkg__tune"])
+    for mix, vocals in batches(sampler, 2):
+        for b in range(8):
+            assert peaks(mix, b)[1] > 0.5 * peaks(mix, b)[0] and peaks(vocals, b)[1] < 1e-3 * peaks(vocals, b)[0]
+    for names in (["nosuch"], []):
+        with pytest.raises(UserError, match="accompaniment_tracks must be some of the training tracks"):
+            dg.PatchSampler(mixed_cache, batch_size=4, accompaniment_tracks=names)

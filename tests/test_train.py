@@ -436,10 +436,11 @@ def stand_in_production(monkeypatch):
 
 def test_mixing_options_train_and_reach_the_config(cache, tmp_path, stand_in_production, capsys):
     run = tmp_path / "run"
-    options = ["--instrumental-share", "0.25", "--vocal-level", "-4", "6", "--vocal-fx", "all"]
+    options = ["--instrumental-share", "0.25", "--vocal-level", "-4", "6", "--vocal-fx", "all", "--accompaniment-from", "stems"]
     assert train.main(tiny_args(cache, run, 1, 2, *options)) == 0
     config = json.loads((run / "config.json").read_text())
     assert (config["instrumental_share"], config["vocal_level"], config["vocal_fx"]) == (0.25, [-4.0, 6.0], ["double"])
+    assert config["accompaniment_from"] == "stems"
     assert np.isfinite(history(run)["loss"]).all()
     with pytest.raises(UserError, match=r"another configuration \(vocal_level: \[-4.0, 6.0\] -> \[0.0, 6.0\]\)"):
         train.main(tiny_args(cache, run, 2, 2, *options[:3], "0", "6", *options[5:]))
@@ -454,6 +455,8 @@ def test_mixing_options_train_and_reach_the_config(cache, tmp_path, stand_in_pro
     (["--vocal-fx", "double,reverb"], r"--vocal-fx 'double,reverb': unknown effect\(s\) reverb; choose from double or 'all'"),
     (["--vocal-fx", ","], r"unknown effect\(s\) \(none given\)"),
     (["--vocal-fx", "double", "--pitch", "2"], "--pitch/--tempo act on magnitudes"),
+    (["--accompaniment-from", "instrumental"], "--accompaniment-from instrumental: no training track of that dataset "
+                                               r"\(the training tracks are stems\)"),
 ])
 def test_bad_mixing_options_are_refused(cache, tmp_path, stand_in_production, extra, message):
     with pytest.raises(UserError, match=message):
