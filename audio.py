@@ -20,6 +20,7 @@ import dataclasses
 import json
 import shutil
 import subprocess
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -238,6 +239,75 @@ def _load_ffmpeg(path: Path, offset, duration) -> tuple[np.ndarray, int]:
     audio = np.frombuffer(proc.stdout, dtype="<f4")
     audio = audio[: audio.size // channels * channels].reshape(-1, channels)
     return audio.astype(np.float32), file_sr
+
+
+#: Samples per block when a long file is read in pieces (:func:`stream_mono`): 6 s at 44.1 kHz.
+STREAM_BLOCK = 2**18
+
+
+def stream_mono(path, sr: int, block: int = STREAM_BLOCK):
+    """Yield a file's audio as 1-D float32 mono blocks at rate ``sr``, in bounded memory.
+
+    The streaming twin of ``load_audio(path, sr, mono=True)`` for files too long to hold whole
+    (an hour of music): blocks of ``block`` samples are read (libsndfile, or an ffmpeg pipe for
+    the formats :func:`load_audio` decodes with ffmpeg), folded to mono (:func:`to_mono`) and
+    resampled by soxr's streaming resampler (same filter as :func:`resample`). Raises
+    :class:`AudioError` naming the file, when it is first iterated, for an unreadable, empty or
+    non-finite file.
+    """
+    import soxr
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file" if not path.exists() else f"{path}: is a folder, not an audio file")
+    reader = _ffmpeg_blocks if path.suffix.lower() in FFMPEG_EXTENSIONS else _soundfile_blocks
+    resampler, total = None, 0
+    for file_sr, audio in reader(path, block):
+        if resampler is None and file_sr != sr:
+            resampler = soxr.ResampleStream(file_sr, sr, 1, dtype="float32", quality="HQ")
+        if not np.isfinite(audio).all():
+            raise AudioError(f"{path}: contains NaN or infinite samples")
+        total += len(audio)
+        mono = np.ascontiguousarray(to_mono(audio)[:, 0])
+        yield mono if resampler is None else resampler.resample_chunk(mono)
+    if total == 0:
+        raise AudioError(f"{path}: contains no audio samples")
+    if resampler is not None:
+        yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+
+
+def _soundfile_blocks(path: Path, block: int):
+    """``(rate, (n, channels) float32 block)`` pairs read by libsndfile."""
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(str(path)) as f:
+            while True:
+                audio = f.read(frames=block, dtype="float32", always_2d=True)
+                if not len(audio):
+                    return
+                yield f.samplerate, audio
+    except (sf.LibsndfileError, RuntimeError, ValueError, EOFError) as err:
+        raise AudioError(f"{path}: cannot read as audio ({_short(err)})") from None
+
+
+def _ffmpeg_blocks(path: Path, block: int):
+    """``(rate, (n, channels) float32 block)`` pairs decoded by an ffmpeg pipe."""
+    file_sr, channels = _probe_ffmpeg(path)
+    cmd = [ffmpeg_binary(), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-f", "f32le",
+           "-acodec", "pcm_f32le", "-"]
+    with tempfile.TemporaryFile() as errors, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors) as proc:
+        try:
+            while data := proc.stdout.read(4 * channels * block):
+                audio = np.frombuffer(data, dtype="<f4")
+                yield file_sr, audio[: audio.size // channels * channels].reshape(-1, channels).astype(np.float32)
+        finally:
+            proc.stdout.close()
+            proc.wait()
+        if proc.returncode != 0:
+            errors.seek(0)
+            reason = errors.read().decode(errors="replace").strip().splitlines()
+            raise AudioError(f"{path}: cannot decode ({reason[-1] if reason else 'ffmpeg failed'})")
 
 
 def save_audio(path, audio: np.ndarray, sr: int, subtype: str | None = None) -> None:

@@ -5,11 +5,16 @@ Usage::
     python data_generator.py synthesize --out data/synth                # built-in dataset (synth.py)
     python data_generator.py prepare --dataset mir1k --root ../shared/data/mir1k --split train --cache cache/mir1k
     python data_generator.py prepare --dataset stems --root data/synth --cache cache/synth
+    python data_generator.py prepare --dataset instrumental --root data/instrumental --split train --cache cache/mir1k
     python data_generator.py export --dataset mir1k --root ../shared/data/mir1k --split test --unit clip --out data/mir1k-test
 
 ``prepare`` reads each track (datasets.py), folds it to mono by averaging the channels
 (:func:`audio.to_mono`), resamples it to 8192 Hz (soxr), and stores the STFT magnitudes of the
-mixture, the vocals and the accompaniment over the model's 512 bins (:func:`audio.magnitude`).
+mixture, the vocals and the accompaniment over the model's 512 bins (:func:`audio.magnitude`),
+and the mono 8192 Hz waveforms of the vocals and the accompaniment, which the waveform-domain
+augmentations mix (:class:`PatchSampler`). Tracks of the ``instrumental`` dataset are streamed
+(:func:`audio.stream_mono`): an hour-long file is never held whole, and only its accompaniment
+is stored (its vocals are silent and its mixture is its accompaniment).
 ``train.py`` then reads batches through ``keras_data.DataGenerator`` (this module's
 :class:`PatchSampler` as a ``keras.utils.PyDataset``)::
 
@@ -29,13 +34,22 @@ Cache layout
     <cache>/tracks/<file>.mixture.npy           (n_bins, frames) float32 |STFT| of the mono mixture
     <cache>/tracks/<file>.vocals.npy            (n_bins, frames) float32, the target
     <cache>/tracks/<file>.accompaniment.npy     (n_bins, frames) float32, for the augmentations that remix
+    <cache>/tracks/<file>.vocals.wave.npy       (samples,) float32 mono waveform at the cache's rate
+    <cache>/tracks/<file>.accompaniment.wave.npy
 
 Each ``tracks`` entry is ``{"name", "dataset", "split", "source", "file", "frames", "samples",
-"seconds", "vocals_silent"}``; ``file`` is a filesystem-safe stem of the name. A track enters
-the index only once its three arrays are written (each atomically), and the index itself is
-rewritten atomically after every track, so an interrupted prepare leaves a valid cache that
-the same command completes: tracks already in the index are skipped. The arrays are opened
-with ``np.load(mmap_mode="r")`` only when a batch needs them.
+"seconds", "vocals_silent", "stored"}``; ``file`` is a filesystem-safe stem of the name and
+``stored`` lists the arrays written (the parts above, the waveforms as ``vocals.wave`` and
+``accompaniment.wave``). Vocals that are exactly zero (the ``instrumental`` dataset) are not
+stored: :meth:`Cache.array` and :meth:`Cache.wave` read them as zeros, and a missing mixture as
+the accompaniment. A track enters the index only once its arrays are written (each atomically),
+and the index itself is rewritten atomically after every track, so an interrupted prepare
+leaves a valid cache that the same command completes: tracks already in the index are skipped.
+The arrays are opened with ``np.load(mmap_mode="r")`` only when a batch needs them.
+
+Format 1 (before the waveforms; entries without ``stored``) is still read: it trains as before,
+and the waveform options (``vocal_level``, ``effects``) refuse it with a one-line message to
+prepare a new cache; ``prepare`` refuses to add tracks to it.
 """
 
 from __future__ import annotations
@@ -43,6 +57,8 @@ from __future__ import annotations
 import argparse
 import collections
 import hashlib
+import io
+import itertools
 import json
 import math
 import re
@@ -58,17 +74,26 @@ from audio import (
     AudioError,
     AudioParams,
     magnitude,
+    model_bins,
     n_frames,
     normalize_patches,
     resample,
     save_audio,
+    stft,
+    stream_mono,
     to_mono,
 )
 from cli import ArgumentParser, UserError, atomic_output, atomic_write_text, bounded, run_cli
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+#: Formats :class:`Cache` reads; format 1 has magnitudes only (no waveforms).
+READABLE_FORMATS = (1, 2)
 INDEX_FILE = "index.json"
 PARTS = ("mixture", "vocals", "accompaniment")
+#: The waveforms stored beside the magnitudes (format 2), as ``<file>.<source>.wave.npy``.
+WAVES = ("vocals", "accompaniment")
+#: Frames per block when the magnitudes of a streamed track are computed from its waveform.
+MAGNITUDE_BLOCK = 1024
 #: Vocals whose peak (mono, 8192 Hz) stays below -60 dBFS are reported as silent (kept in the cache).
 SILENT_VOCALS_PEAK = 1e-3
 #: Hop between validation patches, in frames: 32 of 128 is the 75% overlap of the original generator.
@@ -79,6 +104,8 @@ GAIN_RANGE = (0.25, 1.25)
 MAX_PITCH = 12.0
 #: Memory maps kept open at once; each holds a file descriptor, and MIR-1K by clip has 3000 arrays.
 MAX_OPEN_ARRAYS = 384
+#: RMS below which a segment counts as silent for ``vocal_level`` (-80 dBFS): its level is left alone.
+LEVEL_FLOOR = 1e-4
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,9 +124,14 @@ def _read_index(path: Path) -> dict:
         index = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise UserError(f"{path}: cannot read the cache index ({err}); delete the cache folder and prepare again") from None
-    if not isinstance(index, dict) or index.get("format") != CACHE_FORMAT or not isinstance(index.get("tracks"), list):
+    if not isinstance(index, dict) or index.get("format") not in READABLE_FORMATS or not isinstance(index.get("tracks"), list):
         raise UserError(f"{path}: not a cache index of format {CACHE_FORMAT}; delete the cache folder and prepare again")
     return index
+
+
+def _stored(entry: dict) -> list[str]:
+    """The arrays a track entry has on disk (format 1 entries: the three magnitudes)."""
+    return entry.get("stored", list(PARTS))
 
 
 class Cache:
@@ -124,6 +156,7 @@ class Cache:
                 f"python data_generator.py prepare --dataset ... --root ... --cache {self.path}"
             )
         index = _read_index(index_path)
+        self.format = index["format"]
         self.params = AudioParams.load(self.path / PARAMS_FILE)
         self.tracks: list[dict] = index["tracks"]
         self.skipped: dict[str, str] = index.get("skipped", {})
@@ -151,7 +184,32 @@ class Cache:
             raise UserError(f"{self.path}: no track named {name!r} in the cache") from None
 
     def array(self, name: str, part: str) -> np.ndarray:
-        """The ``(n_bins, frames)`` float32 magnitude of ``part`` (mixture/vocals/accompaniment), memory-mapped."""
+        """The ``(n_bins, frames)`` float32 magnitude of ``part`` (mixture/vocals/accompaniment), memory-mapped.
+
+        Vocals that were not stored (silent) read as zeros, a mixture not stored as the accompaniment.
+        """
+        entry = self.track(name)
+        if part not in _stored(entry):
+            if part == "mixture":
+                return self.array(name, "accompaniment")
+            return np.broadcast_to(np.zeros((1, 1), dtype=np.float32), (self.params.n_bins, entry["frames"]))
+        return self._load(name, part)
+
+    def wave(self, name: str, source: str) -> np.ndarray:
+        """The ``(samples,)`` float32 mono waveform of ``source`` (vocals/accompaniment), memory-mapped.
+
+        Silent vocals that were not stored read as zeros. A format-1 cache has no waveforms: UserError.
+        """
+        entry = self.track(name)
+        if self.format < 2:
+            raise UserError(f"{self.path}: a cache of format {self.format} holds no waveforms (the waveform "
+                            "augmentations need them); re-run prepare into a new --cache folder")
+        part = f"{source}.wave"
+        if part not in _stored(entry):
+            return np.broadcast_to(np.zeros(1, dtype=np.float32), (entry["samples"],))
+        return self._load(name, part)
+
+    def _load(self, name: str, part: str) -> np.ndarray:
         key = (name, part)
         arr = self._open.get(key)
         if arr is not None:
@@ -185,30 +243,47 @@ def _loaded_tracks(tracks, strict: bool, progress: bool, desc: str, skipped: dic
     A file that cannot be read is named on stderr and recorded in ``skipped``; with ``strict``
     it stops the run with a :class:`UserError` instead.
     """
+    for track in _progress(tracks, desc, progress):
+        try:
+            audio, sr = track.load()
+        except AudioError as err:
+            _skip(track, err, strict, skipped)
+            continue
+        yield track, audio, sr
+
+
+def _progress(tracks, desc: str, progress: bool):
+    """The tracks, with a progress bar on stderr naming the current one (none without ``progress``)."""
     from tqdm import tqdm
 
     bar = tqdm(tracks, desc=desc, unit="track", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     for track in bar:
         bar.set_postfix_str(track.name[:40], refresh=False)
-        try:
-            audio, sr = track.load()
-        except AudioError as err:
-            if strict:
-                raise UserError(f"{err} (refused because of --strict; drop --strict to skip it)") from None
-            tqdm.write(f"warning: skipping track {track.name}: {err}", file=sys.stderr)
-            skipped[track.name] = str(err)
-            continue
-        yield track, audio, sr
+        yield track
+
+
+def _skip(track, err: AudioError, strict: bool, skipped: dict) -> None:
+    """An unreadable track: a UserError with ``strict``, else a warning and an entry in ``skipped``."""
+    from tqdm import tqdm
+
+    if strict:
+        raise UserError(f"{err} (refused because of --strict; drop --strict to skip it)") from None
+    tqdm.write(f"warning: skipping track {track.name}: {err}", file=sys.stderr)
+    skipped[track.name] = str(err)
 
 
 def _check_cache_folder(cache: Path, params: AudioParams) -> dict:
-    """Open or start the cache at ``cache``; refuse one made with other audio parameters."""
+    """Open or start the cache at ``cache``; refuse one made with other audio parameters or an older format."""
     index_path = cache / INDEX_FILE
     if index_path.is_file():
         AudioParams.load(cache / PARAMS_FILE).check_same(
             params, f"cache {cache}", "prepare into a new --cache folder, or delete this one"
         )
-        return _read_index(index_path)
+        index = _read_index(index_path)
+        if index["format"] != CACHE_FORMAT:
+            raise UserError(f"{cache}: a cache of format {index['format']} (no waveforms); this version writes "
+                            f"format {CACHE_FORMAT}: prepare into a new --cache folder")
+        return index
     if cache.exists() and (not cache.is_dir() or any(cache.iterdir())):
         raise UserError(f"{cache}: exists and is not a cache; choose a new or empty --cache folder")
     try:
@@ -230,7 +305,7 @@ def _select(tracks: list, limit: int | None) -> list:
     return tracks
 
 
-def prepare(dataset: str, root, cache, split: str | None = None, unit: str = "track", limit: int | None = None,
+def prepare(dataset: str, root, cache, *, split: str | None = None, unit: str = "track", limit: int | None = None,
             strict: bool = False, progress: bool = True, params: AudioParams = DEFAULT_PARAMS) -> dict:
     """Add the magnitudes of a dataset split to the cache folder ``cache`` (made if needed).
 
@@ -258,7 +333,7 @@ def prepare(dataset: str, root, cache, split: str | None = None, unit: str = "tr
                 "prepare this split into another --cache folder"
             )
         files_ok = entry is not None and all(
-            (cache / "tracks" / f"{entry['file']}.{part}.npy").is_file() for part in PARTS
+            (cache / "tracks" / f"{entry['file']}.{part}.npy").is_file() for part in _stored(entry)
         )
         if files_ok:
             already += 1
@@ -266,22 +341,14 @@ def prepare(dataset: str, root, cache, split: str | None = None, unit: str = "tr
             todo.append(track)
 
     summary = {"added": [], "already": already, "skipped": {}, "silent": []}
-    for track, audio, sr in _loaded_tracks(todo, strict, progress, "prepare", summary["skipped"]):
-        mono = {part: resample(to_mono(audio[part]), sr, params.sample_rate) for part in PARTS}
-        stem = _file_stem(track.name)
-        frames = None
-        for part in PARTS:
-            mag = magnitude(mono[part], params)
-            frames = mag.shape[1]
-            with atomic_output(cache / "tracks" / f"{stem}.{part}.npy") as tmp, open(tmp, "wb") as f:
-                np.save(f, mag)
-        samples = len(mono["mixture"])
-        assert frames == n_frames(samples, params)
-        silent = bool(np.abs(mono["vocals"]).max() < SILENT_VOCALS_PEAK)
+    streamed = [t for t in todo if t.vocals_silent]
+    loaded = _loaded_tracks([t for t in todo if not t.vocals_silent], strict, progress, "prepare", summary["skipped"])
+    for track, written in itertools.chain(_streamed_tracks(streamed, cache, params, strict, progress, summary["skipped"]),
+                                          ((t, _write_loaded(t, a, sr, cache, params)) for t, a, sr in loaded)):
         entries[track.name] = {
             "name": track.name, "dataset": track.dataset, "split": track.split, "source": track.source,
-            "file": stem, "frames": frames, "samples": samples,
-            "seconds": round(samples / params.sample_rate, 3), "vocals_silent": silent,
+            "file": _file_stem(track.name), **written,
+            "seconds": round(written["samples"] / params.sample_rate, 3),
         }
         index["skipped"].pop(track.name, None)
         index["tracks"] = sorted(entries.values(), key=lambda t: t["name"])
@@ -290,11 +357,102 @@ def prepare(dataset: str, root, cache, split: str | None = None, unit: str = "tr
     index["skipped"].update(summary["skipped"])
     index["tracks"] = sorted(entries.values(), key=lambda t: t["name"])
     atomic_write_text(index_path, json.dumps(index, indent=1) + "\n")
-    summary["silent"] = [t["name"] for t in index["tracks"] if t["vocals_silent"]]
+    # silent vocals are news for a dataset that has vocals, not for instrumental music
+    summary["silent"] = [t["name"] for t in index["tracks"] if t["vocals_silent"] and t["dataset"] != "instrumental"]
     return summary
 
 
-def export(dataset: str, root, out, split: str | None = None, unit: str = "track", limit: int | None = None,
+def _save_array(path: Path, array: np.ndarray) -> None:
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+def _write_loaded(track, audio: dict, sr: int, cache: Path, params: AudioParams) -> dict:
+    """Store the magnitudes and waveforms of a track read whole; return its entry's sizes and flags."""
+    mono = {part: resample(to_mono(audio[part]), sr, params.sample_rate)[:, 0] for part in PARTS}
+    stem = _file_stem(track.name)
+    stored = [p for p in PARTS if p != "vocals" or mono["vocals"].any()]  # all-zero vocals are not stored
+    for part in stored:
+        _save_array(cache / "tracks" / f"{stem}.{part}.npy", magnitude(mono[part], params))
+    for source in WAVES:
+        if source in stored:
+            _save_array(cache / "tracks" / f"{stem}.{source}.wave.npy", mono[source])
+    samples = len(mono["mixture"])
+    return {"frames": n_frames(samples, params), "samples": samples,
+            "vocals_silent": bool(np.abs(mono["vocals"]).max() < SILENT_VOCALS_PEAK),
+            "stored": stored + [f"{s}.wave" for s in WAVES if s in stored]}
+
+
+def _streamed_tracks(tracks, cache: Path, params: AudioParams, strict: bool, progress: bool, skipped: dict):
+    """Yield ``(track, entry fields)`` for tracks with silent vocals, each read in pieces.
+
+    The file is streamed (:func:`audio.stream_mono`) into ``<file>.accompaniment.wave.npy``, then
+    its magnitudes are computed from that memory-mapped waveform :data:`MAGNITUDE_BLOCK` frames at
+    a time: memory stays bounded whatever the file's length. Unreadable files are skipped with a
+    warning (or stop the run with ``strict``), as in :func:`_loaded_tracks`.
+    """
+    for track in _progress(tracks, "prepare", progress):
+        stem = _file_stem(track.name)
+        wave_path = cache / "tracks" / f"{stem}.accompaniment.wave.npy"
+        try:
+            with atomic_output(wave_path) as tmp:
+                samples = _write_stream(tmp, stream_mono(track.files[0][1], params.sample_rate))
+        except AudioError as err:
+            _skip(track, err, strict, skipped)
+            continue
+        wave = np.load(wave_path, mmap_mode="r")
+        with atomic_output(cache / "tracks" / f"{stem}.accompaniment.npy") as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                            shape=(params.n_bins, n_frames(samples, params)))
+            magnitude_blocks(wave, params, out)
+            out.flush()
+            del out
+        yield track, {"frames": n_frames(samples, params), "samples": samples, "vocals_silent": True,
+                      "stored": ["accompaniment", "accompaniment.wave"]}
+
+
+def _write_stream(path: Path, blocks) -> int:
+    """Write 1-D float32 blocks as one ``.npy`` of unknown length; return the number of samples.
+
+    The header is written for length 0, and rewritten with the true length at the end: numpy
+    pads a header so that its shape can grow in place (the assert checks it did).
+    """
+    def header(n: int) -> bytes:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (n,)})
+        return buf.getvalue()
+
+    total = 0
+    with open(path, "wb") as f:
+        f.write(header(0))
+        for block in blocks:
+            f.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
+            total += len(block)
+        final = header(total)
+        assert len(final) == len(header(0))
+        f.seek(0)
+        f.write(final)
+    return total
+
+
+def magnitude_blocks(wave: np.ndarray, params: AudioParams, out: np.ndarray, block: int = MAGNITUDE_BLOCK) -> None:
+    """Fill ``out`` ``(n_bins, n_frames(len(wave)))`` with :func:`audio.magnitude` of ``wave``, ``block`` frames at a time.
+
+    Each block's STFT is taken on the samples that its frames' windows cover, starting a whole
+    number of hops before its first frame, so its frames are the full signal's frames (same
+    samples, same window, same FFT: equal to the one-shot magnitude, tested).
+    """
+    hop, half = params.hop_length, params.n_fft // 2
+    lead = -(-half // hop)  # frames of context before a block: its first window starts >= half earlier
+    total = out.shape[1]
+    for first in range(0, total, block):
+        last = min(first + block, total)
+        before = min(lead, first)
+        piece = wave[(first - before) * hop:(last - 1) * hop + half]
+        out[:, first:last] = magnitude(np.asarray(piece), params)[:, before:before + last - first]
+
+
+def export(dataset: str, root, out, *, split: str | None = None, unit: str = "track", limit: int | None = None,
            strict: bool = False, progress: bool = True) -> dict:
     """Write a dataset split as a stems folder ``out/<track>/{mixture,vocals,accompaniment}.wav``.
 
@@ -387,8 +545,10 @@ class PatchSampler:
     ``steps_per_epoch`` (train default: as many patches as the tracks hold, non-overlapping;
     validation: caps the number of batches by taking evenly spread patches); ``seed``;
     ``remix``, ``gain``, ``pitch``, ``tempo`` and ``input_dropout``, training augmentations
-    (below); ``**kwargs`` go to ``PyDataset.__init__`` (``workers``, ``use_multiprocessing``,
-    ``max_queue_size``).
+    (below); ``instrumental_share``, ``vocal_level``, ``effects`` and ``accompaniment_tracks``,
+    the mixing options (further below); ``**kwargs`` go to ``PyDataset.__init__`` (``workers``,
+    ``use_multiprocessing``, ``max_queue_size``). All but ``cache`` and ``tracks`` are keyword-only; a value out of its
+    bounds, or options that contradict each other, raise ``ValueError``.
 
     Batches are ``(mixture, vocals)``, each ``(B, n_bins, patch_frames, 1)`` float32.
 
@@ -448,28 +608,60 @@ class PatchSampler:
     ``remix``'s accompaniment, ``gain``, and the mix. Every draw comes from the batch's generator
     (``plan(index)["rng"]``), so batches stay a function of (seed, epoch, index), and each
     option draws only when on: a run without them gets the batches it always had.
+
+    Mixing options (training only; any of them turns on the mixing mode, in which the vocals
+    come only from tracks whose vocals are not silent and the accompaniment from a random track
+    of all of them, instrumental ones included, at a random offset, as ``remix``):
+
+    - ``instrumental_share`` (a fraction in [0, 1]): each patch has silent vocals with this
+      probability: its mixture is the accompaniment alone and its target is zero (the model
+      learns to let nothing through from music without a voice).
+    - ``vocal_level`` ``(lo, hi)`` in dB: each patch's vocals are scaled so that their RMS over
+      the segment is ``L`` dB above the accompaniment's, ``L`` uniform in [lo, hi] (the RMS is
+      taken over the samples inside the track, not its zero padding; where either is below
+      :data:`LEVEL_FLOOR` the vocals keep their level). Replaces ``gain``.
+    - ``accompaniment_tracks``: names of training tracks to draw the accompaniment from (default:
+      all of them), e.g. only the instrumental music.
+    - ``effects``: names from ``production.EFFECTS`` (reverb, compressor, ...) applied to each
+      patch's vocal waveform by ``production.produce`` with settings drawn from the batch's
+      generator. The target is the processed vocals.
+
+    ``vocal_level`` and ``effects`` work on waveforms (a format-2 cache): each patch reads the
+    vocals' segment of ``patch_frames * hop_length`` samples from its frame offset and the
+    accompaniment's from a random sample offset (zero past a track's end), processes the
+    vocals, mixes, and takes :func:`audio.stft` of mixture and vocals (first ``patch_frames``
+    frames, ``n_bins`` bins); this is exact, where the magnitude remix above approximates. The
+    effects see the segment alone (a reverb starts at its first sample). ``pitch`` and
+    ``tempo`` (magnitude approximations) are refused in this mode; use the ``pitch`` effect.
+    The draws, in order: the patches' tracks and offsets, the silent patches, the
+    accompaniment's tracks and offsets, the levels (or gains), then each patch's effects.
     """
 
-    def __init__(self, cache, tracks=None, batch_size: int = 64, mode: str = "train", steps_per_epoch: int | None = None,
-                 seed: int = 0, remix: bool = False, gain: bool = False, input_dropout: float = 0.0,
-                 pitch: float = 0.0, tempo: float = 0.0, **kwargs):
+    def __init__(self, cache, tracks=None, *, batch_size: int = 64, mode: str = "train",
+                 steps_per_epoch: int | None = None, seed: int = 0, remix: bool = False, gain: bool = False, input_dropout: float = 0.0,
+                 pitch: float = 0.0, tempo: float = 0.0, instrumental_share: float | None = None,
+                 vocal_level: tuple[float, float] | None = None, effects=(), accompaniment_tracks=None, **kwargs):
         super().__init__(**kwargs)
         self.cache = cache if isinstance(cache, Cache) else Cache(cache)
         if mode not in ("train", "validation"):
-            raise UserError(f"mode must be 'train' or 'validation', got {mode!r}")
+            raise ValueError(f"mode must be 'train' or 'validation', got {mode!r}")
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not 0.0 <= input_dropout < 1.0:
-            raise UserError(f"input_dropout must be in [0, 1), got {input_dropout}")
+            raise ValueError(f"input_dropout must be in [0, 1), got {input_dropout}")
         if not 0.0 <= pitch <= MAX_PITCH:  # also refuses NaN
-            raise UserError(f"pitch must be in [0, {MAX_PITCH:g}] semitones, got {pitch}")
+            raise ValueError(f"pitch must be in [0, {MAX_PITCH:g}] semitones, got {pitch}")
         if not 0.0 <= tempo < 1.0:
-            raise UserError(f"tempo must be in [0, 1) (a fraction of the tempo), got {tempo}")
-        if mode == "validation" and (remix or gain or input_dropout or pitch or tempo):
-            raise UserError("augmentations (remix, gain, input_dropout, pitch, tempo) are for training; "
-                            "validation mode takes none")
+            raise ValueError(f"tempo must be in [0, 1) (a fraction of the tempo), got {tempo}")
+        effects = tuple(effects or ())
+        mixing = (instrumental_share is not None or vocal_level is not None or bool(effects)
+                  or accompaniment_tracks is not None)
+        if mode == "validation" and (remix or gain or input_dropout or pitch or tempo or mixing):
+            raise ValueError("augmentations (instrumental_share, vocal_level, effects, remix, gain, input_dropout, "
+                            "pitch, tempo) are for training; validation mode takes none")
+        self._check_mixing(instrumental_share, vocal_level, effects, gain, pitch, tempo)
         if steps_per_epoch is not None and steps_per_epoch < 1:
-            raise UserError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
+            raise ValueError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
         names = self.cache.names() if tracks is None else [tracks] if isinstance(tracks, str) else list(tracks)
         if not names:
             raise UserError(f"{self.cache.path}: no tracks to draw patches from")
@@ -483,6 +675,26 @@ class PatchSampler:
         self.input_dropout = float(input_dropout)
         self.pitch = float(pitch)
         self.tempo = float(tempo)
+        self.instrumental_share = instrumental_share
+        self.vocal_level = None if vocal_level is None else tuple(map(float, vocal_level))
+        self.effects = effects
+        self.mixing = mixing
+        self.waveform = vocal_level is not None or bool(effects)
+        if self.waveform and self.cache.format < 2:
+            self.cache.wave(self.entries[0]["name"], "accompaniment")  # raises the format message
+        self._vocal_tracks = np.array([i for i, t in enumerate(self.entries) if not t.get("vocals_silent")], dtype=np.int64)
+        self._accompaniment_tracks = np.arange(len(self.entries))
+        if accompaniment_tracks is not None:
+            position = {t["name"]: i for i, t in enumerate(self.entries)}
+            missing = sorted(set(accompaniment_tracks) - set(position))
+            if missing or not accompaniment_tracks:
+                raise ValueError(f"accompaniment_tracks must be some of the training tracks; not among them: "
+                                f"{', '.join(missing) or '(none given)'}")
+            self._accompaniment_tracks = np.array([position[n] for n in accompaniment_tracks])
+        if mixing and not len(self._vocal_tracks):
+            raise UserError(f"{self.cache.path}: none of the training tracks has vocals to mix "
+                            "(all are silent, e.g. instrumental); add tracks with vocals")
+        self._samples = np.array([t.get("samples", 0) for t in self.entries])
         self.epoch = 0
         frames = np.array([t["frames"] for t in self.entries])
         self._max_offset = np.maximum(frames - self.params.patch_frames, 0)
@@ -493,6 +705,25 @@ class PatchSampler:
         else:
             self._patches = self._validation_patches(steps_per_epoch)
             self._steps = math.ceil(len(self._patches) / self.batch_size)
+
+    @staticmethod
+    def _check_mixing(share, level, effects, gain, pitch, tempo) -> None:
+        """Refuse bad or conflicting mixing options (see the class docstring)."""
+        if share is not None and not 0.0 <= share <= 1.0:  # also refuses NaN
+            raise ValueError(f"instrumental_share must be in [0, 1], got {share}")
+        if level is not None:
+            if len(level) != 2 or not all(math.isfinite(v) for v in level) or level[0] > level[1]:
+                raise ValueError(f"vocal_level must be (low, high) dB with low <= high, got {tuple(level)}")
+            if gain:
+                raise ValueError("vocal_level sets the vocal-to-accompaniment level; drop gain")
+        if effects:
+            known = production_effects()
+            unknown = [e for e in effects if e not in known]
+            if unknown:
+                raise ValueError(f"unknown effect(s) {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
+        if (level is not None or effects) and (pitch or tempo):
+            raise ValueError("pitch and tempo act on magnitudes and cannot follow the waveform options "
+                            "(vocal_level, effects); use the 'pitch' effect instead")
 
     def _validation_patches(self, steps: int | None) -> np.ndarray:
         """``(n, 2)`` array of (track index, offset): a hop of VALIDATION_HOP frames plus the last patch."""
@@ -527,7 +758,10 @@ class PatchSampler:
             rows = self._patches[index * self.batch_size:(index + 1) * self.batch_size]
             return {"track": rows[:, 0], "offset": rows[:, 1]}
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        track = rng.integers(len(self.entries), size=self.batch_size)
+        if self.mixing:  # vocals only from tracks that have them
+            track = self._vocal_tracks[rng.integers(len(self._vocal_tracks), size=self.batch_size)]
+        else:
+            track = rng.integers(len(self.entries), size=self.batch_size)
         offset = rng.integers(0, self._max_offset[track] + 1)
         return {"track": track, "offset": offset, "rng": rng}
 
@@ -545,6 +779,25 @@ class PatchSampler:
         plan = self.plan(index)
         track, offset = plan["track"], plan["offset"]
         rng = plan.get("rng")  # None in validation, which takes no augmentation
+        if self.waveform:
+            mixture, vocals = self._mix_waveforms(track, offset, rng)
+        else:
+            mixture, vocals = self._mix_magnitudes(track, offset, rng)
+        mixture, vocals = normalize_patches(mixture, vocals)
+        if self.input_dropout:
+            keep = plan["rng"].random(mixture.shape, dtype=np.float32) >= self.input_dropout
+            mixture *= keep
+            vocals *= keep
+        return mixture[..., None], vocals[..., None]
+
+    def _silent(self, rng, size: int) -> np.ndarray:
+        """Which patches get silent vocals (``instrumental_share``); draws only when the share is positive."""
+        if not self.instrumental_share:
+            return np.zeros(size, dtype=bool)
+        return rng.random(size) < self.instrumental_share
+
+    def _mix_magnitudes(self, track, offset, rng) -> tuple[np.ndarray, np.ndarray]:
+        """``(mixture, vocals)`` magnitude patches from the cached magnitudes (the augmentations above)."""
         if self.tempo:
             rates = rng.uniform(1 - self.tempo, 1 + self.tempo, size=len(track))
             source = self._read("vocals", track, offset, stretch_frames(self.params.patch_frames, rates))
@@ -553,9 +806,10 @@ class PatchSampler:
             vocals = self._read("vocals", track, offset)
         if self.pitch:
             vocals = pitch_shift(vocals, 2.0 ** (rng.uniform(-self.pitch, self.pitch, size=len(track)) / 12))
-        if self.remix or self.gain or self.pitch or self.tempo:
-            if self.remix:
-                track = rng.integers(len(self.entries), size=len(track))
+        if self.remix or self.gain or self.pitch or self.tempo or self.mixing:
+            vocals[self._silent(rng, len(track))] = 0.0
+            if self.remix or self.mixing:
+                track = self._accompaniment_tracks[rng.integers(len(self._accompaniment_tracks), size=len(track))]
                 offset = rng.integers(0, self._max_offset[track] + 1)
             accompaniment = self._read("accompaniment", track, offset)
             if self.gain:
@@ -565,12 +819,68 @@ class PatchSampler:
             mixture = np.sqrt(vocals**2 + accompaniment**2)
         else:
             mixture = self._read("mixture", track, offset)
-        mixture, vocals = normalize_patches(mixture, vocals)
-        if self.input_dropout:
-            keep = plan["rng"].random(mixture.shape, dtype=np.float32) >= self.input_dropout
-            mixture *= keep
-            vocals *= keep
-        return mixture[..., None], vocals[..., None]
+        return mixture, vocals
+
+    def _segment(self, track: int, source: str, start: int, length: int) -> tuple[np.ndarray, int]:
+        """``length`` samples of a track's waveform from ``start`` (zero past its end), and how many lie inside it."""
+        piece = self.cache.wave(self.entries[track]["name"], source)[start:start + length]
+        out = np.zeros(length, dtype=np.float32)
+        out[:len(piece)] = piece
+        return out, len(piece)
+
+    def _mix_waveforms(self, track, offset, rng) -> tuple[np.ndarray, np.ndarray]:
+        """``(mixture, vocals)`` magnitude patches mixed from waveforms (``vocal_level``, ``effects``)."""
+        p = self.params
+        size, length = len(track), p.patch_frames * p.hop_length
+        silent = self._silent(rng, size)
+        other = self._accompaniment_tracks[rng.integers(len(self._accompaniment_tracks), size=size)]
+        start = rng.integers(0, np.maximum(self._samples[other] - length, 0) + 1)
+        if self.vocal_level is not None:
+            levels, gains = rng.uniform(*self.vocal_level, size=size), None
+        elif self.gain:
+            levels, gains = None, rng.uniform(*GAIN_RANGE, size=(2, size)).astype(np.float32)
+        else:
+            levels = gains = None
+        waves = np.zeros((length, 2 * size), dtype=np.float32)  # columns: B mixtures, then B vocals
+        for b in range(size):
+            accompaniment, inside = self._segment(other[b], "accompaniment", start[b], length)
+            vocals = np.zeros(length, dtype=np.float32)
+            if not silent[b]:
+                vocals, voiced = self._segment(track[b], "vocals", offset[b] * p.hop_length, length)
+                if self.effects:
+                    import production
+
+                    vocals = production.produce(vocals, p.sample_rate, rng, self.effects)
+                if levels is not None:
+                    vocals *= level_gain(vocals[:voiced], accompaniment[:inside], levels[b])
+            if gains is not None:
+                vocals *= gains[0, b]
+                accompaniment *= gains[1, b]
+            waves[:, b] = vocals + accompaniment
+            waves[:, size + b] = vocals
+        spec = np.abs(model_bins(stft(waves, p), p))[:, :p.patch_frames]  # (n_bins, frames, 2B)
+        spec = np.ascontiguousarray(spec.transpose(2, 0, 1))
+        return spec[:size], spec[size:]
+
+
+def level_gain(vocals: np.ndarray, accompaniment: np.ndarray, level_db: float) -> float:
+    """The gain that puts ``vocals``' RMS ``level_db`` dB above ``accompaniment``'s (1 where either is silent)."""
+    rms_v = float(np.sqrt(np.mean(np.square(vocals, dtype=np.float64)))) if len(vocals) else 0.0
+    rms_a = float(np.sqrt(np.mean(np.square(accompaniment, dtype=np.float64)))) if len(accompaniment) else 0.0
+    if rms_v < LEVEL_FLOOR or rms_a < LEVEL_FLOOR:
+        return 1.0
+    return 10 ** (level_db / 20) * rms_a / rms_v
+
+
+def production_effects() -> tuple[str, ...]:
+    """The effect names of production.py (``production.EFFECTS``), or a UserError when it is absent."""
+    try:
+        import production
+    except ModuleNotFoundError as err:
+        if err.name != "production":
+            raise
+        raise UserError("the vocal effects need production.py, which is not in this checkout") from None
+    return tuple(production.EFFECTS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -597,7 +907,8 @@ def get_parser() -> argparse.ArgumentParser:
     source.add_argument("--dataset", required=True, choices=datasets.DATASETS)
     source.add_argument("--root", required=True, type=Path, help="dataset folder")
     source.add_argument("--split", default=None, help="split to read (default all). stems: a split folder name; "
-                        f"musdb/musdb-hq: {', '.join(datasets.MUSDB_SPLITS)}; mir1k: {', '.join(datasets.MIR1K_SPLITS)}")
+                        f"musdb/musdb-hq: {', '.join(datasets.MUSDB_SPLITS)}; mir1k: {', '.join(datasets.MIR1K_SPLITS)}; "
+                        "instrumental: a split folder, or the split to call a folder without split folders (default train)")
     source.add_argument("--limit", type=bounded(int, 1), default=None, help="only the first N tracks (sorted by name)")
     source.add_argument("--strict", action="store_true", help="stop at an unreadable file instead of skipping it")
     source.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -632,14 +943,15 @@ def main(argv=None) -> int:
     if args.command == "synthesize":
         _synthesize(args)
         return 0
+    source = dict(split=args.split, unit=args.unit, limit=args.limit, strict=args.strict, progress=not args.quiet)
     if args.command == "prepare":
-        s = prepare(args.dataset, args.root, args.cache, args.split, args.unit, args.limit, args.strict, not args.quiet)
+        s = prepare(args.dataset, args.root, args.cache, **source)
         cache = Cache(args.cache)
         hours = sum(t["seconds"] for t in cache.tracks) / 3600
         print(f"{args.cache}: added {len(s['added'])} track(s), {s['already']} already there; "
               f"cache holds {len(cache)} tracks ({hours:.2f} h)")
     else:
-        s = export(args.dataset, args.root, args.out, args.split, args.unit, args.limit, args.strict, not args.quiet)
+        s = export(args.dataset, args.root, args.out, **source)
         print(f"{args.out}: wrote {len(s['written'])} track(s), {s['already']} already there")
     if s["skipped"]:
         print(f"skipped {len(s['skipped'])} unreadable track(s): {', '.join(sorted(s['skipped']))}")

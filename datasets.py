@@ -27,6 +27,18 @@ Datasets
     ``<singer>_<song>`` (most clips are shorter than a 12-second training patch);
     ``unit="clip"`` gives one track per clip, for evaluation per the Huang et al. protocol.
     Splits: see :data:`MIR1K_SPLITS`.
+``instrumental``
+    Music without singing (instrumental or karaoke versions, game soundtracks): every audio file
+    under the folder, at any depth, is one track whose accompaniment is the file and whose vocals
+    are silent (mixture = accompaniment). Split rule, as for ``stems``: where ``<root>`` holds
+    split folders (any of :data:`INSTRUMENTAL_SPLITS`), the files under ``<root>/<split>/`` are
+    that split (``--split`` picks one, none reads them all; files beside the split folders are
+    not read); otherwise every file under ``<root>`` is one split, named by ``--split``, else by
+    the folder itself when it is called ``train``, ``validation`` or ``test``, else ``train``.
+    A track is named by its path below the split folder, without the extension, with ``/`` as
+    ``__`` (``warzone2100-music/frontier.opus`` -> ``warzone2100-music__frontier``). Long files
+    are meant to be read in pieces (``audio.stream_mono``, what ``data_generator.py prepare``
+    does); ``Track.load()`` reads one whole.
 """
 
 from __future__ import annotations
@@ -41,7 +53,7 @@ import numpy as np
 from audio import AudioError, is_audio_file, load_audio, resample
 from cli import UserError
 
-DATASETS = ("stems", "musdb", "musdb-hq", "mir1k")
+DATASETS = ("stems", "musdb", "musdb-hq", "mir1k", "instrumental")
 SOURCES = ("mixture", "vocals", "accompaniment")
 UNITS = ("track", "clip")
 
@@ -53,6 +65,12 @@ MUSDB_LAYOUT = "expected <root>/train/<name>.stem.mp4 and <root>/test/<name>.ste
 MUSDB_HQ_LAYOUT = (
     "expected <root>/train/<name>/{mixture,vocals,drums,bass,other}.wav and <root>/test/... (MUSDB18-HQ)"
 )
+INSTRUMENTAL_LAYOUT = (
+    "expected audio files (any depth) under <root>/train/, <root>/validation/, <root>/test/, or under <root> "
+    "itself for one split"
+)
+#: Folder names that make ``<root>/<name>/`` a split folder of the ``instrumental`` dataset.
+INSTRUMENTAL_SPLITS = ("train", "validation", "test")
 MIR1K_LAYOUT = "expected <root>/Wavfile/<singer>_<song>_<clip>.wav (or .flac), stereo: left = accompaniment, right = voice"
 
 #: MIR-1K singers of the Huang et al. (2014) training set (175 clips); the other 825 clips are its test set.
@@ -92,6 +110,11 @@ class Track:
         first = Path(self.files[0][1])
         return str(first.parent if self.dataset in ("stems", "musdb-hq") else first)
 
+    @property
+    def vocals_silent(self) -> bool:
+        """True for tracks known to have no vocals (the ``instrumental`` dataset) before reading them."""
+        return self.dataset == "instrumental"
+
     def load(self) -> tuple[dict[str, np.ndarray], int]:
         """Read the track: ``({"mixture", "vocals", "accompaniment"}, rate)``.
 
@@ -103,6 +126,8 @@ class Track:
             return _load_mir1k(self)
         if self.dataset == "musdb":
             return _load_musdb_stem(self)
+        if self.dataset == "instrumental":
+            return _load_instrumental(self)
         return _load_stems(self)
 
 
@@ -118,13 +143,16 @@ def find_tracks(dataset: str, root, split: str | None = None, unit: str = "track
     if unit not in UNITS:
         raise UserError(f"unknown unit {unit!r}; choose one of {', '.join(UNITS)}")
     root = Path(root).expanduser()
-    layout = {"stems": STEMS_LAYOUT, "musdb": MUSDB_LAYOUT, "musdb-hq": MUSDB_HQ_LAYOUT, "mir1k": MIR1K_LAYOUT}[dataset]
+    layout = {"stems": STEMS_LAYOUT, "musdb": MUSDB_LAYOUT, "musdb-hq": MUSDB_HQ_LAYOUT, "mir1k": MIR1K_LAYOUT,
+              "instrumental": INSTRUMENTAL_LAYOUT}[dataset]
     if not root.is_dir():
         raise UserError(f"{root}: no such folder; {layout}")
     if dataset == "stems":
         tracks = _find_stems(root, split)
     elif dataset == "mir1k":
         tracks = _find_mir1k(root, split, unit)
+    elif dataset == "instrumental":
+        tracks = _find_instrumental(root, split)
     else:
         tracks = _find_musdb(root, split, is_wav=dataset == "musdb-hq")
     if not tracks:
@@ -362,3 +390,35 @@ def _load_mir1k(track: Track) -> tuple[dict[str, np.ndarray], int]:
     accompaniment = np.ascontiguousarray(audio[:, :1])
     vocals = np.ascontiguousarray(audio[:, 1:])
     return {"mixture": accompaniment + vocals, "vocals": vocals, "accompaniment": accompaniment}, sr
+
+
+# --------------------------------------------------------------------------------------------
+# Instrumental music (accompaniment only)
+# --------------------------------------------------------------------------------------------
+
+
+def _find_instrumental(root: Path, split: str | None) -> list[Track]:
+    split_dirs = [name for name in INSTRUMENTAL_SPLITS if (root / name).is_dir()]
+    if split_dirs:
+        if split is not None and split not in split_dirs:
+            raise UserError(f"{root}: no split folder {split!r} (found: {', '.join(split_dirs)}); {INSTRUMENTAL_LAYOUT}")
+        folders = [(name, root / name) for name in split_dirs if split in (None, name)]
+    else:
+        folders = [(split or (root.name if root.name in INSTRUMENTAL_SPLITS else "train"), root)]
+    tracks, seen = [], {}
+    for name, folder in folders:
+        for path in sorted(folder.rglob("*")):
+            rel = path.relative_to(folder)
+            if not path.is_file() or not is_audio_file(path) or any(part.startswith(".") for part in rel.parts):
+                continue
+            track = rel.with_suffix("").as_posix().replace("/", "__")
+            if track in seen:
+                raise UserError(f"{path}: has the track name {track!r} of {seen[track]}; rename one of them")
+            seen[track] = path
+            tracks.append(Track(track, "instrumental", name, (("accompaniment", str(path)),)))
+    return tracks
+
+
+def _load_instrumental(track: Track) -> tuple[dict[str, np.ndarray], int]:
+    accompaniment, sr = load_audio(track.files[0][1])
+    return {"mixture": accompaniment, "vocals": np.zeros_like(accompaniment), "accompaniment": accompaniment}, sr

@@ -7,6 +7,16 @@ Usage (MIR-1K, with its singer-disjoint validation split prepared into the same 
     python train.py --cache cache/mir1k --run-dir runs/mir1k --validation-from validation  # train, or resume
     python train.py --cache cache/mir1k --run-dir runs/mir1k --validation-from validation --epochs 200  # further
 
+Fine-tuning a trained model on produced-sounding mixtures (vocals processed by production.py's
+effects at -4 to +6 dB over instrumental music prepared into the same cache)::
+
+    python data_generator.py prepare --dataset instrumental --root data/instrumental --split train --cache cache/mir1k
+    python train.py --cache cache/mir1k --run-dir runs/produced --validation-from validation \
+        --init-from pretrained/unet_mir1k.keras --instrumental-share 0.1 --vocal-level -4 6 --vocal-fx all
+
+``--init-from`` starts from that model's weights (the same audio parameters and architecture, or
+a one-line refusal naming what differs); when the run resumes, its checkpoint wins.
+
 Without ``--validation-from``, a seeded 10% of the training tracks is held out
 (``--validation-split``). ``--max-minutes`` ends a session after the epoch that crosses the
 limit; the same command continues it later.
@@ -84,6 +94,19 @@ def filter_list(text: str) -> tuple[int, ...]:
     return filters
 
 
+def effect_names(text: str) -> tuple[str, ...]:
+    """``--vocal-fx``: comma-separated names of production.py's effects, or ``all`` (every one, in its order)."""
+    from data_generator import production_effects  # numpy only
+
+    known = production_effects()
+    names = known if text.strip() == "all" else tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: unknown effect(s) {', '.join(unknown) or '(none given)'}; "
+                                         f"choose from {', '.join(known)} or 'all'")
+    return names
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """The settings of a training run, saved as ``config.json`` in the run folder.
@@ -127,6 +150,24 @@ class TrainConfig:
                           type=bounded(float, 0, 1, high_open=True), metavar="FRACTION")
     input_dropout: float = option(0.0, "zero this fraction of input cells, as the Keras coursework",
                                   type=bounded(float, 0, 1, high_open=True))
+    instrumental_share: float | None = option(
+        None, "mixing mode: vocals only from tracks that have them, accompaniment from any track (instrumental ones "
+        "included), and this fraction of patches with silent vocals (default: off)",
+        type=bounded(float, 0, 1), metavar="P")
+    vocal_level: tuple[float, float] | None = option(
+        None, "mixing mode, from waveforms: vocals RMS LO..HI dB against the accompaniment's, drawn uniformly per "
+        "patch (e.g. -4 6; needs a cache prepared with waveforms, format 2)",
+        type=bounded(float), nargs=2, metavar=("LO", "HI"))
+    vocal_fx: tuple[str, ...] | None = option(
+        None, "mixing mode, from waveforms: process the vocals with these production.py effects, comma-separated, "
+        "or 'all' (e.g. highpass,compressor,eq,reverb)", type=effect_names, metavar="NAMES")
+    accompaniment_from: str | None = option(
+        None, "mixing mode: draw the accompaniment only from the training tracks of this dataset (e.g. "
+        "instrumental; default: from all training tracks)", metavar="DATASET")
+    init_from: str | None = option(
+        None, "start from this model's weights (a .keras file, or a folder holding one: a run folder, pretrained); "
+        "same audio parameters and architecture required. A resumed run continues from its checkpoint",
+        metavar="MODEL")
     seed: int = option(0, "seed of the data order and initial weights", type=int)
     epochs: int = option(100, "total number of epochs", resume=True, type=bounded(int, 1))
     max_minutes: float | None = option(
@@ -145,7 +186,7 @@ class TrainConfig:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "TrainConfig":
         """The configuration of a command line (the cache as an absolute path)."""
-        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name in vars(args)}
+        values = {f.name: _frozen(getattr(args, f.name)) for f in dataclasses.fields(cls) if f.name in vars(args)}
         return cls(**dict(values, cache=str(Path(args.cache).resolve())))
 
     def to_dict(self) -> dict:
@@ -161,7 +202,7 @@ class TrainConfig:
             unknown = sorted(set(data) - set(fields))
             if unknown:
                 raise ValueError(f"unknown settings {', '.join(unknown)}")
-            return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
+            return cls(**{key: _frozen(value) for key, value in data.items()})
         except (OSError, ValueError, TypeError, AttributeError) as err:
             raise UserError(f"{path}: unreadable ({err}); give a new --run-dir") from None
 
@@ -170,6 +211,11 @@ class TrainConfig:
         return [f"{f.name}: {_shown(getattr(other, f.name))} -> {_shown(getattr(self, f.name))}"
                 for f in dataclasses.fields(self)
                 if not f.metadata.get("resume") and getattr(self, f.name) != getattr(other, f.name)]
+
+
+def _frozen(value):
+    """Lists (from JSON, or an option of two values) as tuples: the dataclass is frozen and compared."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _shown(value):
@@ -203,6 +249,8 @@ def main(argv=None) -> int:
     train_tracks, val_tracks = split_tracks(cache, config.split, config.validation_split, config.seed,
                                             config.validation_from)
     config = dataclasses.replace(config, train_tracks=tuple(train_tracks), validation_tracks=tuple(val_tracks))
+    check_mixing_options(config)
+    accompaniment_tracks = _accompaniment_tracks(cache, train_tracks, config.accompaniment_from)
 
     depth = 2 ** len(config.filters)
     if cache.params.n_bins % depth or cache.params.patch_frames % depth:
@@ -215,6 +263,10 @@ def main(argv=None) -> int:
         raise UserError(f"--batch-size {config.batch_size} does not divide over {replicas} replicas; "
                         f"use a multiple of {replicas}")
     run_dir = _worker_run_dir(Path(args.run_dir), strategy)
+    init_weights = None
+    if config.init_from is not None and not (run_dir / BACKUP_DIR / STATE_FILE).is_file():
+        # checked before the run folder is written; a run that resumes takes its checkpoint instead
+        init_weights = load_init_weights(config.init_from, cache.params, config.filters, config.kernel_size)
     state = prepare_run_dir(run_dir, config, cache.params)
     if state is not None and state.get("finished") == "early stopping":
         print(f"{run_dir}: stopped early after epoch {state['epoch']}; nothing to do (best model: "
@@ -237,7 +289,9 @@ def main(argv=None) -> int:
     loader = dict(batch_size=config.batch_size, seed=config.seed, workers=config.workers)
     train_data = DataGenerator(cache, tracks=train_tracks, mode="train", steps_per_epoch=config.steps_per_epoch,
                                remix=config.remix, gain=config.gain, input_dropout=config.input_dropout,
-                               pitch=config.pitch, tempo=config.tempo, **loader)
+                               pitch=config.pitch, tempo=config.tempo, instrumental_share=config.instrumental_share,
+                               vocal_level=config.vocal_level, effects=config.vocal_fx,
+                               accompaniment_tracks=accompaniment_tracks, **loader)
     val_data = None
     if val_tracks:
         val_data = DataGenerator(cache, tracks=val_tracks, mode="validation",
@@ -248,6 +302,9 @@ def main(argv=None) -> int:
                            kernel_size=config.kernel_size, dropout=config.dropout)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSSES[config.loss],
                       jit_compile="auto" if config.jit_compile is None else config.jit_compile)
+        if init_weights is not None and not done:  # on resume the checkpoint's weights win
+            model.set_weights(init_weights)
+            print(f"starting from the weights of {config.init_from}")
     print(f"training {model.count_params():,} parameters on {len(train_tracks)} tracks "
           f"({len(val_tracks)} for validation), {replicas} replica{'s' * (replicas > 1)}")
 
@@ -307,6 +364,54 @@ def make_callbacks(run_dir: Path, monitor: str, config: TrainConfig, state: dict
             "best_checkpoint": (best, ("best",)),
         }, state),
     ]
+
+
+def check_mixing_options(config: TrainConfig) -> None:
+    """Refuse mixing options that contradict each other or the other augmentations (UserError);
+    their bounds are checked by argparse."""
+    waveform = config.vocal_level is not None or config.vocal_fx is not None
+    if config.vocal_level is not None:
+        low, high = config.vocal_level
+        if low > high:
+            raise UserError(f"--vocal-level {low:g} {high:g}: give LO HI in dB with LO <= HI, e.g. -4 6")
+        if config.gain:
+            raise UserError("--vocal-level sets the vocal-to-accompaniment level; drop --gain")
+    if waveform and (config.pitch or config.tempo):
+        raise UserError("--pitch/--tempo act on magnitudes and cannot be combined with --vocal-level/--vocal-fx; "
+                        "use --vocal-fx pitch (a time-domain pitch shift) instead")
+
+
+def _accompaniment_tracks(cache, train_tracks: list[str], dataset: str | None) -> list[str] | None:
+    """``--accompaniment-from``: the training tracks of that dataset (None: all of them)."""
+    if dataset is None:
+        return None
+    tracks = [n for n in train_tracks if cache.track(n)["dataset"] == dataset]
+    if not tracks:
+        datasets = sorted({cache.track(n)["dataset"] for n in train_tracks})
+        raise UserError(f"--accompaniment-from {dataset}: no training track of that dataset "
+                        f"(the training tracks are {', '.join(datasets)}); prepare it into the cache or choose another")
+    return tracks
+
+
+def load_init_weights(path, params: AudioParams, filters: tuple[int, ...], kernel_size: int) -> list:
+    """The weights of the model at ``path`` (``--init-from``: a .keras file or a folder holding
+    one), refused with a UserError unless it fits this run: its audio parameters must equal the
+    cache's, and its architecture the one ``filters`` and ``kernel_size`` build."""
+    from unet_model import load_model, model_file, read_settings
+
+    path = model_file(path)
+    source, source_params = load_model(path)
+    source_params.check_same(params, f"--init-from {path}", "fine-tune on a cache prepared with its parameters")
+    try:
+        settings = read_settings(source)
+    except ValueError as err:
+        raise UserError(f"--init-from {path}: {err}") from None
+    theirs = (settings["filters"], settings["kernel_size"])
+    if theirs != (tuple(filters), kernel_size):
+        raise UserError(f"--init-from {path}: another architecture (--filters {','.join(map(str, theirs[0]))} "
+                        f"--kernel-size {theirs[1]}; here --filters {','.join(map(str, filters))} --kernel-size "
+                        f"{kernel_size}): train with those")
+    return source.get_weights()
 
 
 def _open_cache(path):

@@ -358,6 +358,8 @@ def test_pitch_and_tempo_reach_the_config_and_the_training_generator(cache, tmp_
         train.main(tiny_args(cache, run, 1, 1, "--pitch", "1", "--tempo", "0.25", "--remix"))
 
 
+#: Settings added by issue 18 (off: None), absent from the config.json of older runs.
+MIXING_KEYS = ("instrumental_share", "vocal_level", "vocal_fx", "accompaniment_from", "init_from")
 #: A config.json as train.py wrote it before the settings became a dataclass and before
 #: --pitch/--tempo existed (a run of the shipped model's kind).
 OLD_CONFIG = {
@@ -387,7 +389,8 @@ def test_a_run_made_before_the_config_dataclass_and_pitch_tempo_resumes(tmp_path
     resumed = dataclasses.replace(old, epochs=200, cache="/elsewhere/cache", workers=1)
     assert train.prepare_run_dir(run, resumed, TINY_PARAMS) is None
     assert json.loads((run / "config.json").read_text()) == dict(OLD_CONFIG, epochs=200, cache="/elsewhere/cache",
-                                                                 workers=1, pitch=0.0, tempo=0.0)
+                                                                 workers=1, pitch=0.0, tempo=0.0,
+                                                                 **dict.fromkeys(MIXING_KEYS))
 
 
 def test_every_config_field_but_the_track_lists_is_an_option():
@@ -463,3 +466,165 @@ def test_only_the_chief_writes_the_run_dir(tmp_path):
     with_chief = dict(workers, chief=["c:1"])
     assert train._worker_run_dir(run, strategy("chief", 0, with_chief)) == run
     assert train._worker_run_dir(run, strategy("worker", 0, with_chief)) == tmp_path / "run.worker0"
+
+
+# ---------------------------------------------------------------------------------------------
+# Mixing options and --init-from (fine-tuning)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stand_in_production(monkeypatch):
+    """A stand-in production.py: one effect, "double", that doubles the voice."""
+    module = types.SimpleNamespace(EFFECTS=("double",), produce=lambda vocals, sr, rng, effects: 2 * vocals)
+    monkeypatch.setitem(sys.modules, "production", module)
+    return module
+
+
+def test_mixing_options_train_and_reach_the_config(cache, tmp_path, stand_in_production, capsys):
+    run = tmp_path / "run"
+    options = ["--instrumental-share", "0.25", "--vocal-level", "-4", "6", "--vocal-fx", "all", "--accompaniment-from", "stems"]
+    assert train.main(tiny_args(cache, run, 1, 2, *options)) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["instrumental_share"], config["vocal_level"], config["vocal_fx"]) == (0.25, [-4.0, 6.0], ["double"])
+    assert config["accompaniment_from"] == "stems"
+    assert np.isfinite(history(run)["loss"]).all()
+    with pytest.raises(UserError, match=r"another configuration \(vocal_level: \[-4.0, 6.0\] -> \[0.0, 6.0\]\)"):
+        train.main(tiny_args(cache, run, 2, 2, *options[:3], "0", "6", *options[5:]))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--instrumental-share", "1.5"], r"--instrumental-share: 1.5 is out of range: must be in \[0, 1\]"),
+    (["--instrumental-share", "-0.1"], r"--instrumental-share: -0.1 is out of range"),
+    (["--vocal-level", "0", "nan"], "--vocal-level: 'nan' is not a finite number"),
+    (["--vocal-fx", "double,reverb"], r"--vocal-fx: 'double,reverb': unknown effect\(s\) reverb; choose from double or 'all'"),
+    (["--vocal-fx", ","], r"unknown effect\(s\) \(none given\)"),
+])
+def test_mixing_options_out_of_range_are_refused_by_argparse(cache, tmp_path, stand_in_production, capsys, extra,
+                                                              message):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(tiny_args(cache, tmp_path / "run", 1, 1, *extra))
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err.strip().splitlines()[-1])
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--vocal-level", "6", "-4"], "--vocal-level 6 -4: give LO HI in dB with LO <= HI"),
+    (["--vocal-level", "0", "6", "--gain"], "--vocal-level sets the vocal-to-accompaniment level; drop --gain"),
+    (["--vocal-fx", "double", "--pitch", "2"], "--pitch/--tempo act on magnitudes"),
+    (["--accompaniment-from", "instrumental"], "--accompaniment-from instrumental: no training track of that dataset "
+                                               r"\(the training tracks are stems\)"),
+])
+def test_bad_mixing_options_are_refused(cache, tmp_path, stand_in_production, extra, message):
+    with pytest.raises(UserError, match=message):
+        train.main(tiny_args(cache, tmp_path / "run", 1, 1, *extra))
+    assert not (tmp_path / "run").exists()
+
+
+#: The config.json that train.py wrote on branch i18-data, before the restructure (issue 14), for a
+#: fine-tuning run with every mixing option (the options of runs/ft-r2-fx; track lists shortened).
+MIXING_CONFIG = dict(
+    OLD_CONFIG, cache="/work/main/cache/ft-produced", loss="l1", batch_size=16, steps_per_epoch=100, patience=20,
+    lr_patience=8, remix=False, gain=False, pitch=0.0, tempo=0.0, instrumental_share=0.1, vocal_level=[-4.0, 6.0],
+    vocal_fx=["highpass", "eq", "compressor", "reverb", "doubling", "saturation"], accompaniment_from=None,
+    init_from="/work/main/pretrained/unet_mir1k.keras", epochs=12, max_minutes=None, workers=1,
+)
+MIXING_ARGS = ["--cache", "/work/main/cache/ft-produced", "--validation-from", "validation", "--init-from",
+               "/work/main/pretrained/unet_mir1k.keras", "--batch-size", "16", "--steps-per-epoch", "100",
+               "--epochs", "12", "--loss", "l1", "--learning-rate", "1e-4", "--lr-patience", "8", "--patience", "20",
+               "--seed", "0", "--verbose", "2", "--instrumental-share", "0.1", "--vocal-level", "-4", "6",
+               "--vocal-fx", "highpass,eq,compressor,reverb,doubling,saturation"]
+
+
+def test_a_run_made_before_the_restructure_with_the_mixing_options_resumes(tmp_path):
+    """A config.json with the mixing keys as train.py wrote them before TrainConfig (lists for
+    vocal_level and vocal_fx, None for options off) is what the same command line makes now: the
+    run resumes; changing an option is refused and leaves the file as it was."""
+    import production
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(MIXING_CONFIG))
+    TINY_PARAMS.save(run / "audio_params.json")
+    args = train.get_parser().parse_args(["--run-dir", str(run), *MIXING_ARGS])
+    assert set(args.vocal_fx) <= set(production.EFFECTS)
+    config = dataclasses.replace(train.TrainConfig.from_args(args), train_tracks=tuple(OLD_CONFIG["train_tracks"]),
+                                 validation_tracks=tuple(OLD_CONFIG["validation_tracks"]))
+    old = train.TrainConfig.load(run / "config.json")
+    assert (old.vocal_level, old.vocal_fx[:2], old.init_from) == ((-4.0, 6.0), ("highpass", "eq"), MIXING_CONFIG["init_from"])
+    assert config.differences(old) == []
+    with pytest.raises(UserError, match=r"another configuration \(vocal_level: \[-4.0, 6.0\] -> \[0.0, 6.0\]\)"):
+        train.prepare_run_dir(run, dataclasses.replace(config, vocal_level=(0.0, 6.0)), TINY_PARAMS)
+    assert json.loads((run / "config.json").read_text()) == MIXING_CONFIG
+    assert train.prepare_run_dir(run, config, TINY_PARAMS) is None
+    assert json.loads((run / "config.json").read_text()) == MIXING_CONFIG
+
+    # a run made before the mixing options existed had them off
+    (run / "config.json").write_text(json.dumps(OLD_CONFIG))
+    older = train.TrainConfig.load(run / "config.json")
+    assert [getattr(older, key) for key in MIXING_KEYS] == [None] * len(MIXING_KEYS)
+    with pytest.raises(UserError, match=r"another configuration \(init_from: None -> 'm.keras'\)"):
+        train.prepare_run_dir(run, dataclasses.replace(older, init_from="m.keras"), TINY_PARAMS)
+
+
+@pytest.fixture(scope="module")
+def trained(cache, tmp_path_factory) -> Path:
+    """A tiny run trained for one epoch: the model to fine-tune from."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    assert train.main(tiny_args(cache, run, 1, 3)) == 0
+    return run
+
+
+def test_init_from_starts_from_the_model_and_resume_keeps_the_checkpoint(cache, trained, tmp_path, capsys):
+    run = tmp_path / "tuned"
+    capsys.readouterr()
+    # a learning rate so small that the first epoch leaves the starting weights as they were
+    assert train.main(tiny_args(cache, run, 1, 2, "--init-from", str(trained), "--learning-rate", "1e-12")) == 0
+    assert f"starting from the weights of {trained}" in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["init_from"] == str(trained)
+    source, tuned = unet_model.load_model(trained / "best.keras")[0], unet_model.load_model(run / "last.keras")[0]
+    for layer in source.layers:
+        if layer.name.endswith(("_conv", "_deconv")):
+            np.testing.assert_allclose(tuned.get_layer(layer.name).get_weights()[0], layer.get_weights()[0], atol=1e-6)
+    scratch = tmp_path / "scratch"  # the same run without --init-from starts elsewhere
+    assert train.main(tiny_args(cache, scratch, 1, 2, "--learning-rate", "1e-12")) == 0
+    assert not np.allclose(weights_of(scratch / "last.keras")[0], source.get_layer("encoder1_conv").get_weights()[0], atol=1e-6)
+    # resuming: the checkpoint wins, the model is not even read again
+    (trained / "best.keras").rename(trained / "moved.keras")
+    try:
+        assert train.main(tiny_args(cache, run, 2, 2, "--init-from", str(trained), "--learning-rate", "1e-12")) == 0
+    finally:
+        (trained / "moved.keras").rename(trained / "best.keras")
+    out = capsys.readouterr().out
+    assert "resuming after epoch 1 of 2" in out and "starting from the weights" not in out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--filters", "4,8,8,8,8,16"], r"another architecture \(--filters 4,8,8,8,8,8 --kernel-size 5; here "
+                                    r"--filters 4,8,8,8,8,16 --kernel-size 5\): train with those"),
+    (["--kernel-size", "3"], r"another architecture \(--filters 4,8,8,8,8,8 --kernel-size 5; here .* --kernel-size 3\)"),
+])
+def test_init_from_another_architecture_is_refused(cache, trained, tmp_path, extra, message):
+    with pytest.raises(UserError, match=message):
+        train.main(tiny_args(cache, tmp_path / "run", 1, 1, "--init-from", str(trained / "best.keras"), *extra))
+    assert not (tmp_path / "run").exists()
+
+
+def test_init_from_other_audio_parameters_or_no_model_is_refused(cache, tmp_path):
+    with pytest.raises(UserError, match=r"--init-from .*unet_mir1k.keras was made with other audio parameters "
+                                        r"\(patch_frames: 128 vs 64, n_bins: 512 vs 64\)"):
+        train.main(tiny_args(cache, tmp_path / "run", 1, 1, "--init-from", str(ROOT / "pretrained")))
+    with pytest.raises(UserError, match="no such model file or folder"):
+        train.main(tiny_args(cache, tmp_path / "run", 1, 1, "--init-from", str(tmp_path / "nothing.keras")))
+    assert not (tmp_path / "run").exists()
+
+
+def test_vocal_fx_names_come_from_production_py(cache, tmp_path, capsys):
+    import production
+
+    with pytest.raises(SystemExit):
+        train.main(tiny_args(cache, tmp_path / "run", 1, 1, "--vocal-fx", "reverb,nosuch"))
+    assert f"unknown effect(s) nosuch; choose from {', '.join(production.EFFECTS)} or 'all'" in capsys.readouterr().err
+    args = train.get_parser().parse_args(tiny_args(cache, tmp_path / "run", 1, 1, "--vocal-fx", "all"))
+    assert args.vocal_fx == tuple(production.EFFECTS)
