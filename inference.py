@@ -1,6 +1,6 @@
 """Separate songs into vocals and accompaniment with a trained U-Net: any length, any rate.
 
-    python inference.py SONG [SONG|FOLDER ...] [-o separated/] [--model PATH]
+    python inference.py SONG [SONG|FOLDER ...] [-o separated/] [--model PATH] [--wiener]
 
 writes ``separated/<song>/vocals.wav`` and ``separated/<song>/accompaniment.wav`` at the song's
 own sample rate, channel count and length. In a notebook or a program, a :class:`Separator` loads the model once and separates arrays or
@@ -37,6 +37,12 @@ How a song is separated
    upsampling: the "telephone" vocals); ``benchmarks/RESULTS.md`` has its figures.
    A song already at 8192 Hz needs no resampling and gets the mask exactly as
    in training (``audio.apply_mask``).
+4. Optionally (``--wiener``, ``Separator(post_filter="wiener")``), the masked estimates are
+   refined by a multichannel Wiener filter, as Open-Unmix does (:func:`wiener_vocals`,
+   ``norbert``): on the same STFT, the two stems' magnitudes and the channels' spatial
+   covariances give complex estimates instead of one real mask for every channel. It is off by
+   default: it did not improve the shipped model's vocals on the real produced song
+   (``benchmarks/bench_wiener.py``; figures in benchmarks/RESULTS.md).
 
 Memory stays bounded for long songs: the model runs on ``batch_size`` patches at a time and
 the full-band STFT, masking and inverse STFT run on chunks of ``chunk_frames`` frames with
@@ -256,6 +262,55 @@ def masked_istft(mixture: np.ndarray, mask_for, n_fft: int, hop: int, *, chunk_f
 
 
 # --------------------------------------------------------------------------------------------
+# Wiener post-filter (opt-in)
+# --------------------------------------------------------------------------------------------
+
+
+#: Seconds of frames per block of the Wiener filter's EM: Open-Unmix's ``wiener_win_len`` (300
+#: frames of 1024 samples at 44.1 kHz). The spatial covariances are estimated per block, and a
+#: block bounds the filter's memory.
+WIENER_SECONDS = 7.0
+POST_FILTERS = (None, "wiener")
+
+
+def wiener_vocals(spec: np.ndarray, mask: np.ndarray, *, iterations: int = 1, block_frames: int | None = None) -> np.ndarray:
+    """The vocals' STFT of a mixture STFT after a multichannel Wiener filter (``norbert.wiener``).
+
+    ``spec`` is the mixture's complex STFT ``(bins, frames, channels)``, ``mask`` the model's
+    vocals mask ``(bins, frames)``; the result has ``spec``'s shape. The method is Open-Unmix's
+    post-filter (Nugraha, Liutkus & Vincent 2016; ``norbert``, https://github.com/sigsep/norbert):
+
+    1. Source magnitude estimates, per channel: vocals ``mask * |X|``, accompaniment
+       ``(1 - mask) * |X|``, with the mixture's phase as first complex estimates.
+    2. Each source is modelled, in each bin and frame, as a complex Gaussian whose covariance
+       is a power spectrogram ``v_j(f, t)`` times a spatial covariance matrix ``R_j(f)``
+       (channels x channels: where the source sits in the stereo image). Expectation-
+       maximisation (``iterations`` rounds) re-estimates ``v_j`` and ``R_j`` from the current
+       estimates and then
+    3. the complex Wiener estimates ``y_j = v_j R_j (sum_k v_k R_k)^-1 x``: unlike the mask,
+       they can use the inter-channel phase to tell a centred voice from side instruments.
+
+    Only the vocals are returned: the caller takes the accompaniment as ``mixture - vocals``,
+    so the stems add up to the mixture exactly. ``R_j`` is estimated per block of
+    ``block_frames`` frames (all frames if None), which bounds memory.
+    """
+    import norbert
+
+    block_frames = block_frames or spec.shape[1]
+    out = np.empty_like(spec)
+    for start in range(0, spec.shape[1], block_frames):
+        block = slice(start, start + block_frames)
+        # norbert's layout: x (frames, bins, channels) in float64 as it advises, v (..., sources)
+        x = spec[:, block].transpose(1, 0, 2).astype(np.complex128)
+        gain = np.clip(mask[:, block], 0, 1).T[..., None]
+        v = np.stack([gain * np.abs(x), (1 - gain) * np.abs(x)], axis=-1)
+        # Magnitudes with the mixture phase, then EM: Open-Unmix's default (use_softmask=False).
+        y = norbert.wiener(v, x, iterations, use_softmask=False)
+        out[:, block] = y[..., 0].transpose(1, 0, 2)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # Separation
 # --------------------------------------------------------------------------------------------
 
@@ -275,17 +330,25 @@ class Separator:
     in ``"float32"`` or ``"bfloat16"`` (faster on CPUs with AVX512-BF16 or AMX, SDR within
     hundredths of a dB: benchmarks/RESULTS.md); ``"auto"`` takes bfloat16 where
     ``unet_fast.bfloat16_is_fast()``. Other Keras models run their layer ``mask`` as they are,
-    in float32. Values out of range raise ``ValueError``.
+    in float32. ``post_filter="wiener"`` refines the masked stems with a multichannel Wiener
+    filter of ``wiener_iterations`` EM rounds (:func:`wiener_vocals`); it is off by default
+    because it did not help the shipped model on the real produced song (benchmarks/RESULTS.md). Values out
+    of range raise ``ValueError``.
     """
 
     def __init__(self, model=None, params: AudioParams | None = None, *, overlap: float = DEFAULT_OVERLAP,
-                 batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "float32", chunk_frames: int = CHUNK_FRAMES):
+                 batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "float32", chunk_frames: int = CHUNK_FRAMES,
+                 post_filter: str | None = None, wiener_iterations: int = 1):
         if not 0 <= overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
         if batch_size < 1 or chunk_frames < 1:
             raise ValueError(f"batch_size and chunk_frames must be at least 1, got {batch_size} and {chunk_frames}")
         if precision not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', got {precision!r}")
+        if post_filter not in POST_FILTERS:
+            raise ValueError(f"post_filter must be None or 'wiener', got {post_filter!r}")
+        if int(wiener_iterations) != wiener_iterations or wiener_iterations < 1:
+            raise ValueError(f"wiener_iterations must be an integer of at least 1, got {wiener_iterations}")
         if model is None or isinstance(model, (str, os.PathLike)):
             import unet_model
 
@@ -296,6 +359,7 @@ class Separator:
         self.model = model
         self.params = params or DEFAULT_PARAMS
         self.overlap, self.batch_size, self.chunk_frames = overlap, int(batch_size), int(chunk_frames)
+        self.post_filter, self.wiener_iterations = post_filter, int(wiener_iterations)
         self.predict, self.precision = self._mask_function(model, precision)
 
     def _mask_function(self, model, precision: str):
@@ -396,6 +460,9 @@ class Separator:
 
         The mask is mapped onto the song's own STFT (:func:`full_band_mask`), or, at the model's
         own rate, applied as in training. Any mask can be applied (an oracle, in the benchmarks).
+        With ``post_filter="wiener"`` each chunk's vocals are :func:`wiener_vocals`'s instead of
+        mask x mixture (the spatial covariances are then estimated per block within a chunk, so
+        the result depends slightly on ``chunk_frames``).
         """
         params = self.params
         if sr == params.sample_rate:
@@ -409,8 +476,15 @@ class Separator:
                 return full_band_mask(mask, sr, frames, params)
 
             n_fft, hop = frame_grid(sr, params)
-        return masked_istft(mixture, mask_for, n_fft, hop, chunk_frames=self.chunk_frames, progress=progress,
-                            timings=timings)
+        apply = None
+        if self.post_filter == "wiener":
+            block_frames = max(1, round(WIENER_SECONDS * sr / hop))
+
+            def apply(spec, chunk_mask):
+                return wiener_vocals(spec, chunk_mask, iterations=self.wiener_iterations, block_frames=block_frames)
+
+        return masked_istft(mixture, mask_for, n_fft, hop, chunk_frames=self.chunk_frames, apply=apply,
+                            progress=progress, timings=timings)
 
     def separate_file(self, path, out_dir, *, name: str | None = None, overwrite: bool = False, progress=None) -> Path:
         """Separate an audio file into ``out_dir/<name>/{vocals,accompaniment}.wav``; returns that folder.
@@ -581,12 +655,21 @@ def get_parser() -> argparse.ArgumentParser:
                         help="arithmetic of the model: bfloat16 is faster than float32 on CPUs with AVX512-BF16 "
                              "or AMX, SDR within 0.01 dB (benchmarks/RESULTS.md), and much slower without; auto "
                              "(default) takes bfloat16 on such CPUs with TensorFlow's oneDNN, float32 elsewhere")
+    parser.add_argument("--wiener", action="store_true",
+                        help="refine the stems with a multichannel Wiener filter (norbert, as Open-Unmix): "
+                             "slower, and it did not improve the shipped model's vocals on the real produced song "
+                             "(benchmarks/RESULTS.md)")
+    parser.add_argument("--wiener-iterations", type=bounded(int, 1), default=None, metavar="N",
+                        help="EM iterations of --wiener's filter, at least 1 (default: 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace stems that already exist")
     return parser
 
 
 def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if args.wiener_iterations is not None and not args.wiener:
+        parser.error("argument --wiener-iterations: only with --wiener")
     import unet_model
 
     model_path = unet_model.model_file(args.model)
@@ -604,7 +687,8 @@ def main(argv=None) -> int:
         raise UserError("no songs to separate")
     prepare_output(args.output, names, args.overwrite)
     try:
-        separator = Separator(model_path, overlap=args.overlap, batch_size=args.batch_size, precision=args.precision)
+        separator = Separator(model_path, overlap=args.overlap, batch_size=args.batch_size, precision=args.precision,
+                              post_filter="wiener" if args.wiener else None, wiener_iterations=args.wiener_iterations or 1)
     except ValueError as err:  # a model that runs in float32 only
         raise UserError(f"--precision {args.precision}: {err}") from None
     failed = list(problems)
