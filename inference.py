@@ -166,16 +166,17 @@ def frame_grid(sr: int, params: AudioParams = DEFAULT_PARAMS) -> tuple[int, int]
 
 
 def full_band_mask(mask: np.ndarray, sr: int, frames: range | np.ndarray, params: AudioParams = DEFAULT_PARAMS, *,
-                   high_band=None) -> np.ndarray:
+                   high_band=None, grid: tuple[int, int] | None = None) -> np.ndarray:
     """Resample the model's mask ``(n_bins, model_frames)`` to the STFT grid at rate ``sr``.
 
     Returns ``(n_fft/2+1, len(frames))`` for the given frame indices of the :func:`frame_grid`
     STFT: linear interpolation in time (frame centres) and frequency (bin centres) up to the
     passband's edge; above it each frame takes one value, :func:`mean_high_band`'s (as the
     module docstring explains). ``high_band(in_time, nyquist) -> (row, edge)`` replaces that
-    rule (``benchmarks/bench_full_band.py`` measures others this way).
+    rule (``benchmarks/bench_full_band.py`` measures others this way). ``grid`` ``(n_fft, hop)``
+    replaces :func:`frame_grid`'s STFT (the Wiener filter's has a shorter hop).
     """
-    n_fft, hop = frame_grid(sr, params)
+    n_fft, hop = grid or frame_grid(sr, params)
     frames = np.asarray(frames)
     # Time: full-rate frame u is centred at u*hop/sr seconds, model frame t at t*hop_m/sr_m.
     position = frames * (hop / sr) * (params.sample_rate / params.hop_length)
@@ -266,6 +267,10 @@ def masked_istft(mixture: np.ndarray, mask_for, n_fft: int, hop: int, *, chunk_f
 # --------------------------------------------------------------------------------------------
 
 
+#: The Wiener filter's STFT is the mask's (:func:`frame_grid`) with this fraction of its hop:
+#: 75 % overlap, as Open-Unmix's 4096/1024. On the mask's own 25 % overlap it lost 0.3 dB on the
+#: produced dev set where this one gains (benchmarks/RESULTS.md).
+WIENER_HOP = 0.25
 #: Seconds of frames per block of the Wiener filter's EM: Open-Unmix's ``wiener_win_len`` (300
 #: frames of 1024 samples at 44.1 kHz). The spatial covariances are estimated per block, and a
 #: block bounds the filter's memory.
@@ -432,7 +437,7 @@ class Separator:
             mono = np.pad(mono, (0, max(0, params.n_fft - len(mono))))
         with _timed(timings, "model_stft"):
             mix_mag = audio.magnitude(mono, params)  # (n_bins, frames) at the model's rate
-        n_fft, hop = frame_grid(sr, params)
+        n_fft, hop = self.stft_grid(sr)
         total = n_segments(mix_mag.shape[1], params.patch_frames, self.overlap) + n_chunks(x.shape[0], n_fft, hop,
                                                                                            self.chunk_frames)
         step = _Steps(progress, total)
@@ -460,11 +465,14 @@ class Separator:
 
         The mask is mapped onto the song's own STFT (:func:`full_band_mask`), or, at the model's
         own rate, applied as in training. Any mask can be applied (an oracle, in the benchmarks).
-        With ``post_filter="wiener"`` each chunk's vocals are :func:`wiener_vocals`'s instead of
-        mask x mixture (the spatial covariances are then estimated per block within a chunk, so
-        the result depends slightly on ``chunk_frames``).
+        With ``post_filter="wiener"`` the mask is mapped onto an STFT with a quarter of the hop
+        (:data:`WIENER_HOP`) and each chunk's vocals are :func:`wiener_vocals`'s instead of mask x
+        mixture (the spatial covariances are estimated per block within a chunk, so the result
+        depends slightly on ``chunk_frames``).
         """
         params = self.params
+        if self.post_filter == "wiener":
+            return self._wiener(mixture, sr, mask, progress=progress, timings=timings)
         if sr == params.sample_rate:
             # No resampling, so the model saw every bin: apply its mask as in training.
             def mask_for(frames):  # the model's own frames, past the last one: its last mask
@@ -476,12 +484,29 @@ class Separator:
                 return full_band_mask(mask, sr, frames, params)
 
             n_fft, hop = frame_grid(sr, params)
-        apply = None
-        if self.post_filter == "wiener":
-            block_frames = max(1, round(WIENER_SECONDS * sr / hop))
+        return masked_istft(mixture, mask_for, n_fft, hop, chunk_frames=self.chunk_frames, progress=progress,
+                            timings=timings)
 
-            def apply(spec, chunk_mask):
-                return wiener_vocals(spec, chunk_mask, iterations=self.wiener_iterations, block_frames=block_frames)
+    def stft_grid(self, sr: int) -> tuple[int, int]:
+        """``(n_fft, hop)`` of the STFT the mask is applied on at rate ``sr`` (:func:`frame_grid`;
+        with the Wiener filter, :data:`WIENER_HOP` of its hop)."""
+        n_fft, hop = frame_grid(sr, self.params)  # at the model's rate, its own n_fft and hop
+        return (n_fft, max(1, round(hop * WIENER_HOP))) if self.post_filter == "wiener" else (n_fft, hop)
+
+    def _wiener(self, mixture: np.ndarray, sr: int, mask: np.ndarray, *, progress=None,
+                timings: dict | None = None) -> np.ndarray:
+        """:meth:`apply_mask` with the Wiener post-filter: the same mask on the denser STFT."""
+        params = self.params
+        n_fft, hop = self.stft_grid(sr)
+        # At the model's rate the model saw every bin: its own mask, the top bin repeated (as in training).
+        own_bins = (lambda in_time, nyquist: (in_time[-1:], nyquist)) if sr == params.sample_rate else None
+        block_frames = max(1, round(WIENER_SECONDS * sr / hop))
+
+        def mask_for(frames):
+            return full_band_mask(mask, sr, frames, params, high_band=own_bins, grid=(n_fft, hop))
+
+        def apply(spec, chunk_mask):
+            return wiener_vocals(spec, chunk_mask, iterations=self.wiener_iterations, block_frames=block_frames)
 
         return masked_istft(mixture, mask_for, n_fft, hop, chunk_frames=self.chunk_frames, apply=apply,
                             progress=progress, timings=timings)

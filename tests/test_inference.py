@@ -258,8 +258,10 @@ def test_separator_refuses_values_out_of_range(tiny_model, options, words):
         inference.Separator(tiny_model, **options)
 
 
-def test_progress_reaches_its_total_once_per_step(separator):
+@pytest.mark.parametrize("post_filter", [None, "wiener"])
+def test_progress_reaches_its_total_once_per_step(tiny_model, post_filter):
     calls = []
+    separator = inference.Separator(tiny_model, post_filter=post_filter)
     separator.separate(noise(30.0, 22050, 2), 22050, progress=lambda done, total: calls.append((done, total)))
     totals = {total for _, total in calls}
     assert len(totals) == 1 and calls[-1][0] == totals.pop()
@@ -389,6 +391,23 @@ def test_wiener_filter_keeps_rate_channels_length_and_sums_to_the_mixture(sr, se
     np.testing.assert_allclose(stems["vocals"] + stems["accompaniment"], x, atol=1e-6)
     assert not np.allclose(stems["vocals"], by_patch.separate(x, sr)["vocals"], atol=1e-4)  # it did filter
     assert wiener.separate(x[:, 0], sr)["vocals"].shape == (len(x),)  # 1-D mono in, 1-D out
+
+
+def test_wiener_stft_at_the_models_rate_takes_the_models_own_mask():
+    """At 8192 Hz the filter's denser STFT gets the model's mask interpolated in time only: a
+    mask that is constant in time gives exactly its own bins (top one up to Nyquist)."""
+    mask = np.repeat(np.linspace(0.1, 0.9, DEFAULT_PARAMS.n_bins, dtype=np.float32)[:, None], 20, axis=1)
+    seen = []
+    separator = inference.Separator(constant_mask(0.5), post_filter="wiener")
+    original = inference.wiener_vocals
+    try:
+        inference.wiener_vocals = lambda spec, m, **kw: seen.append(m) or spec
+        separator.apply_mask(noise(1.0, 8192, 1), 8192, mask)
+    finally:
+        inference.wiener_vocals = original
+    expected = audio.extend_mask(mask[:, :1], DEFAULT_PARAMS.n_fft // 2 + 1)
+    assert seen and seen[0].shape[1] >= 1 + 8192 // 192  # a quarter of the hop: frames every 192 samples
+    np.testing.assert_allclose(seen[0], np.broadcast_to(expected, seen[0].shape), atol=1e-6)
 
 
 def test_wiener_vocals_with_a_unit_mask_are_the_mixture():
