@@ -39,8 +39,9 @@ How a song is separated
    in training (``audio.apply_mask``).
 4. Optionally (``--wiener``, ``Separator(post_filter="wiener")``), the masked estimates are
    refined by a multichannel Wiener filter, as Open-Unmix does (:func:`wiener_vocals`,
-   ``norbert``): on the same STFT, the two stems' magnitudes and the channels' spatial
-   covariances give complex estimates instead of one real mask for every channel. It is off by
+   ``norbert``): on an STFT with the same window and a quarter of the hop, the two stems'
+   magnitudes and the channels' spatial covariances give complex estimates instead of one real
+   mask for every channel; the accompaniment is still ``mixture - vocals``. It is off by
    default: it did not improve the shipped model's vocals on the real produced song
    (``benchmarks/bench_wiener.py``; figures in benchmarks/RESULTS.md).
 
