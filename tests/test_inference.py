@@ -6,6 +6,8 @@ test needs to know the mask, a constant-mask callable stands in for the model.
 
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -554,3 +556,30 @@ def test_a_separator_prepares_its_model_once(tiny_model, monkeypatch):
     plain = keras.Sequential([keras.Input((512, 128, 1)), keras.layers.Conv2D(1, 3, padding="same")])
     with pytest.raises(ValueError, match="no layer named 'mask'"):
         inference.Separator(plain)
+
+
+# ---------------------------------------------------------------------------- the command line as a process
+
+def test_command_line_process_writes_the_stems_and_its_exit_status(tmp_path, model_dir, capsys):
+    """`python inference.py` as a whole process (Keras' optional imports hidden): the same
+    stems as the in-process main(), and exit status 2 when they exist already."""
+    song = write(tmp_path / "song.wav", noise(2.0, 44100, 2, seed=9), 44100)
+    command = [sys.executable, inference.__file__, str(song), "-o", str(tmp_path / "cli"), "--model", str(model_dir)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "song.wav -> " in proc.stdout and "Traceback" not in proc.stderr
+    assert run([str(song), "-o", str(tmp_path / "api"), "--model", str(model_dir)], capsys)[0] == 0
+    for stem in inference.STEMS:
+        np.testing.assert_array_equal(sf.read(tmp_path / "cli" / "song" / f"{stem}.wav")[0],
+                                      sf.read(tmp_path / "api" / "song" / f"{stem}.wav")[0])
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "already exists" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_importing_inference_hides_nothing():
+    """Only the command line hides Keras' optional imports: a program or notebook that imports
+    inference can still import scikit-learn, pandas and matplotlib."""
+    code = "import importlib, inference\nfor name in ('sklearn', 'pandas', 'matplotlib'): importlib.import_module(name)\n"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(inference.__file__).parent, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -13,7 +13,8 @@ SCRIPTS = sorted(p.relative_to(ROOT).as_posix() for p in [*ROOT.glob("*.py"), *R
                  if 'if __name__ == "__main__":' in p.read_text())
 HEAVY = ("keras", "tensorflow", "torch", "matplotlib", "jax", "librosa", "numba")
 
-#: Runs a script's --help in a fresh interpreter; reports the CPU seconds and what got imported.
+#: Runs a script's --help in a fresh interpreter; reports the CPU seconds and what got imported (a None
+#: entry is a module a script hides from imports, not one it imported).
 HELP = """
 import json, resource, runpy, sys
 sys.argv = [sys.argv[1], "--help"]
@@ -23,7 +24,7 @@ try:
 except SystemExit as exit:
     code = exit.code
 usage = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({"code": code, "cpu": usage.ru_utime + usage.ru_stime, "modules": sorted(sys.modules)}))
+print(json.dumps({"code": code, "cpu": usage.ru_utime + usage.ru_stime, "modules": sorted(m for m, module in sys.modules.items() if module is not None)}))
 """
 
 
