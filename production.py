@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from audio import fit_length
+
 #: The effects, in the order they are applied.
 EFFECTS = ("pitch", "highpass", "eq", "compressor", "saturation", "doubling", "reverb")
 
@@ -162,17 +164,10 @@ def produce(vocals: np.ndarray, sr: int, rng: np.random.Generator, effects=EFFEC
     if peak == 0 or not chain:
         return vocals.copy()
     out = run_chain(vocals, sr, chain)
-    out = _fit(out, len(vocals))
+    out = fit_length(out, len(vocals))
     rms_in, rms_out = np.sqrt(np.mean(vocals ** 2)), np.sqrt(np.mean(out ** 2))
     out = out * (rms_in / rms_out) if rms_out > 0 else out
     return np.nan_to_num(out).astype(np.float32)
-
-
-def _fit(x: np.ndarray, length: int) -> np.ndarray:
-    """Crop or zero-pad the first axis to ``length``."""
-    if len(x) >= length:
-        return x[:length]
-    return np.concatenate([x, np.zeros((length - len(x),) + x.shape[1:], dtype=x.dtype)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,7 +318,7 @@ def make_devset(mir1k_root: Path, instrumental: Path, out: Path, seed: int = 0) 
             acc, _ = load_audio(track, sr=DEV_SR)
             acc = acc if acc.shape[1] == 2 else np.repeat(acc[:, :1], 2, axis=1)
             start = loudest_offset(acc, len(voice), rng)
-            acc = _fit(acc[start:start + len(voice)], len(voice))
+            acc = fit_length(acc[start:start + len(voice)], len(voice))
             preset = presets[i % len(presets)]
             result = make_song(voice, acc, DEV_PRESETS[preset], _uniform(rng, DEV_LEVEL_DB), rng)
             name = f"{song.name}--{preset}--{track.stem}"
