@@ -280,14 +280,16 @@ def make_song(voice: np.ndarray, accompaniment: np.ndarray, preset: dict, level_
     return {"mixture": vocals + accompaniment, "vocals": vocals, "accompaniment": accompaniment}
 
 
-def make_devset(mir1k_root: Path, instrumental: Path, out: Path, seed: int = 0) -> list[str]:
+def make_devset(mir1k_root: Path, instrumental: Path, out: Path, seed: int = 0,
+                levels: tuple[float, float] = DEV_LEVEL_DB) -> list[str]:
     """Write the produced-music dev set to ``out/test/<track>/`` atomically; returns the track names.
 
     One excerpt per MIR-1K test song (singers Ani, davidson, heycat, yifen; clips joined): its
     voice (the right channel, 8192 Hz, upsampled to 44.1 kHz: nothing above 4 kHz) cut to at
     most :data:`DEV_MAX_SECONDS`, produced with the presets in turn, over an excerpt of the same
     length from a track of ``instrumental/test`` (tracks of at least DEV_MAX_SECONDS used in turn,
-    in an order shuffled by the seed, from a louder part: :func:`loudest_offset`), at a level drawn from :data:`DEV_LEVEL_DB`. Same seed, same bytes.
+    in an order shuffled by the seed, from a louder part: :func:`loudest_offset`), at a level drawn uniformly from ``levels`` (dB, default :data:`DEV_LEVEL_DB`). Same seed, same bytes;
+    the same seed at other ``levels`` gives the same excerpts and presets, only the levels move.
     """
     import datasets
     from audio import load_audio, resample
@@ -320,7 +322,7 @@ def make_devset(mir1k_root: Path, instrumental: Path, out: Path, seed: int = 0) 
             start = loudest_offset(acc, len(voice), rng)
             acc = fit_length(acc[start:start + len(voice)], len(voice))
             preset = presets[i % len(presets)]
-            result = make_song(voice, acc, DEV_PRESETS[preset], _uniform(rng, DEV_LEVEL_DB), rng)
+            result = make_song(voice, acc, DEV_PRESETS[preset], _uniform(rng, levels), rng)
             name = f"{song.name}--{preset}--{track.stem}"
             folder = tmp / "test" / name
             folder.mkdir(parents=True)
@@ -351,6 +353,8 @@ def get_parser() -> argparse.ArgumentParser:
                      help="instrumental folder with a test/ split (scripts/fetch_debian_music.sh writes data/instrumental)")
     dev.add_argument("--out", required=True, type=Path, help="output folder (replaced as a whole when complete)")
     dev.add_argument("--seed", type=int, default=0, help="draws of excerpts, levels and reverb tails (default: %(default)s)")
+    dev.add_argument("--levels", type=float, nargs=2, default=DEV_LEVEL_DB, metavar=("LO", "HI"),
+                     help="vocal-to-accompaniment level range, dB of RMS over the excerpt (default: %(default)s)")
     return parser
 
 
@@ -361,7 +365,9 @@ def main(argv=None) -> int:
     for flag, path in (("--mir1k", args.mir1k), ("--instrumental", args.instrumental)):
         if not path.is_dir():
             raise UserError(f"{flag} {path}: no such folder")
-    names = make_devset(args.mir1k, args.instrumental, args.out, args.seed)
+    if args.levels[0] > args.levels[1]:
+        raise UserError(f"--levels {args.levels[0]:g} {args.levels[1]:g}: LO must not exceed HI")
+    names = make_devset(args.mir1k, args.instrumental, args.out, args.seed, tuple(args.levels))
     print(f"wrote {len(names)} tracks to {args.out / 'test'}")
     return 0
 

@@ -1,7 +1,8 @@
 """Issue 18's yardstick: one markdown table row of a model's vocal scores on produced and MIR-1K music.
 
     python benchmarks/yardstick.py --model pretrained/unet_mir1k.keras [--label L] [--skip-mir1k]
-        [--devset data/produced-dev] [--mir1k ../shared/data/mir1k] [--inference-args "--overlap 0.5"]
+        [--parts stempeg,dev,dev-low,mir1k] [--devset data/produced-dev] [--devset-low data/produced-dev-low]
+        [--mir1k ../shared/data/mir1k] [--inference-args "--overlap 0.5"]
 
 Runs the project's command lines (``inference.py``, ``evaluate.py``, ``data_generator.py
 export``) as a user would, into ``--work`` (default ``results/yardstick/<label>``), and prints
@@ -13,6 +14,10 @@ the row (``--header`` prints the table's header above it). Columns:
   default rate);
 * the produced-music development set (``python production.py devset ...``, a stems folder):
   v4 vocal SDR, median over tracks, at 44.1 kHz stereo, and v3 vocal GNSDR at 8192 Hz;
+* the same development set with the voices 10 to 0 dB *below* the accompaniment, as in produced
+  songs (``production.py devset ... --levels -10 0 --out data/produced-dev-low``: the same
+  excerpts and presets, only the levels differ; the first set's -4..+6 dB missed that the real
+  song's voice sits 7.2 dB under its accompaniment): v4 vocal SDR, median over tracks;
 * MIR-1K's singer-disjoint test split (195 clips of Ani, davidson, heycat, yifen): v3 vocal
   GNSDR at 8192 Hz, the card's protocol (the shipped model: 7.50).
 
@@ -33,7 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 COLUMNS = ("model", "stempeg v4 SDR (44.1k stereo)", "stempeg v3 SDR (8 kHz)", "dev v4 SDR median (44.1k stereo)",
-           "dev v3 GNSDR (8 kHz)", "MIR-1K test v3 GNSDR (195 clips)")
+           "dev v3 GNSDR (8 kHz)", "dev-low v4 SDR median (44.1k stereo)", "MIR-1K test v3 GNSDR (195 clips)")
+#: The parts, each giving the columns after "model" in this order (stempeg: 2, dev: 2, dev-low: 1, mir1k: 1).
+PARTS = ("stempeg", "dev", "dev-low", "mir1k")
 
 
 def run(cmd: list[str], stage: str) -> None:
@@ -87,18 +94,31 @@ def stempeg_scores(work: Path, args) -> list[float]:
             summary_value(work / "stempeg-v3", "v3_vocals_SDR", "mean", 1)]
 
 
-def devset_scores(work: Path, args) -> list[float]:
-    tracks = args.devset / "test"
+def devset_tracks(devset: Path, levels: str) -> tuple[Path, int]:
+    tracks = devset / "test"
     n = sum(1 for p in tracks.iterdir() if p.is_dir()) if tracks.is_dir() else 0
     if n == 0:
         raise SystemExit(f"error: {tracks}: no tracks; write the dev set first: python production.py devset "
-                         f"--mir1k ../shared/data/mir1k --instrumental data/instrumental --out {args.devset}")
+                         f"--mir1k ../shared/data/mir1k --instrumental data/instrumental --out {devset}{levels}")
+    return tracks, n
+
+
+def devset_scores(work: Path, args) -> list[float]:
+    tracks, n = devset_tracks(args.devset, "")
     separate(tracks, work / "separated-dev", args)
     evaluate(tracks, work / "separated-dev", work / "dev-v4", ["--sr", "native", "--stereo", "--metrics", "v4"],
              args, "evaluate dev v4")
     evaluate(tracks, work / "separated-dev", work / "dev-v3", ["--metrics", "v3"], args, "evaluate dev v3")
     return [summary_value(work / "dev-v4", "v4_vocals_SDR", "median", n),
             summary_value(work / "dev-v3", "v3_vocals_NSDR", "weighted", n)]
+
+
+def devset_low_scores(work: Path, args) -> list[float]:
+    tracks, n = devset_tracks(args.devset_low, " --levels -10 0")
+    separate(tracks, work / "separated-dev-low", args)
+    evaluate(tracks, work / "separated-dev-low", work / "dev-low-v4", ["--sr", "native", "--stereo", "--metrics", "v4"],
+             args, "evaluate dev-low v4")
+    return [summary_value(work / "dev-low-v4", "v4_vocals_SDR", "median", n)]
 
 
 def mir1k_scores(work: Path, args) -> list[float]:
@@ -116,7 +136,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, type=Path, help="a .keras model (audio_params.json beside it) or a run folder")
     parser.add_argument("--label", default=None, help="the row's name (default: the model's file or folder name)")
     parser.add_argument("--devset", type=Path, default=Path("data/produced-dev"), help="(default: %(default)s)")
+    parser.add_argument("--devset-low", type=Path, default=Path("data/produced-dev-low"), help="(default: %(default)s)")
     parser.add_argument("--mir1k", type=Path, default=Path("../shared/data/mir1k"), help="(default: %(default)s)")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help="comma-separated parts to measure, the others' columns left empty (default: %(default)s)")
     parser.add_argument("--skip-mir1k", action="store_true", help="leave the MIR-1K column empty (the slowest part)")
     parser.add_argument("--inference-args", default="", help='extra inference.py options, e.g. "--overlap 0.5"')
     parser.add_argument("--work", type=Path, default=None, help="working folder (default: results/yardstick/<label>)")
@@ -127,15 +150,25 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    args.model, args.devset, args.mir1k = (p.resolve() for p in (args.model, args.devset, args.mir1k))
+    args.model, args.devset, args.devset_low, args.mir1k = (
+        p.resolve() for p in (args.model, args.devset, args.devset_low, args.mir1k))
     if not args.model.exists():
         raise SystemExit(f"error: --model {args.model}: no such file or folder")
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if set(parts) - set(PARTS):
+        raise SystemExit(f"error: --parts: unknown {', '.join(sorted(set(parts) - set(PARTS)))}; choose from {', '.join(PARTS)}")
+    if args.skip_mir1k:
+        parts = [p for p in parts if p != "mir1k"]
     label = args.label or args.model.stem
     work = (args.work or ROOT / "results" / "yardstick" / label).resolve()
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    scores = stempeg_scores(work, args) + devset_scores(work, args)
-    scores += [float("nan")] if args.skip_mir1k else mir1k_scores(work, args)
+    measure = {"stempeg": (stempeg_scores, 2), "dev": (devset_scores, 2), "dev-low": (devset_low_scores, 1),
+               "mir1k": (mir1k_scores, 1)}
+    scores = []
+    for part in PARTS:
+        function, columns = measure[part]
+        scores += function(work, args) if part in parts else [float("nan")] * columns
     print(f"total: {time.perf_counter() - start:.0f} s", file=sys.stderr)
     if args.header:
         print("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))

@@ -182,6 +182,25 @@ def test_devset_command_writes_exact_stems_deterministically(tmp_path):
     assert production.main(argv) == 0  # again, over the existing folder: same bytes
     assert {p.name: p.read_bytes() for p in (out / "test" / tracks[0]).iterdir()} == first
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".dev")]
+    # --levels: the same excerpts and presets, only the vocal level moves (here to exactly -10 dB)
+    low = tmp_path / "dev-low"
+    assert production.main(argv[:-1] + [str(low), "--levels", "-10", "-10"]) == 0
+    assert sorted(p.name for p in (low / "test").iterdir()) == tracks
+    voc_low, _ = sf.read(low / "test" / tracks[0] / "vocals.wav", dtype="float64")
+    acc_low, _ = sf.read(low / "test" / tracks[0] / "accompaniment.wav", dtype="float64")
+    assert 10 * np.log10(np.mean(voc_low**2) / np.mean(acc_low**2)) == pytest.approx(-10.0, abs=0.01)
+    assert np.corrcoef(acc_low.ravel(), acc.ravel())[0, 1] > 0.999  # the same accompaniment excerpt
+
+
+def test_devset_levels_low_above_high_is_one_line_error(tmp_path, capsys):
+    import cli
+
+    argv = ["devset", "--mir1k", str(tmp_path), "--instrumental", str(tmp_path), "--out", str(tmp_path / "dev"),
+            "--levels", "2", "-10"]
+    assert cli.run_cli(production.main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --levels 2 -10") and "\n" not in err
+    assert not (tmp_path / "dev").exists()
 
 
 def test_devset_without_instrumental_test_split_is_one_line_error(tmp_path, capsys):
