@@ -118,9 +118,7 @@ def main(argv=None) -> int:
     rows = summarize(run_dir, patches_per_epoch(cache, train_tracks, config), scores)
     print(f"\nThe same recipe in three frameworks ({run_dir}; {len(train_tracks)} training tracks)")
     print_table(rows)
-    import evaluate
-
-    evaluate.write_csv(run_dir / TABLE_FILE, rows, list(COLUMNS))
+    write_table(run_dir / TABLE_FILE, rows)
     plot_curves(run_dir, run_dir / CURVES_FILE)
     print(f"wrote {run_dir / TABLE_FILE} and {run_dir / CURVES_FILE}")
     return 0
@@ -406,6 +404,18 @@ def print_table(rows: list[dict]) -> None:
         return value
 
     print(evaluate.format_table(list(COLUMNS), [[shown(c, row[c]) for c in COLUMNS] for row in rows]))
+
+
+def write_table(path: Path, rows: list[dict]) -> None:
+    """The table as CSV (numbers to 6 significant digits: losses differ in the fourth), atomically."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()} for row in rows)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def draw_curves(ax, run_dir: Path) -> None:
