@@ -75,6 +75,16 @@ TABLE_FILE = "comparison.csv"
 CURVES_FILE = "loss_curves.png"
 COLUMNS = ("training", "final val loss", "best val loss", "epochs", "wall s", "patches/s", "voc GNSDR", "voc GSDR")
 POLL_SECONDS = 0.5
+#: ``python -c DIE_WITH_PARENT PARENT_PID SCRIPT ARGS...`` (Linux): asks the kernel to kill this process when
+#: its parent dies, even by SIGKILL, then becomes ``python SCRIPT ARGS...``; so a killed comparison never
+#: leaves a training running into the folder that its rerun resumes.
+DIE_WITH_PARENT = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG, kept across exec
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("the comparison ended before its training started")
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
 
 
 def get_parser():
@@ -210,6 +220,8 @@ def run_training(run_dir: Path, training: Training, argv: list[str], threads: in
         env.update({name: str(threads) for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
                                                     "TF_NUM_INTEROP_THREADS")})
     command = [sys.executable, str(ROOT / training.script), *argv]
+    if sys.platform.startswith("linux"):
+        command = [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *command[1:]]
     print(f"\n== {training.label}: {'KERAS_BACKEND=' + training.backend + ' ' if training.backend else ''}"
           f"{shlex.join(['python', training.script, *argv])}", flush=True)
     history = run_dir / training.folder / train.HISTORY_FILE
@@ -217,7 +229,7 @@ def run_training(run_dir: Path, training: Training, argv: list[str], threads: in
     mine = timing.setdefault(training.folder, {})
     seen = set(_epochs(history))
     last = time.monotonic()
-    process = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
+    process = subprocess.Popen(command, env=env)
     try:
         while True:
             try:
@@ -242,16 +254,6 @@ def run_training(run_dir: Path, training: Training, argv: list[str], threads: in
     if process.returncode:
         raise UserError(f"{training.label}: {training.script} stopped with exit status {process.returncode} "
                         "(its message is above); fix that and run the same command again: what is done is kept")
-
-
-def _die_with_parent() -> None:
-    """In the child, before it runs: ask Linux to kill it when this process dies (even by SIGKILL), so a
-    killed comparison never leaves a training running into the folder that its rerun resumes."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _epochs(history: Path) -> list[int]:
