@@ -106,7 +106,7 @@ def fit(run_dir: Path, config, train_data, val_data, init_state: dict | None = N
     torch.manual_seed(config.seed)  # initial weights and dropout
     model = UNet(config.filters, kernel_size=config.kernel_size, dropout=config.dropout)
     if init_state is not None:
-        model.load_state_dict(init_state)
+        load_init_weights(model, init_state, config.init_from)
         print(f"starting from the weights of {config.init_from}")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     # Keras' ReduceLROnPlateau: an improvement is a drop of more than MIN_DELTA, and it halves after
@@ -239,6 +239,19 @@ def load_init_state(path) -> dict:
 
     model, _ = unet_model.load_model(unet_model.model_file(path))
     return convert_weights.keras_to_torch(model).state_dict()
+
+
+def load_init_weights(model, state: dict, source) -> None:
+    """Load ``--init-from``'s state_dict into ``model`` (``num_batches_tracked`` optional), or
+    refuse it in one line when its keys or shapes are not this run's U-Net's."""
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)  # shapes are still checked
+    except RuntimeError as err:  # "Error(s) in loading state_dict ...:" then one line per mismatch
+        missing, unexpected = [line.strip() for line in str(err).splitlines()[1:] if line.strip()], []
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise UserError(f"--init-from {source}: does not fit this run's U-Net ({'; '.join(missing + unexpected)[:300]}); "
+                        "give the --filters and --kernel-size it was trained with")
 
 
 def load_checkpoint(run_dir: Path) -> dict | None:

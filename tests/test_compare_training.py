@@ -110,6 +110,12 @@ def test_twin_and_keras_refuse_each_others_folders(cache, tmp_path):
         train.main(recipe(cache, keras_run))
     with pytest.raises(UserError, match="--distribute and --jit-compile are Keras'"):
         train_torch.main(recipe(cache, tmp_path / "new", 1, 1, "--distribute", "mirrored"))
+    import unet_torch
+
+    other = tmp_path / "other.pt"
+    torch.save(unet_torch.UNet((4, 8, 8, 8, 8, 16)).state_dict(), other)
+    with pytest.raises(UserError, match="other.pt: does not fit this run's U-Net.*size mismatch"):
+        train_torch.main(recipe(cache, tmp_path / "init", 1, 1, "--init-from", str(other)))
 
 
 @pytest.mark.slow
