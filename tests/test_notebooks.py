@@ -52,14 +52,15 @@ class Executed:
         raise AssertionError(f"no table row {first!r} in the notebook's output:\n{self.text}")
 
 
-def execute(name: str, **env: str) -> Executed:
-    """Run a committed notebook in a fresh kernel from notebooks/ with ``env`` added to the environment."""
+def execute(name: str, timeout: int = 300, **env: str) -> Executed:
+    """Run a committed notebook in a fresh kernel from notebooks/ with ``env`` added to the environment
+    (each cell within ``timeout`` seconds)."""
     from nbclient import NotebookClient
 
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env}
     environment.pop("MPLBACKEND", None)  # the kernel's inline backend draws the figures as outputs
-    client = NotebookClient(nb, timeout=300, kernel_name="python3",
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
     client.execute(env=environment)  # raises CellExecutionError, with the traceback, if a cell fails
     executed = Executed(nb)
@@ -123,7 +124,8 @@ def check_torch_missing(run: Executed):
 @pytest.mark.slow
 def test_tensorflow_vs_pytorch(tiny_pipeline, tmp_path):
     tiny = "--epochs 2 --steps-per-epoch 1 --batch-size 2 --filters 4,8,8,8,8,8 --verbose 0 --test test --limit 1"
-    run = execute(FRAMEWORKS, UNET_MODEL=str(tiny_pipeline / "runs" / "builtin" / "best.keras"),
+    # section 4 starts three training processes (about 5 minutes on a shared 2-core machine)
+    run = execute(FRAMEWORKS, timeout=900, UNET_MODEL=str(tiny_pipeline / "runs" / "builtin" / "best.keras"),
                   UNET_SONG_DIR=str(tiny_pipeline / "data" / "builtin" / "test" / "test000"),
                   UNET_CACHE=str(tiny_pipeline / "cache" / "builtin"), UNET_COMPARE_DIR=str(tmp_path / "compare"),
                   UNET_COMPARE_OPTIONS=tiny)
