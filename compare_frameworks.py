@@ -2,6 +2,11 @@
 
     python compare_frameworks.py --model runs/NAME/best.keras --dataset mir1k --root DATA --split test --limit 5
     python compare_frameworks.py --torch coursework.pt [--params audio_params.json] SONG.wav [SONG ...]
+    python compare_frameworks.py train --cache CACHE --run-dir DIR [train.py's options] [--test SPLIT]
+
+The last form trains the same recipe with Keras on TensorFlow, Keras on PyTorch and the PyTorch
+twin from the same initial weights and compares the three (``compare_training.py``; its
+``--help``: ``python compare_frameworks.py train --help``). The first two compare one model.
 
 The model given (a ``.keras`` model, or a PyTorch checkpoint of the coursework U-Net) is
 converted to the other framework (``convert_weights.py``), and both separate every song with
@@ -69,6 +74,11 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # the same training three ways: compare_training.py
+        import compare_training
+
+        return compare_training.main(argv[1:])
     args = get_parser().parse_args(argv)
     if args.batch_size < 1 or args.threads < 1 or args.bench_batches < 0:
         raise UserError("--batch-size and --threads must be at least 1 and --bench-batches at least 0")

@@ -292,6 +292,7 @@ def main(argv=None) -> int:
                                pitch=config.pitch, tempo=config.tempo, instrumental_share=config.instrumental_share,
                                vocal_level=config.vocal_level, effects=config.vocal_fx,
                                accompaniment_tracks=accompaniment_tracks, **loader)
+    train_data.epoch = done  # a resumed run draws its next epochs' batches, not its first ones again
     val_data = None
     if val_tracks:
         val_data = DataGenerator(cache, tracks=val_tracks, mode="validation",
@@ -458,19 +459,21 @@ def split_tracks(cache, split: str, validation_split: float, seed: int,
     return [n for n in names if n not in val], sorted(val)
 
 
-def prepare_run_dir(run_dir: Path, config: TrainConfig, params: AudioParams) -> dict | None:
+def prepare_run_dir(run_dir: Path, config: TrainConfig, params: AudioParams, config_file: str = CONFIG_FILE,
+                    script: str = "train.py") -> dict | None:
     """Create the run folder, or check that an existing one was made by the same configuration.
 
     Returns the saved training state (``backup/state.json``) of an earlier run, or None when
     training starts from scratch. Refuses (UserError) a folder of another configuration, other
-    audio parameters or not made by train.py, so nothing is ever overwritten.
+    audio parameters or not made by train.py, so nothing is ever overwritten. train_torch.py
+    passes its own ``config_file`` and ``script`` name, so neither script takes the other's folder.
     """
-    config_path = run_dir / CONFIG_FILE
+    config_path = run_dir / config_file
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--run-dir {run_dir}: is a file; give a folder")
     if run_dir.is_dir() and any(run_dir.iterdir()) and not config_path.is_file():
-        raise UserError(f"--run-dir {run_dir}: not empty and has no {CONFIG_FILE}, so it is not a run of "
-                        "train.py; give a new folder")
+        raise UserError(f"--run-dir {run_dir}: not empty and has no {config_file}, so it is not a run of "
+                        f"{script}; give a new folder")
     if config_path.is_file():
         diffs = config.differences(TrainConfig.load(config_path))
         if diffs:

@@ -52,14 +52,15 @@ class Executed:
         raise AssertionError(f"no table row {first!r} in the notebook's output:\n{self.text}")
 
 
-def execute(name: str, **env: str) -> Executed:
-    """Run a committed notebook in a fresh kernel from notebooks/ with ``env`` added to the environment."""
+def execute(name: str, timeout: int = 300, **env: str) -> Executed:
+    """Run a committed notebook in a fresh kernel from notebooks/ with ``env`` added to the environment
+    (each cell within ``timeout`` seconds)."""
     from nbclient import NotebookClient
 
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env}
     environment.pop("MPLBACKEND", None)  # the kernel's inline backend draws the figures as outputs
-    client = NotebookClient(nb, timeout=300, kernel_name="python3",
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
     client.execute(env=environment)  # raises CellExecutionError, with the traceback, if a cell fails
     executed = Executed(nb)
@@ -121,9 +122,13 @@ def check_torch_missing(run: Executed):
 
 
 @pytest.mark.slow
-def test_tensorflow_vs_pytorch(tiny_pipeline):
-    run = execute(FRAMEWORKS, UNET_MODEL=str(tiny_pipeline / "runs" / "builtin" / "best.keras"),
-                  UNET_SONG_DIR=str(tiny_pipeline / "data" / "builtin" / "test" / "test000"))
+def test_tensorflow_vs_pytorch(tiny_pipeline, tmp_path):
+    tiny = "--epochs 2 --steps-per-epoch 1 --batch-size 2 --filters 4,8,8,8,8,8 --verbose 0 --test test --limit 1"
+    # section 4 starts three training processes (about 5 minutes on a shared 2-core machine)
+    run = execute(FRAMEWORKS, timeout=900, UNET_MODEL=str(tiny_pipeline / "runs" / "builtin" / "best.keras"),
+                  UNET_SONG_DIR=str(tiny_pipeline / "data" / "builtin" / "test" / "test000"),
+                  UNET_CACHE=str(tiny_pipeline / "cache" / "builtin"), UNET_COMPARE_DIR=str(tmp_path / "compare"),
+                  UNET_COMPARE_OPTIONS=tiny)
     if importlib.util.find_spec("torch") is None:
         check_torch_missing(run)
         return
@@ -133,7 +138,11 @@ def test_tensorflow_vs_pytorch(tiny_pipeline):
     assert run.number(r"overall: mask \S+, vocals (\S+)") < 1e-5
     assert run.row("keras") == run.row("torch")  # the same scores (GNSDR table, 2 decimals)
     assert "Patches per second" in run.text
-    assert len(run.images) == 1
+    # section 4: the table of the three trainings (2 epochs each, scored on the test song) and their curves
+    for label in ("Keras/TensorFlow", "Keras/PyTorch", "PyTorch twin"):
+        cells = next(line for line in run.text.splitlines() if line.startswith(label + " "))[len(label):].split()
+        assert int(cells[2]) == 2 and all(math.isfinite(float(c)) for c in cells), cells
+    assert len(run.images) == 2
 
 
 @pytest.mark.slow

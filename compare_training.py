@@ -1,0 +1,451 @@
+"""The same training three ways: Keras on TensorFlow, Keras on PyTorch, and the PyTorch twin.
+
+    python compare_frameworks.py train --cache cache/builtin --run-dir runs/compare-builtin \\
+        --epochs 10 --steps-per-epoch 40 --batch-size 16 --learning-rate 1e-3 --test test
+
+(``compare_frameworks.py train`` runs :func:`main`.) Every option of ``train.py`` is accepted and
+given to all three trainings, which run one after the other, each in its own process:
+
+* ``train.py`` with ``KERAS_BACKEND=tensorflow`` into ``RUN_DIR/keras-tensorflow``;
+* ``train.py`` with ``KERAS_BACKEND=torch`` into ``RUN_DIR/keras-torch`` (the same script);
+* ``train_torch.py``, the plain PyTorch loop of the twin, into ``RUN_DIR/pytorch``.
+
+All three start from the same weights: ``RUN_DIR/init.keras`` (a U-Net built with ``--seed``
+as train.py builds it, or a copy of ``--init-from``) given to the Keras runs as ``--init-from``,
+and its exact conversion ``RUN_DIR/init.pt`` to the twin. They draw the same training batches
+(``data_generator.PatchSampler``, a function of seed, epoch and index) and validate on the same
+patches. What remains different is the frameworks': Adam's epsilon, batch norm's running
+variance, dropout's random numbers, float arithmetic (see train_torch.py).
+
+Killed at any moment, the same command resumes: finished trainings are not run again, the
+interrupted one resumes after its last completed epoch (each trainer's own resume).
+
+Printed at the end, and written to ``RUN_DIR/comparison.csv``: per training the final and the
+best validation loss, the epochs trained, the wall time and training patches per second of
+wall time (timed by this command from each process's start to each epoch's history row, so
+start-up, validation and checkpoints count; ``RUN_DIR/timing.json``); with ``--test SPLIT``
+the vocal GNSDR and GSDR (BSS Eval v3, length-weighted means) of each best model on that split
+of the dataset the cache's training split was prepared from (the twin's model converted to
+``best.keras`` by convert_weights.py). ``RUN_DIR/loss_curves.png`` shows the three trainings'
+loss curves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from audio import PARAMS_FILE
+from cli import UserError, atomic_output, atomic_write_text, bounded
+
+ROOT = Path(__file__).resolve().parent
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """One of the three trainings: its sub-folder, label, script and Keras backend (None: no Keras)."""
+
+    folder: str
+    label: str
+    script: str
+    backend: str | None
+
+    @property
+    def model_file(self) -> str:
+        """The best model's file in its folder (the twin's is a PyTorch state_dict)."""
+        return "best.pt" if self.backend is None else "best.keras"
+
+
+TRAININGS = (
+    Training("keras-tensorflow", "Keras/TensorFlow", "train.py", "tensorflow"),
+    Training("keras-torch", "Keras/PyTorch", "train.py", "torch"),
+    Training("pytorch", "PyTorch twin", "train_torch.py", None),
+)
+INIT_FILE = "init.keras"
+INIT_TORCH_FILE = "init.pt"
+TIMING_FILE = "timing.json"
+TABLE_FILE = "comparison.csv"
+CURVES_FILE = "loss_curves.png"
+COLUMNS = ("training", "final val loss", "best val loss", "epochs", "wall s", "patches/s", "voc GNSDR", "voc GSDR")
+POLL_SECONDS = 0.5
+#: ``python -c DIE_WITH_PARENT PARENT_PID SCRIPT ARGS...`` (Linux): asks the kernel to kill this process when
+#: its parent dies, even by SIGKILL, then becomes ``python SCRIPT ARGS...``; so a killed comparison never
+#: leaves a training running into the folder that its rerun resumes.
+DIE_WITH_PARENT = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG, kept across exec
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("the comparison ended before its training started")
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+
+
+def get_parser():
+    import train
+
+    parser = train.get_parser()  # the recipe options, declared once in train.TrainConfig
+    parser.prog = "compare_frameworks.py train"
+    parser.description = ("Train the same recipe with Keras on TensorFlow, Keras on PyTorch and the PyTorch twin "
+                          "from the same initial weights, and compare them (see compare_training.py). "
+                          "Running the same command again resumes.")
+    group = parser.add_argument_group("comparison")
+    group.add_argument("--test", metavar="SPLIT",
+                       help="separate and score this split of the dataset the cache's training split came from")
+    group.add_argument("--limit", type=bounded(int, 1), help="with --test: only the first N tracks")
+    group.add_argument("--threads", type=bounded(int, 1),
+                       help="CPU threads of each training (default: each framework's own choice)")
+    return parser
+
+
+def main(argv=None) -> int:
+    import train
+
+    args = get_parser().parse_args(argv)
+    config = train.TrainConfig.from_args(args)
+    if config.distribute != "none" or config.jit_compile:
+        raise UserError("--distribute and --jit-compile are Keras-only; the comparison trains on one device, "
+                        "without XLA")
+    cache = train._open_cache(args.cache)
+    train_tracks, _ = train.split_tracks(cache, config.split, config.validation_split, config.seed,
+                                         config.validation_from)
+    test = find_test_tracks(cache, config.split, args.test, args.limit) if args.test else None
+    run_dir = Path(args.run_dir)
+    prepare_folder(run_dir)
+    make_initial_weights(run_dir, config, cache.params)
+    for training in TRAININGS:
+        argv = recipe_argv(config, run_dir / training.folder,
+                           run_dir / (INIT_TORCH_FILE if training.backend is None else INIT_FILE))
+        run_training(run_dir, training, argv, args.threads)
+
+    scores = score_trainings(run_dir, test, args.test) if test else {}
+    rows = summarize(run_dir, patches_per_epoch(cache, train_tracks, config), scores)
+    print(f"\nThe same recipe in three frameworks ({run_dir}; {len(train_tracks)} training tracks)")
+    print_table(rows)
+    write_table(run_dir / TABLE_FILE, rows)
+    plot_curves(run_dir, run_dir / CURVES_FILE)
+    print(f"wrote {run_dir / TABLE_FILE} and {run_dir / CURVES_FILE}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# The three trainings
+# --------------------------------------------------------------------------------------------
+
+
+def prepare_folder(run_dir: Path) -> None:
+    """Create ``run_dir``, or check that it is a comparison's folder (UserError if not)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--run-dir {run_dir}: is a file; give a folder")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / INIT_FILE).is_file():
+        raise UserError(f"--run-dir {run_dir}: not empty and has no {INIT_FILE}, so it is not a comparison's "
+                        "folder; give a new one")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"--run-dir {run_dir}: cannot create ({err.strerror})") from None
+
+
+def make_initial_weights(run_dir: Path, config, params) -> None:
+    """Write ``init.keras`` (with audio_params.json) and its PyTorch twin ``init.pt``, once.
+
+    The weights are those of ``--init-from`` when given, else of a U-Net built as train.py
+    builds it (``keras.utils.set_random_seed(seed)`` then ``build_unet``).
+    """
+    import keras
+    import torch
+
+    import convert_weights
+    import train
+    from unet_model import build_unet
+
+    if not (run_dir / INIT_FILE).is_file():
+        keras.utils.set_random_seed(config.seed)
+        model = build_unet(input_shape=(params.n_bins, params.patch_frames, 1), filters=config.filters,
+                           kernel_size=config.kernel_size, dropout=config.dropout)
+        if config.init_from is not None:
+            model.set_weights(train.load_init_weights(config.init_from, params, config.filters, config.kernel_size))
+        params.save(run_dir / PARAMS_FILE)
+        with atomic_output(run_dir / INIT_FILE) as tmp:
+            model.save(tmp)
+    if not (run_dir / INIT_TORCH_FILE).is_file():
+        model = keras.saving.load_model(run_dir / INIT_FILE, compile=False)
+        state = {k: torch.from_numpy(v) for k, v in convert_weights.keras_to_state_dict(model).items()}
+        with atomic_output(run_dir / INIT_TORCH_FILE) as tmp:
+            torch.save(state, tmp)
+
+
+def recipe_argv(config, run_dir: Path, init_from: Path) -> list[str]:
+    """The command line of train.py (and train_torch.py) for ``config``, into ``run_dir`` from ``init_from``."""
+    import train
+
+    argv = ["--run-dir", str(run_dir)]
+    for field in dataclasses.fields(train.TrainConfig):
+        if "argparse" not in field.metadata:  # filled in by train.py
+            continue
+        value = str(init_from) if field.name == "init_from" else getattr(config, field.name)
+        flag = "--" + field.name.replace("_", "-")
+        if value is None or (value == field.default and field.name != "cache"):  # train.py's default
+            continue
+        if isinstance(value, bool):  # store_true, or BooleanOptionalAction (--jit-compile / --no-jit-compile)
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif field.name in ("filters", "vocal_fx"):
+            argv += [flag, ",".join(map(str, value))]
+        elif isinstance(value, tuple):
+            argv += [flag, *map(str, value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def run_training(run_dir: Path, training: Training, argv: list[str], threads: int | None = None) -> None:
+    """Run one training to its end in a process of its own; time its epochs into timing.json.
+
+    The process's output goes to this one's. Each epoch's time runs from the process's start,
+    or the previous epoch's row, to the moment its row appears in history.csv. A training
+    that fails raises UserError (its own message is above); the same command resumes it.
+    """
+    import train
+
+    env = dict(os.environ)
+    if training.backend is not None:
+        env["KERAS_BACKEND"] = training.backend
+    if threads:
+        env.update({name: str(threads) for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+                                                    "TF_NUM_INTEROP_THREADS")})
+    command = [sys.executable, str(ROOT / training.script), *argv]
+    if sys.platform.startswith("linux"):
+        command = [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *command[1:]]
+    print(f"\n== {training.label}: {'KERAS_BACKEND=' + training.backend + ' ' if training.backend else ''}"
+          f"{shlex.join(['python', training.script, *argv])}", flush=True)
+    history = run_dir / training.folder / train.HISTORY_FILE
+    timing = read_timing(run_dir)
+    mine = timing.setdefault(training.folder, {})
+    seen = set(_epochs(history))
+    last = time.monotonic()
+    process = subprocess.Popen(command, env=env)
+    try:
+        while True:
+            try:
+                process.wait(timeout=POLL_SECONDS)
+                finished = True
+            except subprocess.TimeoutExpired:
+                finished = False
+            now, current = time.monotonic(), set(_epochs(history))
+            new = sorted(current - seen)
+            for epoch in new:  # rows that appeared since the last look share the time
+                mine[str(epoch)] = (now - last) / len(new)
+            if new:
+                last = now
+                atomic_write_text(run_dir / TIMING_FILE, json.dumps(timing, indent=1) + "\n")
+            seen = current
+            if finished:
+                break
+    finally:
+        if process.poll() is None:  # interrupted here (Ctrl-C): stop the training too
+            process.kill()
+            process.wait()
+    if process.returncode:
+        raise UserError(f"{training.label}: {training.script} stopped with exit status {process.returncode} "
+                        "(its message is above); fix that and run the same command again: what is done is kept")
+
+
+def _epochs(history: Path) -> list[int]:
+    import train
+
+    return [int(e) for e in train.read_history(history).get("epoch", []) if math.isfinite(e)]
+
+
+def read_timing(run_dir: Path) -> dict:
+    """``{training folder: {epoch: seconds}}`` from timing.json (empty when absent or unreadable)."""
+    try:
+        timing = json.loads((run_dir / TIMING_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return timing if isinstance(timing, dict) else {}
+
+
+def patches_per_epoch(cache, train_tracks: list[str], config) -> int:
+    """How many patches one training epoch draws (train.py's default steps when none are given)."""
+    from data_generator import PatchSampler
+
+    sampler = PatchSampler(cache, train_tracks, batch_size=config.batch_size, steps_per_epoch=config.steps_per_epoch)
+    return len(sampler) * config.batch_size
+
+
+# --------------------------------------------------------------------------------------------
+# Test scores
+# --------------------------------------------------------------------------------------------
+
+
+def find_test_tracks(cache, train_split: str, split: str, limit: int | None = None) -> list:
+    """The tracks of ``split`` of the dataset the cache's ``train_split`` was prepared from
+    (datasets.Track objects); UserError when the cache does not say which one, or it has none."""
+    import datasets
+    from data_generator import INDEX_FILE
+
+    runs = json.loads((cache.path / INDEX_FILE).read_text()).get("runs", [])
+    sources = {(r["dataset"], r["root"], r.get("unit", "track")) for r in runs
+               if r.get("split") in (train_split, None) and r["dataset"] != "instrumental"}
+    if len(sources) != 1:
+        found = ", ".join(f"{d} at {root}" for d, root, _ in sorted(sources)) or "none recorded"
+        raise UserError(f"--test {split}: the cache's {train_split!r} split must come from one dataset (found: "
+                        f"{found}); evaluate each model with inference.py and evaluate.py instead")
+    dataset, root, unit = sources.pop()
+    tracks = datasets.find_tracks(dataset, root, split, unit)[:limit]
+    if not tracks:
+        raise UserError(f"--test {split}: no tracks in that split of {dataset} at {root}")
+    return tracks
+
+
+def score_trainings(run_dir: Path, tracks: list, split: str) -> dict[str, dict[str, float]]:
+    """``{training folder: {"voc GNSDR", "voc GSDR"}}``: each best model separates and BSS Eval v3
+    scores ``tracks``; per-track rows are kept in ``<folder>/test-<split>.json`` and reused while
+    the model and the tracks are unchanged."""
+    import evaluate
+
+    scores = {}
+    for training in TRAININGS:
+        folder = run_dir / training.folder
+        model_path = folder / training.model_file
+        if not model_path.is_file():
+            raise UserError(f"{model_path}: missing; run the same command again to train it")
+        key = {"model_mtime": model_path.stat().st_mtime, "tracks": [t.name for t in tracks]}
+        saved = folder / f"test-{split}.json"
+        try:
+            stored = json.loads(saved.read_text())
+        except (OSError, ValueError):
+            stored = {}
+        if stored.get("key") == key:
+            rows = stored["rows"]
+        else:
+            print(f"separating and scoring {len(tracks)} {split} track(s) with the {training.label} model", flush=True)
+            rows = score_model(keras_model(folder, training), tracks, training.folder)
+            atomic_write_text(saved, json.dumps({"key": key, "rows": rows}, indent=1) + "\n")
+        summary = {s["metric"]: s["weighted"] for s in evaluate.summarize(rows, ["v3_vocals_NSDR", "v3_vocals_SDR"])}
+        scores[training.folder] = {"voc GNSDR": summary["v3_vocals_NSDR"], "voc GSDR": summary["v3_vocals_SDR"]}
+    return scores
+
+
+def keras_model(folder: Path, training: Training) -> Path:
+    """The ``.keras`` file of a training's best model; the twin's best.pt is converted (exactly)."""
+    if training.backend is not None:
+        return folder / training.model_file
+    import convert_weights
+
+    source, target = folder / training.model_file, folder / "best.keras"
+    if not target.is_file() or target.stat().st_mtime < source.stat().st_mtime:
+        from audio import AudioParams
+
+        params = AudioParams.load(folder / PARAMS_FILE)
+        model = convert_weights.torch_to_keras(convert_weights.load_torch_checkpoint(source),
+                                               (params.n_bins, params.patch_frames, 1), name=str(source))
+        with atomic_output(target) as tmp:
+            model.save(tmp)
+    return target
+
+
+def score_model(model_path: Path, tracks: list, method: str) -> list[dict]:
+    """evaluate.py's per-track rows (BSS Eval v3) of one model on ``tracks``."""
+    import evaluate
+    import inference
+
+    separator = inference.Separator(model_path)
+    settings = evaluate.Settings(families=("v3",))
+    rows = []
+    for track in tracks:
+        references, sr = track.load()
+        estimates = separator.separate(references["mixture"], sr)
+        scores = evaluate.score_methods(references, {method: estimates}, sr, settings)[method]
+        rows.append({"track": track.name, "method": method, **scores})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Table and curves
+# --------------------------------------------------------------------------------------------
+
+
+def summarize(run_dir: Path, patches: int, scores: dict | None = None) -> list[dict]:
+    """One row per training (the keys of :data:`COLUMNS`), from its history.csv and timing.json."""
+    import train
+
+    timing, rows = read_timing(run_dir), []
+    for training in TRAININGS:
+        history = train.read_history(run_dir / training.folder / train.HISTORY_FILE)
+        epochs = [int(e) for e in history.get("epoch", [])]
+        val = [v for v in history.get("val_loss", []) if math.isfinite(v)]
+        seconds = [timing.get(training.folder, {}).get(str(e)) for e in epochs]
+        timed = [s for s in seconds if s is not None]
+        rows.append({
+            "training": training.label,
+            "final val loss": history["val_loss"][-1] if val else math.nan,
+            "best val loss": min(val) if val else math.nan,
+            "epochs": len(epochs),
+            "wall s": sum(timed) if timed else math.nan,
+            "patches/s": len(timed) * patches / sum(timed) if timed and sum(timed) > 0 else math.nan,
+            **(scores or {}).get(training.folder, {"voc GNSDR": math.nan, "voc GSDR": math.nan}),
+        })
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    import evaluate
+
+    def shown(column, value):
+        if column in ("final val loss", "best val loss"):
+            return f"{value:.4g}"
+        if column in ("wall s", "patches/s") and math.isfinite(value):
+            return f"{value:.1f}"
+        return value
+
+    print(evaluate.format_table(list(COLUMNS), [[shown(c, row[c]) for c in COLUMNS] for row in rows]))
+
+
+def write_table(path: Path, rows: list[dict]) -> None:
+    """The table as CSV (numbers to 6 significant digits: losses differ in the fourth), atomically."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()} for row in rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def draw_curves(ax, run_dir: Path) -> None:
+    """The three trainings' validation (solid) and training (dashed) losses on one matplotlib axes."""
+    import train
+
+    for i, training in enumerate(TRAININGS):
+        history = train.read_history(Path(run_dir) / training.folder / train.HISTORY_FILE)
+        epochs = [e + 1 for e in history.get("epoch", [])]
+        color = f"C{i}"
+        if any(math.isfinite(v) for v in history.get("val_loss", [])):
+            ax.plot(epochs, history["val_loss"], color=color, marker=".", label=f"{training.label} validation")
+        if history.get("loss"):
+            ax.plot(epochs, history["loss"], color=color, linestyle="--", label=f"{training.label} training")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+
+
+def plot_curves(run_dir: Path, png_path: Path) -> None:
+    """:func:`draw_curves` into a PNG (Agg, written atomically)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    draw_curves(fig.subplots(), run_dir)
+    with atomic_output(png_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)

@@ -1,0 +1,271 @@
+"""Train the PyTorch twin of the U-Net (unet_torch.py): the coursework's training loop, in plain PyTorch.
+
+    python train_torch.py --cache cache/builtin --run-dir runs/builtin-torch --epochs 10 --steps-per-epoch 40 --batch-size 16 --learning-rate 1e-3
+    python convert_weights.py torch2keras runs/builtin-torch/best.pt runs/builtin-torch/best.keras --params runs/builtin-torch/audio_params.json
+
+The options are train.py's, and so is the recipe: Adam, the L1 or squared error of
+``mask * mixture`` against the vocals, the learning rate halved after ``--lr-patience`` epochs
+without an improvement of 1e-4 (down to 1e-7), early stopping after ``--patience`` epochs without
+improvement, the best and the last model kept. The same command resumes a run that was
+interrupted (killed at any moment: every file is written to a temporary file and renamed).
+
+The data are train.py's too: :class:`data_generator.PatchSampler` is the NumPy half of
+``keras_data.DataGenerator``, and its batch ``i`` of epoch ``e`` is drawn from ``(seed, e, i)``,
+so epoch ``n`` here trains on the batches that Keras' ``fit`` draws for epoch ``n`` (it visits
+them in a shuffled order, ``fit``'s ``shuffle=True``), and validation uses the same patches.
+
+What is PyTorch's own, and left so on purpose (these are the differences that
+``compare_frameworks.py train`` measures): the default initialisation (unless ``--init-from``),
+Adam's epsilon (PyTorch 1e-8, Keras 1e-7), the running variance of batch norm (PyTorch keeps
+the unbiased estimate, Keras the biased one), the random numbers of dropout, float arithmetic.
+``--distribute`` and ``--jit-compile`` are Keras' and refused; the batches are read in the loop
+(``--workers`` is ignored).
+
+Run folder (``--run-dir``)::
+
+    torch_config.json   the settings (train.py's TrainConfig); a rerun with other ones is refused
+    audio_params.json   the cache's audio parameters
+    history.csv         as train.py's: epoch, learning_rate, loss, val_loss
+    loss.png            the loss curves
+    best.pt, last.pt    state_dicts (the keys of unet_torch.py) of the best and the last epoch
+    checkpoint.pt       the resume point: model, optimizer, scheduler, early stopping, random state
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+
+import train
+from cli import UserError, atomic_output, run_cli
+
+CONFIG_FILE = "torch_config.json"
+BEST_FILE = "best.pt"
+LAST_FILE = "last.pt"
+CHECKPOINT_FILE = "checkpoint.pt"
+HISTORY_COLUMNS = ("epoch", "learning_rate", "loss", "val_loss")  # Keras' CSVLogger's (sorted) columns
+MIN_DELTA = 1e-4  # what Keras' ReduceLROnPlateau counts as an improvement
+MIN_LR = 1e-7
+
+
+def get_parser():
+    parser = train.get_parser()  # the same options, from train.TrainConfig
+    parser.prog = "train_torch.py"
+    parser.description = ("Train the PyTorch twin of the U-Net (unet_torch.py) with train.py's options and recipe. "
+                          "Running the same command again resumes an interrupted run.")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    config = train.TrainConfig.from_args(args)
+    if config.distribute != "none" or config.jit_compile:
+        raise UserError("--distribute and --jit-compile are Keras' options; train_torch.py trains on one device")
+    cache = train._open_cache(args.cache)
+    train_tracks, val_tracks = train.split_tracks(cache, config.split, config.validation_split, config.seed,
+                                                  config.validation_from)
+    config = dataclasses.replace(config, train_tracks=tuple(train_tracks), validation_tracks=tuple(val_tracks))
+    train.check_mixing_options(config)
+    accompaniment_tracks = train._accompaniment_tracks(cache, train_tracks, config.accompaniment_from)
+    size = 2 ** len(config.filters)
+    if cache.params.n_bins % size or cache.params.patch_frames % size:
+        raise UserError(f"--filters: {len(config.filters)} layers need patches divisible by {size}, the cache's "
+                        f"are {cache.params.n_bins} x {cache.params.patch_frames}; use fewer filters")
+
+    run_dir = Path(args.run_dir)
+    fresh = not (run_dir / CHECKPOINT_FILE).is_file()
+    init_state = load_init_state(config.init_from) if config.init_from and fresh else None
+    train.prepare_run_dir(run_dir, config, cache.params, CONFIG_FILE, "train_torch.py")  # refuses a Keras run's folder
+
+    from data_generator import PatchSampler
+
+    loader = dict(batch_size=config.batch_size, seed=config.seed)
+    train_data = PatchSampler(cache, train_tracks, mode="train", steps_per_epoch=config.steps_per_epoch,
+                              remix=config.remix, gain=config.gain, input_dropout=config.input_dropout,
+                              pitch=config.pitch, tempo=config.tempo, instrumental_share=config.instrumental_share,
+                              vocal_level=config.vocal_level, effects=config.vocal_fx,
+                              accompaniment_tracks=accompaniment_tracks, **loader)
+    val_data = None
+    if val_tracks:
+        val_data = PatchSampler(cache, val_tracks, mode="validation", steps_per_epoch=config.validation_steps,
+                                **loader)
+    return fit(run_dir, config, train_data, val_data, init_state)
+
+
+def fit(run_dir: Path, config, train_data, val_data, init_state: dict | None = None) -> int:
+    """The training loop: epochs of Adam steps, validation, the learning-rate schedule, early
+    stopping and the files of the run folder (see the module docstring)."""
+    import torch
+    from torch import nn
+
+    from unet_torch import UNet
+
+    torch.manual_seed(config.seed)  # initial weights and dropout
+    model = UNet(config.filters, kernel_size=config.kernel_size, dropout=config.dropout)
+    if init_state is not None:
+        load_init_weights(model, init_state, config.init_from)
+        print(f"starting from the weights of {config.init_from}")
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    # Keras' ReduceLROnPlateau: an improvement is a drop of more than MIN_DELTA, and it halves after
+    # `lr_patience` epochs without one (PyTorch's scheduler waits one epoch more than its `patience`).
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=0.5, patience=config.lr_patience - 1, threshold=MIN_DELTA,
+        threshold_mode="abs", min_lr=MIN_LR)
+    criterion = nn.L1Loss() if config.loss == "l1" else nn.MSELoss()
+    best, bad_epochs, start = math.inf, 0, 0
+
+    checkpoint = load_checkpoint(run_dir)
+    if checkpoint is not None:
+        if checkpoint["finished"] == "early stopping":
+            print(f"{run_dir}: stopped early after epoch {checkpoint['epoch']}; nothing to do "
+                  f"(best model: {run_dir / BEST_FILE})")
+            return 0
+        if checkpoint["epoch"] >= config.epochs:
+            print(f"{run_dir}: already trained for {checkpoint['epoch']} epochs; raise --epochs to train further")
+            return 0
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        torch.set_rng_state(checkpoint["rng"])
+        best, bad_epochs, start = checkpoint["best"], checkpoint["bad_epochs"], checkpoint["epoch"]
+        print(f"{run_dir}: resuming after epoch {start} of {config.epochs}")
+    train._truncate_history(run_dir / train.HISTORY_FILE, start)
+    n_params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for n, b in model.named_buffers()
+                                                                 if not n.endswith("num_batches_tracked"))
+    print(f"training {n_params:,} parameters on {len(config.train_tracks)} tracks "
+          f"({len(config.validation_tracks)} for validation)")
+
+    began = time.monotonic()
+    for epoch in range(start, config.epochs):
+        learning_rate = optimizer.param_groups[0]["lr"]
+        train_data.epoch = epoch + 1  # Keras' fit advances the data once before its first epoch
+        loss = train_epoch(model, train_data, optimizer, criterion)
+        val_loss = evaluate(model, val_data, criterion) if val_data is not None else math.nan
+        if not (math.isfinite(loss) and (val_data is None or math.isfinite(val_loss))):
+            raise UserError(
+                f"{run_dir}: the loss became NaN or infinite in epoch {epoch + 1}; the checkpoints keep epoch "
+                f"{epoch}. Check the cache for damaged data, or lower --learning-rate in a new --run-dir")
+        monitored = val_loss if val_data is not None else loss
+        scheduler.step(monitored)
+        if monitored < best:  # Keras' EarlyStopping and best checkpoint: any decrease
+            best, bad_epochs = monitored, 0
+            save(model.state_dict(), run_dir / BEST_FILE)
+        else:
+            bad_epochs += 1
+        save(model.state_dict(), run_dir / LAST_FILE)
+        append_history(run_dir / train.HISTORY_FILE, epoch, learning_rate, loss, val_loss)
+        train.plot_history(run_dir / train.HISTORY_FILE, run_dir / train.PLOT_FILE)
+        stop = bad_epochs >= config.patience and epoch > 0
+        save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+              "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "best": best,
+              "bad_epochs": bad_epochs, "finished": "early stopping" if stop else None}, run_dir / CHECKPOINT_FILE)
+        if config.verbose:
+            print(f"epoch {epoch + 1}/{config.epochs}: loss {loss:.4g}, val_loss {val_loss:.4g}, "
+                  f"learning rate {learning_rate:.3g}", flush=True)
+        if stop:
+            print(f"{run_dir}: stopped early after epoch {epoch + 1}; best model {run_dir / BEST_FILE}")
+            return 0
+        if config.max_minutes and time.monotonic() - began > config.max_minutes * 60 and epoch + 1 < config.epochs:
+            print(f"{run_dir}: stopped at the time limit after epoch {epoch + 1}; run the same command to continue")
+            return 0
+    print(f"{run_dir}: finished after epoch {config.epochs}; best model {run_dir / BEST_FILE}")
+    return 0
+
+
+def train_epoch(model, data, optimizer, criterion) -> float:
+    """One epoch of Adam steps over ``data``'s batches; the mean training loss (per patch)."""
+    model.train()
+    total, count = 0.0, 0
+    for index in range(len(data)):
+        mixture, vocals = to_torch(data[index])
+        optimizer.zero_grad()
+        loss = criterion(model(mixture) * mixture, vocals)  # the mask applied to the mixture
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(mixture)
+        count += len(mixture)
+    return total / count
+
+
+def evaluate(model, data, criterion) -> float:
+    """The mean loss over ``data``'s batches in inference mode (running batch norm, no dropout)."""
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for index in range(len(data)):
+            mixture, vocals = to_torch(data[index])
+            total += criterion(model(mixture) * mixture, vocals).item() * len(mixture)
+            count += len(mixture)
+    return total / count
+
+
+def to_torch(batch):
+    """A batch ``(mixture, vocals)`` of ``(B, bins, frames, 1)`` arrays as ``(B, 1, bins, frames)`` tensors."""
+    import torch
+
+    return tuple(torch.from_numpy(a).permute(0, 3, 1, 2).contiguous() for a in batch)
+
+
+def save(obj, path: Path) -> None:
+    """``torch.save`` through a temporary file and a rename (a kill leaves the previous file)."""
+    import torch
+
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def append_history(path: Path, epoch: int, learning_rate: float, loss: float, val_loss: float) -> None:
+    """One row of history.csv, with the header of Keras' CSVLogger on a new file (a row cut by
+    a kill is dropped by train._truncate_history when the run resumes); without validation
+    there is no val_loss column, as in Keras'."""
+    values = [str(epoch), repr(learning_rate), repr(loss)] + ([] if math.isnan(val_loss) else [repr(val_loss)])
+    header = ",".join(HISTORY_COLUMNS[:len(values)]) + "\n" if not path.is_file() else ""
+    with open(path, "a") as f:
+        f.write(header + ",".join(values) + "\n")
+
+
+def load_init_state(path) -> dict:
+    """``--init-from``: the state_dict of a ``.pt`` checkpoint, or of a Keras model (converted)."""
+    import convert_weights
+
+    if Path(path).suffix in (".pt", ".pth"):
+        return convert_weights.load_torch_checkpoint(path)
+    import unet_model
+
+    model, _ = unet_model.load_model(unet_model.model_file(path))
+    return convert_weights.keras_to_torch(model).state_dict()
+
+
+def load_init_weights(model, state: dict, source) -> None:
+    """Load ``--init-from``'s state_dict into ``model`` (``num_batches_tracked`` optional), or
+    refuse it in one line when its keys or shapes are not this run's U-Net's."""
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)  # shapes are still checked
+    except RuntimeError as err:  # "Error(s) in loading state_dict ...:" then one line per mismatch
+        missing, unexpected = [line.strip() for line in str(err).splitlines()[1:] if line.strip()], []
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise UserError(f"--init-from {source}: does not fit this run's U-Net ({'; '.join(missing + unexpected)[:300]}); "
+                        "give the --filters and --kernel-size it was trained with")
+
+
+def load_checkpoint(run_dir: Path) -> dict | None:
+    """The resume point (checkpoint.pt), or None before the first epoch."""
+    import torch
+
+    path = run_dir / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise UserError(f"{path}: damaged resume point ({err}); give a new --run-dir") from None
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
