@@ -25,12 +25,14 @@ Run folder (``--run-dir``)::
 
     config.json         the training configuration (:class:`TrainConfig`); a rerun with another one is refused
     audio_params.json   the cache's audio parameters (read back by unet_model.load_model)
-    best.keras          the model with the lowest validation loss (training loss without validation)
+    best.keras          the model with the lowest validation loss (training loss without validation), its
+                        audio parameters inside too (unet_model.save_model)
     last.keras          the model after the last completed epoch
     history.csv         one row per completed epoch: loss, val_loss, learning_rate
     loss.png            the loss curves, redrawn after each epoch
     logs/               TensorBoard logs (tensorboard --logdir runs)
-    backup/             the resume point: state.json and the weights + optimizer of the last epoch
+    backup/             the resume point: state.json and the weights + optimizer of the last two epochs
+                        (a damaged last one is passed over for the one before, with a note)
 
 Every file is written to a temporary file and renamed into place (callbacks.py), so a run
 killed at any moment (SIGKILL, power loss) leaves the previous version of each file intact, and
@@ -41,8 +43,11 @@ the run without writing any checkpoint, so the files keep the last good epoch.
 GPU) with ``tf.distribute.MirroredStrategy``; ``--distribute multiworker`` trains across the
 machines described by the ``TF_CONFIG`` environment variable
 (``tf.distribute.MultiWorkerMirroredStrategy``), the chief (or worker 0) writing the run folder
-and every other worker writing to ``<run-dir>.<task><index>`` beside it. ``--batch-size`` is the
-global batch, split over the replicas.
+and every other worker writing to ``<run-dir>.<task><index>`` beside it; they resume from the
+chief's ``backup/`` when they can read it (one machine, or a shared file system), else from their
+own. When a worker stops, the others stop with one line within TensorFlow's heartbeat timeout (15
+to 30 s measured on one machine); the same command on every worker resumes the run.
+``--batch-size`` is the global batch, split over the replicas.
 """
 
 from __future__ import annotations
