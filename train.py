@@ -659,10 +659,12 @@ def _reduce_each(reduce, strategy, reduce_op, value, axis=None):
 def _lost_worker_errors(strategy) -> tuple:
     """The TensorFlow errors by which a multi-worker run learns that another worker stopped
     (its collective operations are aborted when the peer misses its heartbeats); () otherwise."""
-    if strategy is None or getattr(strategy, "cluster_resolver", None) is None:
+    if strategy is None:
         return ()
     import tensorflow as tf
 
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return ()
     return tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError
 
 
