@@ -16,16 +16,19 @@ from pathlib import Path
 
 import keras
 
-from cli import UserError, atomic_output, atomic_write_text
+from cli import UserError, atomic_output, atomic_write_text, first_line
+from unet_model import save_model
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):
     """Save the model to ``path`` after each epoch, or with ``best_only`` only when ``monitor``
-    (a loss: lower is better) beats :attr:`best`; through a temporary file and a rename."""
+    (a loss: lower is better) beats :attr:`best`; through a temporary file and a rename. With
+    ``audio_params``, the file carries them too (``unet_model.save_model``)."""
 
-    def __init__(self, path, monitor: str = "val_loss", best_only: bool = False):
+    def __init__(self, path, monitor: str = "val_loss", best_only: bool = False, audio_params=None):
         super().__init__()
         self.path, self.monitor, self.best_only = Path(path), monitor, best_only
+        self.audio_params = audio_params  # not "params": Keras sets that one to fit's settings
         self.best = math.inf  # the best value saved so far (restored on resume by AtomicBackup)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -39,7 +42,10 @@ class AtomicCheckpoint(keras.callbacks.Callback):
             self.best = float(current)
         try:
             with atomic_output(self.path) as tmp:
-                self.model.save(tmp)
+                if self.audio_params is None:
+                    self.model.save(tmp)
+                else:
+                    save_model(self.model, tmp, self.audio_params)
         except OSError as err:
             raise UserError(f"{self.path}: cannot save the checkpoint ({err}); the previous one is intact") from None
 
@@ -79,12 +85,16 @@ class AtomicBackup(keras.callbacks.Callback):
     ``backup/state.json``) is renamed into place naming that file, the
     epoch and the state of the stateful callbacks (``stateful``: name -> (callback, attribute
     names), e.g. the best values and patience counters of EarlyStopping and
-    ReduceLROnPlateau), and only then the previous weights file is deleted: a kill at any
-    moment leaves a complete resume point. ``state`` is the resume point read before training
-    (train.read_state), restored when training begins; ``model.fit(initial_epoch=...)`` starts
-    after its epoch. Put this callback last, so that it saves the others' state after their
-    end-of-epoch updates and restores it after their start-of-training resets. An epoch with a
-    non-finite loss is not saved and stops training (:attr:`diverged`).
+    ReduceLROnPlateau), and only then the weights files older than the previous epoch's are
+    deleted: a kill at any moment leaves a complete resume point, and the previous one is kept
+    under ``"previous"`` for when the last weights file is damaged later (train.read_state
+    falls back to it). ``state`` is the resume point read before training
+    (train.read_state), restored when training begins (its weights from ``state["folder"]``
+    when given: the chief's, for the other workers of a multi-worker run);
+    ``model.fit(initial_epoch=...)`` starts after its epoch. Put this callback last, so that it
+    saves the others' state after their end-of-epoch updates and restores it after their
+    start-of-training resets. An epoch with a non-finite loss is not saved and stops training
+    (:attr:`diverged`).
     """
 
     def __init__(self, state_path, stateful: dict, state: dict | None = None):
@@ -95,13 +105,22 @@ class AtomicBackup(keras.callbacks.Callback):
         self.state = state
         self.epoch = state["epoch"] if state else 0  # completed epochs saved in the backup
         self.diverged = None  # the epoch whose loss became NaN or infinite, if any
+        # the resume points written to state.json: the latest and the one before it
+        self.latest = resume_point(state)
+        self.previous = resume_point(state.get("previous")) if state else None
 
     def on_train_begin(self, logs=None):
         if self.state is None:
             return
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)  # so that its state can load
-        self.model.load_weights(self.folder / self.state["weights"])
+        weights = Path(self.state.get("folder", self.folder)) / self.state["weights"]
+        try:
+            self.model.load_weights(weights)
+        except Exception as err:  # h5py and Keras raise several types for a damaged or foreign file
+            raise UserError(f"{weights}: damaged resume checkpoint ({type(err).__name__}: {first_line(err)}); "
+                            f"delete {weights.parent} to train this run again from epoch 0, or give a new "
+                            "--run-dir") from None
         for name, (callback, _) in self.stateful.items():
             for attr, value in self.state["callbacks"].get(name, {}).items():
                 setattr(callback, attr, value)
@@ -125,13 +144,24 @@ class AtomicBackup(keras.callbacks.Callback):
         if save_weights:
             with atomic_output(self.folder / weights, suffix=".weights.h5") as tmp:
                 self.model.save_weights(tmp)
+            if self.latest is not None and self.latest["weights"] != weights:
+                self.previous = self.latest
         callbacks = {name: {attr: _jsonable(getattr(callback, attr)) for attr in attrs}
                      for name, (callback, attrs) in self.stateful.items()}
-        state = {"epoch": self.epoch, "weights": weights, "callbacks": callbacks, "finished": finished}
-        atomic_write_text(self.state_path, json.dumps(state, indent=2) + "\n")
+        self.latest = {"epoch": self.epoch, "weights": weights, "callbacks": callbacks, "finished": finished}
+        atomic_write_text(self.state_path, json.dumps(dict(self.latest, previous=self.previous), indent=2) + "\n")
+        kept = {weights, self.previous["weights"] if self.previous else None}
         for old in self.folder.glob("epoch-*.weights.h5"):
-            if old.name != weights:
+            if old.name not in kept:
                 old.unlink(missing_ok=True)
+
+
+def resume_point(state: dict | None) -> dict | None:
+    """One resume point of state.json (its epoch, weights file, callback state and why it
+    finished), without the one before it, nor where read_state found it."""
+    if state is None:
+        return None
+    return {key: state.get(key) for key in ("epoch", "weights", "callbacks", "finished")}
 
 
 def finite_logs(logs) -> bool:

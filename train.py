@@ -25,12 +25,14 @@ Run folder (``--run-dir``)::
 
     config.json         the training configuration (:class:`TrainConfig`); a rerun with another one is refused
     audio_params.json   the cache's audio parameters (read back by unet_model.load_model)
-    best.keras          the model with the lowest validation loss (training loss without validation)
+    best.keras          the model with the lowest validation loss (training loss without validation), its
+                        audio parameters inside too (unet_model.save_model)
     last.keras          the model after the last completed epoch
     history.csv         one row per completed epoch: loss, val_loss, learning_rate
     loss.png            the loss curves, redrawn after each epoch
     logs/               TensorBoard logs (tensorboard --logdir runs)
-    backup/             the resume point: state.json and the weights + optimizer of the last epoch
+    backup/             the resume point: state.json and the weights + optimizer of the last two epochs
+                        (a damaged last one is passed over for the one before, with a note)
 
 Every file is written to a temporary file and renamed into place (callbacks.py), so a run
 killed at any moment (SIGKILL, power loss) leaves the previous version of each file intact, and
@@ -41,8 +43,11 @@ the run without writing any checkpoint, so the files keep the last good epoch.
 GPU) with ``tf.distribute.MirroredStrategy``; ``--distribute multiworker`` trains across the
 machines described by the ``TF_CONFIG`` environment variable
 (``tf.distribute.MultiWorkerMirroredStrategy``), the chief (or worker 0) writing the run folder
-and every other worker writing to ``<run-dir>.<task><index>`` beside it. ``--batch-size`` is the
-global batch, split over the replicas.
+and every other worker writing to ``<run-dir>.<task><index>`` beside it; they resume from the
+chief's ``backup/`` when they can read it (one machine, or a shared file system), else from their
+own. When a worker stops, the others stop with one line within TensorFlow's heartbeat timeout (15
+to 30 s measured on one machine); the same command on every worker resumes the run.
+``--batch-size`` is the global batch, split over the replicas.
 """
 
 from __future__ import annotations
@@ -51,14 +56,16 @@ import argparse
 import contextlib
 import csv
 import dataclasses
+import functools
 import importlib.util
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
 from audio import PARAMS_FILE, AudioParams
-from cli import ArgumentParser, UserError, atomic_output, atomic_write_text, bounded, run_cli
+from cli import ArgumentParser, UserError, atomic_output, atomic_write_text, bounded, first_line, run_cli
 from data_generator import MAX_PITCH
 from unet_model import FILTERS
 
@@ -268,6 +275,9 @@ def main(argv=None) -> int:
         # checked before the run folder is written; a run that resumes takes its checkpoint instead
         init_weights = load_init_weights(config.init_from, cache.params, config.filters, config.kernel_size)
     state = prepare_run_dir(run_dir, config, cache.params)
+    if run_dir != Path(args.run_dir) and Path(args.run_dir).is_dir():
+        # another worker of a multi-worker run: resume where the chief does, from its folder when shared
+        state = read_state(Path(args.run_dir) / BACKUP_DIR)
     if state is not None and state.get("finished") == "early stopping":
         print(f"{run_dir}: stopped early after epoch {state['epoch']}; nothing to do (best model: "
               f"{run_dir / BEST_FILE})")
@@ -310,10 +320,15 @@ def main(argv=None) -> int:
           f"({len(val_tracks)} for validation), {replicas} replica{'s' * (replicas > 1)}")
 
     monitor = "val_loss" if val_data is not None else "loss"
-    callbacks = make_callbacks(run_dir, monitor, config, state)
+    callbacks = make_callbacks(run_dir, monitor, config, state, cache.params)
     backup = callbacks[-1]
-    model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=done, callbacks=callbacks,
-              verbose=config.verbose)
+    try:
+        model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=done, callbacks=callbacks,
+                  verbose=config.verbose)
+    except _lost_worker_errors(strategy) as err:
+        raise UserError(f"--distribute multiworker: {_lost_workers(err, strategy)} of the cluster stopped during epoch "
+                        f"{backup.epoch + 1}; start the same command again on every worker to resume after epoch "
+                        f"{backup.epoch}") from None
 
     if backup.diverged is not None:
         raise UserError(
@@ -330,10 +345,11 @@ def main(argv=None) -> int:
     return 0
 
 
-def make_callbacks(run_dir: Path, monitor: str, config: TrainConfig, state: dict | None) -> list:
+def make_callbacks(run_dir: Path, monitor: str, config: TrainConfig, state: dict | None,
+                   params: AudioParams | None = None) -> list:
     """The training callbacks (callbacks.py, and Keras' own); the resume point comes last, so that
     it saves the other callbacks' state after their end-of-epoch updates and restores it after
-    their start-of-training resets."""
+    their start-of-training resets. The models are saved with ``params`` inside."""
     import functools
 
     import keras
@@ -343,7 +359,7 @@ def make_callbacks(run_dir: Path, monitor: str, config: TrainConfig, state: dict
     reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=config.lr_patience,
                                                   min_lr=1e-7, verbose=1)
     early_stopping = keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience, verbose=1)
-    best = AtomicCheckpoint(run_dir / BEST_FILE, monitor=monitor, best_only=True)
+    best = AtomicCheckpoint(run_dir / BEST_FILE, monitor=monitor, best_only=True, audio_params=params)
     if importlib.util.find_spec("tensorboard") is not None:
         tensorboard = [keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"))]
     else:  # TensorFlow does not depend on it; training does not need it
@@ -354,7 +370,7 @@ def make_callbacks(run_dir: Path, monitor: str, config: TrainConfig, state: dict
         reduce_lr,
         early_stopping,
         best,
-        AtomicCheckpoint(run_dir / LAST_FILE),
+        AtomicCheckpoint(run_dir / LAST_FILE, audio_params=params),
         keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
         LossPlot(functools.partial(plot_history, run_dir / HISTORY_FILE, run_dir / PLOT_FILE)),
         *tensorboard,
@@ -564,18 +580,46 @@ def plot_history(history_path, png_path) -> None:
 
 
 def read_state(backup_dir) -> dict | None:
-    """The resume point saved in ``backup_dir/state.json`` (see callbacks.AtomicBackup), or None."""
+    """The resume point saved in ``backup_dir/state.json`` (see callbacks.AtomicBackup), or None.
+
+    Its weights file is read through first; when it is damaged (a truncated copy), the resume
+    point of the epoch before, kept beside it, is taken instead with a note; when that one is
+    missing or damaged too, a UserError names the file and how to start again. The state has
+    ``folder`` added: where its weights are.
+    """
     folder = Path(backup_dir)
     path = folder / STATE_FILE
     if not path.is_file():
         return None
     try:
         state = json.loads(path.read_text())
-        if not (folder / state["weights"]).is_file():
-            raise ValueError(f"{state['weights']} is missing")
-        return state
+        problem = _weights_problem(folder / state["weights"])
+        previous = state.get("previous")
+        if problem is None:
+            return dict(state, folder=str(folder))
+        if previous and _weights_problem(folder / previous["weights"]) is None:
+            print(f"note: {folder / state['weights']}: {problem}; resuming from epoch {previous['epoch']}, "
+                  "the checkpoint before it")
+            return dict(previous, previous=None, folder=str(folder))
+        raise ValueError(problem)
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UserError(f"{path}: damaged resume point ({err}); give a new --run-dir") from None
+        raise UserError(f"{path}: damaged resume point ({err}); delete {folder} to train this run again from "
+                        "epoch 0, or give a new --run-dir") from None
+
+
+def _weights_problem(path: Path) -> str | None:
+    """Why the weights file ``path`` cannot be resumed from ("... is missing", "... is damaged
+    (...)"), or None when every array in it reads back."""
+    import h5py
+
+    if not path.is_file():
+        return f"{path.name} is missing"
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda _, item: item[()] if isinstance(item, h5py.Dataset) else None)
+    except Exception as err:  # h5py raises OSError, KeyError or RuntimeError for damaged files
+        return f"{path.name} is damaged ({type(err).__name__}: {first_line(err)})"
+    return None
 
 
 def make_strategy(name: str):
@@ -594,9 +638,45 @@ def make_strategy(name: str):
     import tensorflow as tf
 
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        strategy.reduce = functools.partial(_reduce_each, strategy.reduce, strategy)
+        return strategy
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
     return tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
+
+
+def _reduce_each(reduce, strategy, reduce_op, value, axis=None):
+    """``strategy.reduce`` for Keras 3's ``fit`` under MultiWorkerMirroredStrategy, which without it
+    fails (keras-team/keras#20585): Keras reduces a whole (x, y) batch at once, which the strategy's
+    cross-worker reduce does not take, and reduces scalar losses along an axis 0 they lack. Here
+    each value of the structure is reduced alone, scalars over the replicas only."""
+    import tensorflow as tf
+
+    def one(v):
+        scalar = strategy.experimental_local_results(v)[0].shape.rank == 0
+        return reduce(reduce_op, v, None if scalar else axis)
+
+    return tf.nest.map_structure(one, value)
+
+
+def _lost_worker_errors(strategy) -> tuple:
+    """The TensorFlow errors by which a multi-worker run learns that another worker stopped
+    (its collective operations are aborted when the peer misses its heartbeats); () otherwise."""
+    if strategy is None:
+        return ()
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return ()
+    return tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError
+
+
+def _lost_workers(err, strategy) -> str:
+    """The other tasks that TensorFlow's error names, e.g. "worker 1", else "another worker"."""
+    resolver = strategy.cluster_resolver
+    tasks = sorted(set(re.findall(r"/job:(\w+)(?:/replica:\d+)?/task:(\d+)", str(err)))
+                   - {(resolver.task_type, str(resolver.task_id))})
+    return " and ".join(f"{job} {task}" for job, task in tasks) or "another worker"
 
 
 def _worker_run_dir(run_dir: Path, strategy) -> Path:

@@ -50,6 +50,8 @@ and PyTorch backends.
 from __future__ import annotations
 
 import functools
+import json
+import zipfile
 from pathlib import Path
 
 from audio import DEFAULT_PARAMS, PARAMS_FILE, AudioParams
@@ -198,34 +200,97 @@ def model_file(path=None) -> Path:
     raise UserError(f"{folder}: several models ({', '.join(p.name for p in candidates)}); name one of them")
 
 
+def save_model(model, path, params: AudioParams) -> None:
+    """Save ``model`` as a ``.keras`` file at ``path`` with ``params`` inside it.
+
+    Keras writes the zip (``config.json``, ``model.weights.h5``, ``metadata.json``); the audio
+    parameters go in as one more entry, ``audio_params.json``, which Keras' loader ignores, so
+    the file stays a plain Keras model. :func:`load_model` reads them back and refuses an
+    ``audio_params.json`` beside the model that disagrees. Write through ``cli.atomic_output``.
+    """
+    model.save(path)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(PARAMS_FILE, json.dumps(params.to_dict(), indent=2) + "\n")
+
+
+def saved_params(path) -> AudioParams | None:
+    """The audio parameters saved inside a ``.keras`` file by :func:`save_model` (None for a model
+    saved without them, as before they were). A file that is not a whole ``.keras`` zip (empty,
+    truncated, another format) raises :class:`UserError`."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            missing = {"config.json", "model.weights.h5"} - names
+            if missing:
+                raise zipfile.BadZipFile(f"no {' or '.join(sorted(missing))} inside")
+            data = json.loads(archive.read(PARAMS_FILE)) if PARAMS_FILE in names else None
+    except (OSError, zipfile.BadZipFile, ValueError) as err:  # ValueError: unreadable JSON
+        raise UserError(f"{path}: damaged or not a Keras model file ({first_line(err)}); download or copy it "
+                        "again, or use the best.keras of a train.py run") from None
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: damaged or not a Keras model file (its {PARAMS_FILE} is not a JSON object)")
+    return AudioParams.from_dict(data, source=f"{path} ({PARAMS_FILE} inside)")
+
+
+def check_architecture(model, params: AudioParams, path) -> None:
+    """Refuse (:class:`UserError`) a model that is not :func:`build_unet`'s for ``params``' patches:
+    its input, its ``mask`` layer and its output must all be ``(n_bins, patch_frames, 1)``."""
+    expected = (params.n_bins, params.patch_frames, 1)
+    shapes = {"input": model.inputs[0].shape[1:] if len(model.inputs) == 1 else None,
+              "output": model.outputs[0].shape[1:] if len(model.outputs) == 1 else None}
+    if "mask" in layer_names(model):
+        shapes["'mask' layer"] = model.get_layer("mask").output.shape[1:]
+    else:
+        shapes["'mask' layer"] = "missing"
+    wrong = [f"{what} {shape if isinstance(shape, str) else tuple(shape) if shape is not None else 'not one'}"
+             for what, shape in shapes.items() if shape is None or shape == "missing" or tuple(shape) != expected]
+    if wrong:
+        raise UserError(f"{path}: not the U-Net of this project for {expected} patches ({', '.join(wrong)}); "
+                        f"use a model saved by train.py, or the shipped one")
+
+
 def load_model(path=None, *, compile: bool = False):
-    """Load a saved model and the :class:`AudioParams` saved beside it: ``(model, params)``.
+    """Load a saved model and its :class:`AudioParams`: ``(model, params)``.
 
     ``path`` is a ``.keras`` file or a folder holding one (a run folder: its ``best.keras``);
-    None loads the shipped model (:data:`PRETRAINED`). The parameters come from
-    ``audio_params.json`` in the model's folder; a missing or unreadable file, or a model whose
-    input does not match them, raises :class:`UserError` naming the file and the fix.
+    None loads the shipped model (:data:`PRETRAINED`). The parameters are those saved inside
+    the file (:func:`save_model`) and in ``audio_params.json`` beside it: either may be missing
+    (older models have only the file beside them), but not both, and they must agree. A damaged
+    file, parameters that disagree or a model that is not this U-Net for them (:func:`check_architecture`)
+    raise :class:`UserError` naming the file and the fix.
     ``compile=False`` (default) skips restoring the optimizer, which inference does not need.
     """
     path = model_file(path)
     if path.suffix != ".keras":
         raise UserError(f"{path}: not a Keras 3 model file (expected a .keras file from train.py)")
+    inside = saved_params(path)
     params_path = path.parent / PARAMS_FILE
-    if not params_path.is_file():
+    if params_path.is_file():
+        params = AudioParams.load(params_path)
+        if inside is not None:
+            inside.check_same(params, f"{params_path}: the model {path.name}",
+                              f"remove this {PARAMS_FILE} (the model carries its own) or put the model's run's there")
+    elif inside is not None:
+        params = inside
+    else:
         raise UserError(f"{params_path}: audio parameters missing beside the model; copy the run's {PARAMS_FILE} there")
-    params = AudioParams.load(params_path)
 
     import keras
 
     try:
         model = keras.saving.load_model(path, compile=compile)
-    except Exception as err:  # zip, h5 and deserialisation errors have no common base class
-        raise UserError(f"{path}: cannot load the model ({type(err).__name__}: {first_line(err)})") from None
+    except Exception as err:  # h5 and deserialisation errors have no common base class
+        raise UserError(f"{path}: cannot load the model, damaged or saved by another Keras "
+                        f"({type(err).__name__}: {first_line(err)})") from None
     expected = (params.n_bins, params.patch_frames, 1)
     got = tuple(model.inputs[0].shape[1:])
     if got != expected:
+        source = params_path if params_path.is_file() else "the audio parameters saved in it"
         raise UserError(
-            f"{path}: model input {got} does not match {params_path} ({expected}); "
+            f"{path}: model input {got} does not match {source} ({expected}); "
             "use the audio_params.json of the run that trained this model"
         )
+    check_architecture(model, params, path)
     return model, params

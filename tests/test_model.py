@@ -167,12 +167,91 @@ def test_load_model_errors_name_the_file_and_fix(saved_tiny, tmp_path):
 
     TINY_PARAMS.save(path.parent / unet_model.PARAMS_FILE)
     path.write_bytes(path.read_bytes()[:200])  # a truncated download
-    with pytest.raises(UserError, match="best.keras: cannot load the model"):
+    with pytest.raises(UserError, match="best.keras: damaged or not a Keras model file"):
         unet_model.load_model(path)
     other = path.with_suffix(".h5")
     other.write_bytes(b"x")
     with pytest.raises(UserError, match="not a Keras 3 model file"):
         unet_model.load_model(other)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "text", "zip without a model"])
+def test_a_damaged_model_file_is_named_as_such(saved_tiny, damage):
+    import zipfile
+
+    _, path = saved_tiny
+    data = path.read_bytes()
+    if damage == "zip without a model":
+        path.unlink()
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("notes.txt", "hello")
+    else:
+        path.write_bytes({"empty": b"", "truncated": data[: len(data) * 2 // 3], "text": b"model\n"}[damage])
+    with pytest.raises(UserError, match=r"best.keras: damaged or not a Keras model file \(.*\); download or copy it "
+                                        "again") as err:
+        unet_model.load_model(path)
+    assert "not found" not in str(err.value).lower()
+
+
+def wrong_mask_model(kind):
+    """A functional model with a layer named ``mask`` and 64 x 64 x 1 patches in, not the U-Net:
+    its mask has two channels, or half the resolution (upsampled before the output)."""
+    import keras
+
+    mix = keras.Input(shape=TINY_SHAPE, name="mixture")
+    if kind == "channels":
+        mask = keras.layers.Conv2D(2, 3, padding="same", activation="sigmoid", name="mask")(mix)
+        vocals = keras.layers.Multiply(name="vocals")([mask, mix])  # broadcasts to 64 x 64 x 2
+    else:
+        small = keras.layers.AveragePooling2D(2)(mix)
+        mask = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid", name="mask")(small)
+        vocals = keras.layers.Multiply(name="vocals")([keras.layers.UpSampling2D(2)(mask), mix])
+    return keras.Model(mix, vocals)
+
+
+@pytest.mark.parametrize("kind, shape", [("channels", r"'mask' layer \(64, 64, 2\)"),
+                                         ("resolution", r"'mask' layer \(32, 32, 1\)")])
+def test_a_model_with_a_wrong_mask_layer_is_refused_in_one_line(tmp_path, kind, shape):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    wrong_mask_model(kind).save(folder / "best.keras")
+    TINY_PARAMS.save(folder / unet_model.PARAMS_FILE)
+    with pytest.raises(UserError, match=rf"best.keras: not the U-Net of this project for \(64, 64, 1\) patches "
+                                        rf"\(.*{shape}.*\); use a model saved by train.py"):
+        unet_model.load_model(folder)
+    # the command line: one line, exit 2, nothing written
+    song = tmp_path / "song.wav"
+    import soundfile
+
+    soundfile.write(song, np.zeros((8192, 2), "float32"), 8192)
+    proc = subprocess.run([sys.executable, str(ROOT / "inference.py"), str(song), "--model", str(folder),
+                           "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "not the U-Net of this project" in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_audio_parameters_travel_inside_the_model_file(saved_tiny, tmp_path):
+    model, path = saved_tiny
+    assert unet_model.saved_params(path) is None  # saved by plain Keras, as before: the JSON beside it counts
+    inside = tmp_path / "alone" / "model.keras"
+    inside.parent.mkdir()
+    unet_model.save_model(model, inside, TINY_PARAMS)
+    assert unet_model.saved_params(inside) == TINY_PARAMS
+    loaded, params = unet_model.load_model(inside)  # no audio_params.json beside it: the model's own
+    assert params == TINY_PARAMS
+    x = random_patches(1)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6, atol=1e-7)
+    TINY_PARAMS.save(inside.parent / unet_model.PARAMS_FILE)  # an agreeing file beside it is fine
+    assert unet_model.load_model(inside)[1] == TINY_PARAMS
+    import dataclasses
+
+    dataclasses.replace(TINY_PARAMS, sample_rate=16000).save(inside.parent / unet_model.PARAMS_FILE)
+    with pytest.raises(UserError, match=r"audio_params.json: the model model.keras was made with other audio "
+                                        r"parameters \(sample_rate: 8192 vs 16000\); remove this audio_params.json"):
+        unet_model.load_model(inside)
 
 
 SECOND_BACKEND = textwrap.dedent(

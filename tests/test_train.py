@@ -232,7 +232,8 @@ def test_sigkill_mid_epoch_then_same_command_resumes(cache, tmp_path):
     assert {k: v[:done] for k, v in after.items()} == before  # the history before the kill is kept
     assert json.loads((run / "backup" / "state.json").read_text())["epoch"] == 6
     assert all(np.isfinite(w).all() for w in weights_of(run / "last.keras"))
-    assert sorted(p.name for p in (run / "backup").iterdir()) == ["epoch-0006.weights.h5", "state.json"]
+    assert sorted(p.name for p in (run / "backup").iterdir()) == ["epoch-0005.weights.h5", "epoch-0006.weights.h5",
+                                                                  "state.json"]
 
 
 MIRRORED = """
@@ -445,6 +446,54 @@ def test_damaged_resume_point_is_refused(tmp_path):
     (backup / "state.json").write_text("{")
     with pytest.raises(UserError, match="damaged resume point"):
         train.read_state(backup)
+
+
+def write_weights(path, value: float) -> None:
+    """A stand-in for a Keras weights file: an HDF5 file with one array."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f["layers/w"] = np.full((64, 64), value, "float32")
+
+
+def test_a_damaged_resume_checkpoint_falls_back_to_the_previous_one_or_is_named(tmp_path, capsys):
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    previous = {"epoch": 4, "weights": "epoch-0004.weights.h5", "callbacks": {}, "finished": None}
+    (backup / "state.json").write_text(json.dumps(dict(previous, epoch=5, weights="epoch-0005.weights.h5",
+                                                       previous=previous)))
+    write_weights(backup / "epoch-0004.weights.h5", 4)
+    write_weights(backup / "epoch-0005.weights.h5", 5)
+    assert train.read_state(backup)["epoch"] == 5
+    latest = backup / "epoch-0005.weights.h5"
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # truncated by a failing copy
+    state = train.read_state(backup)
+    assert (state["epoch"], state["weights"], state["previous"]) == (4, "epoch-0004.weights.h5", None)
+    assert "epoch-0005.weights.h5 is damaged" in capsys.readouterr().out
+    for damaged in (b"", b"\x89HDF\r\n"):  # both damaged: refused, naming the file and how to restart
+        (backup / "epoch-0004.weights.h5").write_bytes(damaged)
+        with pytest.raises(UserError, match=rf"{backup / 'state.json'}: damaged resume point \(epoch-0005.weights.h5 "
+                                            rf"is damaged .*\); delete {backup} to train this run again"):
+            train.read_state(backup)
+
+
+@pytest.mark.slow
+def test_training_keeps_two_resume_checkpoints_and_resumes_from_the_older_one(cache, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train.main(tiny_args(cache, run, 2, 2)) == 0
+    backup = run / "backup"
+    assert sorted(p.name for p in backup.glob("*.h5")) == ["epoch-0001.weights.h5", "epoch-0002.weights.h5"]
+    assert unet_model.saved_params(run / "best.keras") == TINY_PARAMS  # the models carry their audio parameters
+    assert unet_model.saved_params(run / "last.keras") == TINY_PARAMS
+    latest = backup / "epoch-0002.weights.h5"
+    latest.write_bytes(latest.read_bytes()[:4096])
+    capsys.readouterr()
+    assert train.main(tiny_args(cache, run, 3, 2)) == 0
+    out = capsys.readouterr().out
+    assert "epoch-0002.weights.h5 is damaged" in out and "resuming after epoch 1 of 3" in out
+    assert history(run)["epoch"] == [0, 1, 2]
+    assert sorted(p.name for p in backup.glob("*.h5")) == ["epoch-0002.weights.h5", "epoch-0003.weights.h5"]
+    assert all(np.isfinite(w).all() for w in weights_of(run / "last.keras"))
 
 
 def test_only_the_chief_writes_the_run_dir(tmp_path):
