@@ -4,9 +4,12 @@
                        [--split SPLIT] [--baselines] [--out results/] [--jobs N]
 
 reads the references through ``datasets.find_tracks`` and the estimates from
-``FOLDER/<track>/{vocals,accompaniment}.wav`` (what inference.py writes, or any separator with
-that layout), and writes ``per_track.csv``, ``summary.csv``, ``settings.json`` and one box plot
-per metric to ``--out``. In a notebook::
+``FOLDER/<track>/{vocals,accompaniment}.wav`` (what inference.py writes; other separators' files
+with ``--stem-names``, e.g. Demucs' ``vocals=vocals,accompaniment=no_vocals``), and writes
+``per_track.csv``, ``summary.csv``, ``settings.json`` (options, library versions, git commit),
+museval's per-track JSON (``museval/<method>/test/<track>.json``), one box plot per metric and,
+with ``--report``, ``report.html`` to ``--out``. The terminal shows the two summary tables. In a
+notebook::
 
     scores = score_track(references, estimates, sr)   # {"v3_vocals_SDR": ..., ...}
     table = summarize(rows)                            # rows: dicts with "method", "seconds", scores
@@ -682,6 +685,8 @@ def main(argv=None) -> int:
         raise UserError(f"--baselines {' '.join(unknown)}: unknown; choose from {', '.join(baselines_module.BASELINES)}")
     if args.estimates is None and not chosen:
         raise UserError("nothing to score: pass --estimates FOLDER, --baselines, or both")
+    if args.stem_names and args.estimates is None:
+        raise UserError("--stem-names names the files of --estimates FOLDER: pass that folder too")
     name = args.name or (args.estimates.resolve().name if args.estimates is not None else None)
     if name in chosen:
         raise UserError(f"the estimates are named {name!r} like a baseline; pass --name to call them something else")

@@ -5,7 +5,7 @@ on any column, and, for the worst tracks first, spectrograms of the mixture, the
 vocals and the estimated vocals with a player for each: 10 s around the track's loudest vocal
 passage, at the model's rate folded to mono. Everything is embedded (``data:`` URIs), so the
 file opens anywhere without a network or the folder beside it; a track's media cost about
-0.1 MB (JPEG images, 16 kHz MP3 excerpts), hence ``--report-tracks``.
+0.15 MB (JPEG images, 16 kHz MP3 excerpts), hence ``--report-tracks``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def write_report(path: Path, rows: list[dict], summary: list[dict], settings: ev
     sections = [track_section(by_name[name], method, rows) for name in order[:media_tracks]]
     body = [
         f"<h1>Evaluation of {html.escape(method)}</h1>",
-        f"<p>{len(order)} tracks. {html.escape(settings_line(settings))}</p>",
+        f"<p>{len(order)} track(s). {html.escape(settings_line(settings))}</p>",
         "<h2>Summary</h2>",
         *(f"<h3>{html.escape(title)}</h3>{table_html(header, rows_)}"
           for title, header, rows_ in evaluate.headline_tables(summary, settings.families)),
@@ -52,8 +52,8 @@ def write_report(path: Path, rows: list[dict], summary: list[dict], settings: ev
                 for p in plots) or "<p>None drawn (--no-plots).</p>",
         "<h2>Per track</h2>",
         f"<p>Worst first by {html.escape(key)} of {html.escape(method)}; click a column's name to sort by it.</p>",
-        per_track_table(rows, order, settings),
-        f"<h2>Listen: the {len(sections)} worst tracks</h2>",
+        f'<div class="wide">{per_track_table(rows, order, settings)}</div>',
+        f"<h2>Listen: the worst {len(sections)} of {len(order)} track(s)</h2>",
         f"<p>{EXCERPT_SECONDS:g} s around each track's loudest reference vocals, at "
         f"{DEFAULT_PARAMS.sample_rate} Hz mono (players at {PLAYER_RATE} Hz); spectrograms 0 to "
         f"{DEFAULT_PARAMS.sample_rate // 2} Hz, {TOP_DB:g} dB below the mixture's peak.</p>",
@@ -172,7 +172,8 @@ def spectrogram_jpeg(signal: np.ndarray, peak: float) -> bytes:
     import matplotlib
     import matplotlib.image
 
-    spec = np.abs(audio.stft(signal, hop_length=DEFAULT_PARAMS.n_fft // 4))
+    spec = np.abs(audio.stft(signal, hop_length=DEFAULT_PARAMS.n_fft // 4))[: DEFAULT_PARAMS.n_bins]
+    spec = spec.reshape(-1, 2, spec.shape[1]).max(axis=1)  # 256 rows: the image is shown 200 pixels high
     db = 20 * np.log10(np.maximum(spec, peak * 10 ** (-TOP_DB / 20)) / peak)
     rgb = matplotlib.colormaps["magma"](1 + db[::-1] / TOP_DB)[..., :3]
     buffer = io.BytesIO()
@@ -216,6 +217,7 @@ th:first-child, td:first-child, td:nth-child(2) { text-align: left; }
 table.sortable th { cursor: pointer; background: #f0f0f0; }
 th[data-order="asc"]::after { content: " \\25B2"; } th[data-order="desc"]::after { content: " \\25BC"; }
 img.plot { max-width: 48%; margin: 2px; }
+.wide { overflow-x: auto; }
 .panels { display: flex; flex-wrap: wrap; gap: 1em; }
 figure { margin: 0; } figcaption { font-weight: bold; }
 img.spec { display: block; width: 320px; height: 200px; image-rendering: auto; }

@@ -120,6 +120,13 @@ def test_bad_stem_names_are_one_line_errors_and_nothing_is_written(stems, tmp_pa
     assert not out.exists()
 
 
+def test_stem_names_without_estimates_is_refused(stems, tmp_path):
+    with pytest.raises(cli.UserError, match="--stem-names names the files of --estimates"):
+        evaluate.main(["--references", str(stems / "test"), "--baselines", "mixture", "--stem-names", "demucs",
+                       "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_stem_names_from_the_shell(stems, tmp_path):
     """The real command line: the same one line, no traceback."""
     result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--references", str(stems / "test"),
