@@ -4,9 +4,12 @@
                        [--split SPLIT] [--baselines] [--out results/] [--jobs N]
 
 reads the references through ``datasets.find_tracks`` and the estimates from
-``FOLDER/<track>/{vocals,accompaniment}.wav`` (what inference.py writes, or any separator with
-that layout), and writes ``per_track.csv``, ``summary.csv``, ``settings.json`` and one box plot
-per metric to ``--out``. In a notebook::
+``FOLDER/<track>/{vocals,accompaniment}.wav`` (what inference.py writes; other separators' files
+with ``--stem-names``, e.g. Demucs' ``vocals=vocals,accompaniment=no_vocals``), and writes
+``per_track.csv``, ``summary.csv``, ``settings.json`` (options, library versions, git commit),
+museval's per-track JSON (``museval/<method>/test/<track>.json``), one box plot per metric and,
+with ``--report``, ``report.html`` to ``--out``. The terminal shows the two summary tables. In a
+notebook::
 
     scores = score_track(references, estimates, sr)   # {"v3_vocals_SDR": ..., ...}
     table = summarize(rows)                            # rows: dicts with "method", "seconds", scores
@@ -66,6 +69,15 @@ SILENCE_PEAK = 1e-4
 #: Columns of per_track.csv before the metrics.
 ROW_FIELDS = ("track", "method", "seconds", "status", "notes")
 ESTIMATE_LAYOUT = "expected <estimates>/<track>/vocals.wav and <estimates>/<track>/accompaniment.wav"
+#: Which estimate files hold each source: ``{source: (file stem, ...)}``, several stems summed.
+#: A source left out is derived as the mixture minus the other (see :func:`load_estimates`).
+DEFAULT_STEM_NAMES = {source: (source,) for source in SOURCES}
+#: ``--stem-names`` presets: other separators' output files.
+STEM_PRESETS = {
+    "demucs": "vocals=vocals,accompaniment=no_vocals",  # demucs --two-stems vocals
+    "spleeter": "vocals=vocals,accompaniment=accompaniment",  # spleeter separate -p spleeter:2stems
+    "open-unmix": "vocals=vocals,accompaniment=bass+drums+other",  # umx's four targets (and spleeter:4stems)
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,7 +214,9 @@ def _bss_eval_sources(refs: np.ndarray, ests: np.ndarray) -> tuple[np.ndarray, n
 
 
 def _bss_eval_v4(refs: dict, ests: dict, rate: int, settings: Settings, name: str, notes: list) -> dict:
-    """museval's framewise BSS Eval v4, median over frames (NaN frames left out), per source."""
+    """museval's framewise BSS Eval v4, median over frames (NaN frames left out), per source; the
+    frames themselves under ``"v4_frames"`` (``{source: {metric: [dB per frame]}}``, for
+    :func:`write_museval_json`)."""
     import museval
 
     reference = np.stack([refs[s] for s in SOURCES]).astype(np.float64)
@@ -219,6 +233,8 @@ def _bss_eval_v4(refs: dict, ests: dict, rate: int, settings: Settings, name: st
         for i, s in enumerate(SOURCES):
             for metric, values in (("SDR", sdr), ("SIR", sir), ("SAR", sar), ("ISR", isr)):
                 out[f"v4_{s}_{metric}"] = float(np.nanmedian(values[i]))
+    out["v4_frames"] = {s: {"SDR": sdr[i].tolist(), "SIR": sir[i].tolist(), "SAR": sar[i].tolist(),
+                            "ISR": isr[i].tolist()} for i, s in enumerate(SOURCES)}
     return out
 
 
@@ -294,17 +310,79 @@ def format_table(header: list[str], rows: list[list]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def estimate_files(folder: Path, track: str) -> tuple[dict[str, Path], list[str]]:
-    """``folder/<track>/{vocals,accompaniment}.*`` (wav preferred): ``(found, missing names)``."""
+def parse_stem_names(text: str) -> dict[str, tuple[str, ...]]:
+    """``--stem-names``: ``SOURCE=STEM[+STEM...],...`` or a preset name (:data:`STEM_PRESETS`).
+
+    ``vocals=vocals,accompaniment=no_vocals`` reads Demucs' two-stem output; ``+`` sums several
+    files (``accompaniment=bass+drums+other``); a source left out is derived from the mixture.
+    Returns ``{source: (file stem, ...)}``; raises ``argparse.ArgumentTypeError`` (one line).
+    """
+    example = f"e.g. {STEM_PRESETS['demucs']}, or a preset: {', '.join(STEM_PRESETS)}"
+    spec = STEM_PRESETS.get(text.strip(), text)
+    names: dict[str, tuple[str, ...]] = {}
+    for item in filter(None, (i.strip() for i in spec.split(","))):
+        source, equals, stems = (x.strip() for x in item.partition("="))
+        files = tuple(x.strip() for x in stems.split("+"))
+        if not equals or not all(files):
+            raise argparse.ArgumentTypeError(f"{item!r} is not SOURCE=STEM[+STEM...]; {example}")
+        if source not in SOURCES:
+            raise argparse.ArgumentTypeError(f"unknown stem {source!r}: name {' or '.join(SOURCES)}; {example}")
+        if source in names:
+            raise argparse.ArgumentTypeError(f"{source} named twice; {example}")
+        if any("/" in f or f.startswith(".") for f in files):
+            raise argparse.ArgumentTypeError(f"{stems!r}: give file names without folders or extensions; {example}")
+        names[source] = files
+    if not names:
+        raise argparse.ArgumentTypeError(f"no stem named; {example}")
+    return names
+
+
+def estimate_files(folder: Path, track: str, stem_names=None) -> tuple[dict[str, list[Path]], list[str]]:
+    """``folder/<track>/<stem>.*`` (wav preferred) of each source's stems in ``stem_names``
+    (default: ``vocals``, ``accompaniment``): ``({source: [paths]}, missing file names)``."""
     found, missing = {}, []
-    for source in SOURCES:
-        candidates = sorted((folder / track).glob(f"{source}.*"), key=lambda p: p.suffix.lower() != ".wav")
-        candidates = [p for p in candidates if audio.is_audio_file(p)]
-        if candidates:
-            found[source] = candidates[0]
-        else:
-            missing.append(f"{source}.wav")
+    for source, stems in (stem_names or DEFAULT_STEM_NAMES).items():
+        for stem in stems:
+            candidates = sorted((folder / track).glob(f"{stem}.*"), key=lambda p: p.suffix.lower() != ".wav")
+            candidates = [p for p in candidates if audio.is_audio_file(p)]
+            if candidates:
+                found.setdefault(source, []).append(candidates[0])
+            else:
+                missing.append(f"{stem}.wav")
     return found, missing
+
+
+def load_estimates(files: dict[str, list[Path]], references: dict, sr: int, settings: Settings, rate: int) -> dict:
+    """Read a track's estimate files (:func:`estimate_files`) at the evaluation ``rate``.
+
+    A source's several files are summed. A source with no files is the mixture minus the other
+    source's estimate, computed sample by sample at the mixture's own rate: exact only when the
+    estimate has the mixture's rate, length and channels, so anything else raises AudioError.
+    """
+    signals = {}
+    for source, paths in files.items():
+        parts = [audio.load_audio(p) for p in paths]
+        if len({r for _, r in parts}) > 1 or len({x.shape for x, _ in parts}) > 1:
+            raise audio.AudioError(f"{paths[0].parent}: {' + '.join(p.name for p in paths)} differ in rate, "
+                                   "length or channels; they cannot be summed")
+        signals[source] = (sum(x for x, _ in parts), parts[0][1], paths[0])
+    for source in SOURCES:
+        if source not in signals:
+            (other, (est, est_sr, path)), = signals.items()
+            mixture = references["mixture"]
+            if est_sr != sr or est.shape != mixture.shape:
+                raise audio.AudioError(
+                    f"{path}: cannot derive {source} exactly as the mixture minus {other}: the estimate has "
+                    f"{est.shape[0]} samples x {est.shape[1]} at {est_sr} Hz, the mixture {mixture.shape[0]} x "
+                    f"{mixture.shape[1]} at {sr} Hz; give the {source} file too with --stem-names")
+            signals[source] = (mixture - est, sr, None)
+    ests = {}
+    for source in SOURCES:
+        est, est_sr, path = signals[source]
+        if est_sr != sr:
+            warnings.warn(f"{path}: {est_sr} Hz where the references are {sr} Hz; resampled", stacklevel=2)
+        ests[source] = to_evaluation_rate(est, est_sr, settings, rate)
+    return ests
 
 
 def check_estimates(folder: Path, names: list[str]) -> list[str]:
@@ -333,6 +411,51 @@ def write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
     for row in rows:
         writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
     cli.atomic_write_text(path, buffer.getvalue())
+
+
+def write_museval_json(rows: list[dict], folder: Path, subset: str, settings: Settings) -> list[Path]:
+    """museval's per-track results: ``<folder>/<method>/<subset>/<track>.json`` in its schema
+    (``musdb.schema.json``: v4 scores per target and frame), written by museval's own
+    ``TrackStore``, so ``museval.MethodStore().add_eval_dir(<folder>/<method>)`` loads a method
+    beside SiSEC 2018's results (``add_sisec18()``). Rows without v4 frames are left out."""
+    import museval
+
+    paths = []
+    for row in rows:
+        if not row.get("v4_frames"):
+            continue
+        store = museval.TrackStore(row["track"], win=settings.window, hop=settings.hop)
+        for source, values in row["v4_frames"].items():
+            store.add_target(source, values)
+        path = folder / row["method"] / subset / f"{row['track']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cli.atomic_write_text(path, store.json + "\n")
+        paths.append(path)
+    return paths
+
+
+def provenance() -> dict:
+    """What a result needs to be reproduced: library versions and the project's git commit."""
+    import platform
+    import subprocess
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("mir_eval", "museval", "numpy", "scipy", "soxr", "tensorflow", "keras"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    commit, dirty = None, None
+    here = Path(__file__).resolve().parent
+    try:
+        git = ["git", "-C", str(here)]
+        commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = bool(subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=10, check=True).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass  # not a git checkout (an unpacked release), or no git: the versions still say a lot
+    return {"versions": versions, "git_commit": commit, "git_uncommitted_changes": dirty}
 
 
 def read_csv(path) -> list[dict]:
@@ -394,6 +517,7 @@ class Job:
     name: str
     baselines: tuple[str, ...]
     settings: Settings
+    stem_names: dict | None = None  # None: DEFAULT_STEM_NAMES
 
 
 def evaluate_track(job: Job) -> list[dict]:
@@ -412,13 +536,13 @@ def evaluate_track(job: Job) -> list[dict]:
         refs, rate = prepare_references(references, sr, settings)
         methods, early = {}, {}
         if job.estimates is not None:
-            files, missing = estimate_files(job.estimates, track.name)
+            files, missing = estimate_files(job.estimates, track.name, job.stem_names)
             if missing:
                 where = job.estimates / track.name
                 early[job.name] = f"missing estimate: {where / missing[0]}" + (f" (and {', '.join(missing[1:])})" if missing[1:] else "")
             else:
                 try:
-                    methods[job.name] = {source: _load_estimate(path, sr, settings, rate) for source, path in files.items()}
+                    methods[job.name] = load_estimates(files, references, sr, settings, rate)
                 except audio.AudioError as err:
                     methods.pop(job.name, None)
                     early[job.name] = f"unreadable estimate: {err}"
@@ -437,14 +561,6 @@ def evaluate_track(job: Job) -> list[dict]:
         row["notes"] = "; ".join(filter(None, [row["notes"], *notes]))
         rows.append({"track": track.name, "method": name, **row})
     return rows
-
-
-def _load_estimate(path: Path, references_sr: int, settings: Settings, rate: int) -> np.ndarray:
-    """Read an estimate file and bring it to the evaluation rate and channels."""
-    est, est_sr = audio.load_audio(path)
-    if est_sr != references_sr:
-        warnings.warn(f"{path}: {est_sr} Hz where the references are {references_sr} Hz; resampled", stacklevel=2)
-    return to_evaluation_rate(est, est_sr, settings, rate)
 
 
 @contextlib.contextmanager
@@ -512,6 +628,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--unit", choices=UNITS, default=None,
                         help="mir1k: score clips (default for mir1k, the Huang et al. protocol) or whole songs")
     parser.add_argument("--name", default=None, help="method name of the estimates in the tables (default: the folder's name)")
+    parser.add_argument("--stem-names", type=parse_stem_names, default=None, metavar="SOURCE=STEM[+STEM],...",
+                        help="other separators' estimate files, e.g. vocals=vocals,accompaniment=no_vocals "
+                             f"(presets: {', '.join(STEM_PRESETS)}); a source left out is the mixture minus "
+                             "the other estimate, where that is exact (same rate, length, channels)")
     parser.add_argument("--baselines", nargs="*", default=None, metavar="NAME",
                         help="also score baselines in the same run: mixture, irm, ibm, hpss, nmf "
                              "(all of them when no name is given)")
@@ -527,7 +647,15 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=bounded(int, 1), default=1, help="tracks scored in parallel processes (default: %(default)s)")
     parser.add_argument("--limit", type=bounded(int, 1), default=None, help="score only the first N tracks (by name), e.g. to time a run")
     parser.add_argument("--no-plots", action="store_true", help="skip the box plots")
+    parser.add_argument("--report", action="store_true",
+                        help="also write report.html: tables, box plots, a sortable per-track table, and per "
+                             "track spectrograms and 10-s excerpts to listen to, worst tracks first")
+    parser.add_argument("--report-tracks", type=bounded(int, 0), default=50, metavar="N",
+                        help="spectrograms and excerpts for the N worst tracks (default: %(default)s; all tracks "
+                             "are in the report's tables)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print every metric's n, mean, std and median (always in summary.csv)")
     return parser
 
 
@@ -557,6 +685,8 @@ def main(argv=None) -> int:
         raise UserError(f"--baselines {' '.join(unknown)}: unknown; choose from {', '.join(baselines_module.BASELINES)}")
     if args.estimates is None and not chosen:
         raise UserError("nothing to score: pass --estimates FOLDER, --baselines, or both")
+    if args.stem_names and args.estimates is None:
+        raise UserError("--stem-names names the files of --estimates FOLDER: pass that folder too")
     name = args.name or (args.estimates.resolve().name if args.estimates is not None else None)
     if name in chosen:
         raise UserError(f"the estimates are named {name!r} like a baseline; pass --name to call them something else")
@@ -573,7 +703,14 @@ def main(argv=None) -> int:
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
 
-    jobs = [Job(t, args.estimates, name, chosen, settings) for t in tracks]
+    stem_names = args.stem_names or DEFAULT_STEM_NAMES
+    if args.estimates is not None:
+        for source in SOURCES:
+            if source not in stem_names:
+                other = next(s for s in SOURCES if s != source)
+                print(f"note: no {source} file named (--stem-names): {source} = mixture - {other} estimate, "
+                      "computed exactly at the mixture's rate", file=sys.stderr)
+    jobs = [Job(t, args.estimates, name, chosen, settings, stem_names) for t in tracks]
     rows = run_jobs(jobs, workers=min(args.jobs, len(jobs)), progress=not args.quiet)
 
     columns = metric_columns(settings.families)
@@ -583,18 +720,30 @@ def main(argv=None) -> int:
     cli.atomic_write_text(args.out / "settings.json", json.dumps({
         "dataset": args.dataset, "references": str(args.references), "split": args.split, "unit": unit,
         "estimates": str(args.estimates) if args.estimates else None, "methods": list(dict.fromkeys(r["method"] for r in rows)),
-        "tracks": len(tracks), **dataclasses.asdict(settings)}, indent=2) + "\n")
-    if not args.no_plots:
-        box_plots(rows, args.out, settings.families)
+        "stem_names": {s: "+".join(stem_names[s]) if s in stem_names else "mixture minus the other" for s in SOURCES},
+        "tracks": len(tracks), **dataclasses.asdict(settings), **provenance()}, indent=2) + "\n")
+    written = [args.out / "per_track.csv", args.out / "summary.csv", args.out / "settings.json"]
+    if "v4" in settings.families:
+        # museval's own layout: MUSDB's train subset holds the validation tracks
+        subset = "train" if args.split in ("train", "validation", "huang-train") else "test"
+        if write_museval_json(rows, args.out / "museval", subset, settings):
+            written.append(args.out / "museval" / "<method>" / subset / "<track>.json")
+    plots = [] if args.no_plots else box_plots(rows, args.out, settings.families)
+    if plots:
+        written.append(args.out / f"{settings.families[0]}_SDR.png ...")
+    if args.report:
+        import html_report
 
-    report(rows, summary, settings, len(tracks))
-    print(f"wrote {args.out / 'per_track.csv'}, {args.out / 'summary.csv'}"
-          + ("" if args.no_plots else f" and box plots ({args.out}/v3_SDR.png, ...)"))
+        written.append(html_report.write_report(args.out / "report.html", rows, summary, settings, plots,
+                                                jobs, args.report_tracks))
+
+    report(rows, summary, settings, len(tracks), verbose=args.verbose)
+    print(f"wrote {', '.join(str(p) for p in written)}")
     return 1 if any(r["status"].startswith(("missing", "unreadable")) for r in rows) else 0
 
 
-def report(rows: list[dict], summary: list[dict], settings: Settings, n_tracks: int) -> None:
-    """Print the notes, the unscored tracks, the full summary and the headline tables."""
+def report(rows: list[dict], summary: list[dict], settings: Settings, n_tracks: int, verbose: bool = False) -> None:
+    """Print the notes, the unscored tracks, the headline tables and, if ``verbose``, the full summary."""
     for row in rows:
         if row["notes"]:
             print(f"note: {row['track']}: {row['notes']}", file=sys.stderr)
@@ -605,9 +754,10 @@ def report(rows: list[dict], summary: list[dict], settings: Settings, n_tracks: 
     channels = "v4 on the references' channels" if settings.stereo else "mono"
     print(f"\n{n_tracks} tracks at {rate}, {channels}; "
           f"v4 frames {settings.window:g} s, hop {settings.hop:g} s. Summaries use finite values only (n).")
-    header = ["method", "metric", "n", "mean", "std", "median", "len-weighted"]
-    print(format_table(header, [[r["method"], r["metric"], r["n"], r["mean"], r["std"], r["median"], r["weighted"]]
-                                for r in summary]))
+    if verbose:
+        header = ["method", "metric", "n", "mean", "std", "median", "len-weighted"]
+        print(format_table(header, [[r["method"], r["metric"], r["n"], r["mean"], r["std"], r["median"], r["weighted"]]
+                                    for r in summary]))
     for title, header, table in headline_tables(summary, settings.families):
         print(f"\n{title}\n{format_table(header, table)}")
     if unscored:

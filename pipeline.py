@@ -7,7 +7,9 @@ before it runs, so the README and the terminal show the same commands):
 2. ``data_generator.py prepare``: its training split as a cache of 512-bin magnitudes;
 3. ``train.py``: a short training run of the full-size U-Net;
 4. ``inference.py``: separation of the test songs;
-5. ``evaluate.py --baselines``: BSS Eval of the U-Net beside the mixture, oracle masks, HPSS and NMF.
+5. ``evaluate.py --baselines --report``: BSS Eval of the U-Net beside the mixture, oracle masks,
+   HPSS and NMF; the two summary tables on the terminal, the rest in ``results/<name>/``
+   (CSVs, museval JSON, box plots and ``report.html`` to look at and listen to).
 
 Every step resumes or skips what is already done, so running the command again is cheap.
 """
@@ -84,8 +86,9 @@ def main(argv=None) -> int:
         str(data / "test"), "-o", str(separated), "--model", str(run_dir), "--overwrite"])
     step("5/5 evaluation", "evaluate.py", evaluate.main, [
         "--references", str(data / "test"), "--estimates", str(separated), "--dataset", "stems",
-        "--name", "unet", "--baselines", "--jobs", str(args.jobs), "--out", str(results)])
-    print(f"\nDone in {(time.perf_counter() - started) / 60:.1f} min. Results: {results}/, "
+        "--name", "unet", "--baselines", "--jobs", str(args.jobs), "--out", str(results), "--report"])
+    print(f"\nDone in {(time.perf_counter() - started) / 60:.1f} min. Results: {results}/ "
+          f"(open {results / 'report.html'} in a browser), "
           f"separated songs: {separated}/, model: {run_dir}/best.keras")
     return 0
 

@@ -19,6 +19,9 @@ def test_pipeline_writes_every_step_and_the_unet_row(tiny_pipeline):
     with open(tiny_pipeline / "results" / "builtin" / "per_track.csv") as f:
         methods = [row["method"] for row in csv.DictReader(f)]
     assert methods == ["unet", "mixture", "irm", "ibm", "hpss", "nmf"]
+    page = (tiny_pipeline / "results" / "builtin" / "report.html").read_text()
+    assert page.count("<audio controls") == 3 and "<h3>test000</h3>" in page  # mixture, reference, unet
+    assert (tiny_pipeline / "results" / "builtin" / "museval" / "unet" / "test" / "test000.json").is_file()
 
 
 def test_pipeline_prints_the_script_calls_and_reruns_cheaply(tiny_pipeline, capsys):
@@ -31,7 +34,8 @@ def test_pipeline_prints_the_script_calls_and_reruns_cheaply(tiny_pipeline, caps
         assert command in out
     assert "0 already there" not in out and "already there" in out  # the cache was reused
     assert "Epoch 1/" not in out  # the finished run was not trained again
-    assert "GNSDR" in out
+    assert "GNSDR" in out and "BSS Eval v4" in out
+    assert "len-weighted" not in out  # the per-metric statistics stay in summary.csv
 
 
 def test_pipeline_refuses_a_changed_configuration_of_the_same_run(tiny_pipeline, capsys):
