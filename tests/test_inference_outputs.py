@@ -252,3 +252,10 @@ def test_the_command_line_keeps_tensorflows_start_up_log_out(tmp_path, tiny_mode
     for noise_word in ("oneDNN", "absl", "cuInit", "cuda", "I0000", "E0000", "W0000"):
         assert noise_word not in proc.stderr, proc.stderr
     assert files_under(tmp_path / "out") == ["song/accompaniment.ogg", "song/vocals.ogg"]
+
+
+def test_the_readme_shows_each_output_option_with_an_example():
+    examples = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("python inference.py song.mp3 --")]
+    group = next(g for g in inference.get_parser()._action_groups if g.title == "what is written, where and how")
+    for action in group._group_actions:
+        assert any(f" {action.option_strings[0]} " in line for line in examples), action.option_strings[0]
