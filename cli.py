@@ -112,7 +112,7 @@ class _QuietImport(importlib.abc.MetaPathFinder):
 
 @contextlib.contextmanager
 def _stderr_to_file():
-    """Send file descriptor 2 to a temporary file for the block; replay it if the block fails."""
+    """Send file descriptor 2 to a temporary file for the block; replay it if the block raises."""
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -120,7 +120,7 @@ def _stderr_to_file():
             os.dup2(log.fileno(), 2)
             try:
                 yield
-            except BaseException:
+            except Exception:  # an interrupt (Ctrl-C) needs no log
                 os.dup2(saved, 2)
                 log.seek(0)
                 sys.stderr.write(log.read().decode(errors="replace"))

@@ -5,7 +5,8 @@
 writes ``separated/<song>/vocals.wav`` and ``separated/<song>/accompaniment.wav`` at the song's
 own sample rate, channel count and length. ``--stems``, ``--filename`` (Demucs' template),
 ``--format``, ``--bits`` and ``--mp3-bitrate`` choose what is written, where and how
-(:class:`Outputs`); ``--start`` and ``--duration`` separate part of each song. In a notebook or a program, a :class:`Separator` loads the model once and separates arrays or
+(:class:`Outputs`); ``--start`` and ``--duration`` separate part of each song.
+In a notebook or a program, a :class:`Separator` loads the model once and separates arrays or
 files::
 
     separator = Separator()                     # the shipped model; Separator("runs/NAME") another
