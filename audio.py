@@ -310,12 +310,46 @@ def _ffmpeg_blocks(path: Path, block: int):
             raise AudioError(f"{path}: cannot decode ({reason[-1] if reason else 'ffmpeg failed'})")
 
 
-def save_audio(path, audio: np.ndarray, sr: int, subtype: str | None = None) -> None:
+def duration_seconds(path) -> float | None:
+    """A file's length in seconds from its header (libsndfile, or ffprobe for the formats
+    :func:`load_audio` decodes with ffmpeg); None when it cannot be read (reading it says why)."""
+    import soundfile as sf
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() in FFMPEG_EXTENSIONS:
+            probe = shutil.which("ffprobe")
+            proc = subprocess.run([probe, "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+                                  capture_output=True, text=True) if probe else None
+            return float(proc.stdout.strip()) if proc else None
+        info = sf.info(str(path))
+        return info.frames / info.samplerate
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError):
+        return None
+
+
+#: Formats :func:`save_audio` writes: lossless wav and flac, lossy mp3 and ogg (Vorbis).
+WRITE_FORMATS = ("wav", "flac", "mp3", "ogg")
+#: Sample formats of wav and flac by bit depth; "32f" is 32-bit float, which FLAC has not.
+BIT_DEPTHS = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
+#: MPEG-1 Layer III: the sample rates it holds and its constant bitrates (kbit/s).
+MP3_RATES = (32000, 44100, 48000)
+MP3_BITRATES = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+
+
+def save_audio(path, audio: np.ndarray, sr: int, subtype: str | None = None, *, format: str | None = None,
+               bitrate: int = 320, clip: bool = False) -> None:
     """Write ``(samples, channels)`` (or 1-D mono) audio atomically; never clips silently.
 
-    WAV is written as 16-bit PCM while the peak fits in [-1, 1]; a louder signal is written as
-    32-bit float WAV, with a warning, rather than clipped. Formats without float samples (FLAC)
-    refuse a signal that would clip. The file appears complete or not at all.
+    ``format`` is wav, flac, mp3 or ogg (default: the path's extension). WAV and FLAC are written
+    as 16-bit PCM (or ``subtype``, e.g. ``"PCM_24"``, ``"FLOAT"``) while the peak fits in
+    [-1, 1]; a louder signal is written as 32-bit float WAV, with a warning, rather than
+    clipped. FLAC, which has no float samples, and an integer ``subtype`` refuse it, or with
+    ``clip`` clip it, with a warning. mp3 (constant ``bitrate`` kbit/s, one of
+    :data:`MP3_BITRATES`) and ogg (Vorbis) are lossy and float inside: they keep a louder signal
+    as it is. mp3 holds 32, 44.1 and 48 kHz only (MPEG-1 rates), so another rate is resampled
+    to the next of them (48 kHz from above), with a warning. The file appears complete or not
+    at all.
     """
     import soundfile as sf
 
@@ -327,21 +361,65 @@ def save_audio(path, audio: np.ndarray, sr: int, subtype: str | None = None) -> 
         raise ValueError(f"audio must be (samples, channels), got shape {audio.shape}")
     if not np.isfinite(audio).all():
         raise AudioError(f"{path}: refusing to write NaN or infinite samples")
+    fmt = (format or path.suffix.lstrip(".")).lower()
+    if fmt not in WRITE_FORMATS:
+        raise AudioError(f"{path}: can only write {', '.join(WRITE_FORMATS)}")
+    if fmt in ("mp3", "ogg"):
+        if subtype is not None:
+            raise ValueError(f"subtype is for wav and flac, not {fmt}")
+        _save_lossy(path, audio, sr, fmt, bitrate)
+        return
     peak = float(max(audio.max(), -audio.min())) if audio.size else 0.0  # no |x| copy of a long song
-    fmt = path.suffix.lower().lstrip(".")
-    if fmt not in {"wav", "flac"}:
-        raise AudioError(f"{path}: can only write .wav or .flac")
     if subtype is None:
         subtype = "PCM_16"
-        if peak > 1.0:
-            if fmt != "wav":
-                raise AudioError(f"{path}: peak {peak:.3f} exceeds full scale and FLAC cannot hold it; write .wav")
+        if peak > 1.0 and fmt == "wav":
             warnings.warn(f"{path}: peak {peak:.3f} exceeds full scale; writing 32-bit float WAV instead of clipping", stacklevel=2)
             subtype = "FLOAT"
-    elif peak > 1.0 and not subtype.startswith(("FLOAT", "DOUBLE")):
-        raise AudioError(f"{path}: peak {peak:.3f} would clip as {subtype}; scale it or use subtype FLOAT")
+    if peak > 1.0 and not subtype.startswith(("FLOAT", "DOUBLE")):
+        if not clip:
+            fix = "FLAC cannot hold it; write .wav" if fmt == "flac" else "scale it or use subtype FLOAT"
+            raise AudioError(f"{path}: peak {peak:.3f} exceeds full scale and would clip as {subtype}; {fix}")
+        warnings.warn(f"{path}: peak {peak:.3f} exceeds full scale; clipped to fit {fmt.upper()} {subtype}", stacklevel=2)
+        audio = np.clip(audio, -1.0, 1.0)
     with atomic_output(path) as tmp:
         sf.write(str(tmp), audio, sr, subtype=subtype, format=fmt.upper())
+
+
+def _save_lossy(path: Path, audio: np.ndarray, sr: int, fmt: str, bitrate: int) -> None:
+    """mp3 or ogg through libsndfile where it has the codec (1.1 and later), else ffmpeg."""
+    import soundfile as sf
+
+    if fmt == "mp3":
+        if bitrate not in MP3_BITRATES:
+            raise ValueError(f"mp3 bitrate must be one of {MP3_BITRATES} kbit/s, got {bitrate}")
+        if sr not in MP3_RATES:
+            rate = next((r for r in MP3_RATES if r >= sr), MP3_RATES[-1])
+            warnings.warn(f"{path}: mp3 holds 32, 44.1 or 48 kHz; written at {rate} Hz (the audio is at {sr} Hz)",
+                          stacklevel=3)
+            audio, sr = resample(audio, sr, rate), rate
+    with atomic_output(path) as tmp:
+        if fmt.upper() not in sf.available_formats():
+            _encode_ffmpeg(tmp, audio, sr, fmt, bitrate)
+        elif fmt == "mp3":
+            # libsndfile sets a constant bitrate through its compression level: 320 kbit/s at 0, 32 at 1
+            sf.write(str(tmp), audio, sr, format="MP3", subtype="MPEG_LAYER_III", bitrate_mode="CONSTANT",
+                     compression_level=(MP3_BITRATES[-1] - bitrate) / (MP3_BITRATES[-1] - MP3_BITRATES[0]))
+        else:
+            sf.write(str(tmp), audio, sr, format="OGG", subtype="VORBIS")
+
+
+def _encode_ffmpeg(path: Path, audio: np.ndarray, sr: int, fmt: str, bitrate: int) -> None:
+    """Encode mp3 (LAME, constant bitrate) or ogg (Vorbis at libsndfile's default quality, 4) with ffmpeg."""
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise UserError(f"writing {fmt} needs libsndfile 1.1 or later, or ffmpeg; install ffmpeg with: sudo apt-get install ffmpeg")
+    codec = ["-c:a", "libmp3lame", "-b:a", f"{bitrate}k"] if fmt == "mp3" else ["-c:a", "libvorbis", "-q:a", "4"]
+    proc = subprocess.run([exe, "-nostdin", "-v", "error", "-y", "-f", "f32le", "-ar", str(sr), "-ac", str(audio.shape[1]),
+                           "-i", "-", *codec, "-f", fmt, str(path)],
+                          input=np.ascontiguousarray(audio, dtype="<f4").tobytes(), capture_output=True)
+    if proc.returncode != 0:
+        reason = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise AudioError(f"{path}: ffmpeg cannot write {fmt} ({reason[-1] if reason else 'ffmpeg failed'})")
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:

@@ -7,11 +7,16 @@
   :class:`ArgumentParser` says what is wrong in one line.
 * :func:`atomic_output` and :func:`atomic_write_text` write through a temporary file beside the
   target and rename it into place, so a file is complete or absent, whatever kills the process.
+* Every script's parser has ``--verbose``; without it TensorFlow's start-up log is hidden
+  (:func:`quiet_tensorflow`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.abc
+import importlib.util
 import math
 import os
 import sys
@@ -43,10 +48,87 @@ def first_line(err: Exception) -> str:
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, refusing a bad command line in one line (``error: argument --x: why``,
-    and where to read more) with exit status 2, where argparse's own prints its usage first."""
+    and where to read more) with exit status 2, where argparse's own prints its usage first.
+
+    It adds ``--verbose`` to every script (and subcommand) that has no option of that name, and
+    :meth:`parse_args` hides TensorFlow's start-up log unless ``--verbose`` was given
+    (:func:`quiet_tensorflow`): scripts parse their command line before any heavy import.
+    """
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        # Subcommands' parsers come through here too, so `script.py command --verbose` works.
+        if self.add_help and "--verbose" not in self._option_string_actions:
+            self.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                              help="show TensorFlow's start-up log (hidden by default)")
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(self, args=None, namespace=None):
+        namespace = super().parse_args(args, namespace)
+        # `is True`: a script's own --verbose N (train.py: Keras' progress output) is not this flag.
+        quiet_tensorflow(verbose=getattr(namespace, "verbose", False) is True)
+        return namespace
+
+
+def quiet_tensorflow(verbose: bool = False) -> None:
+    """Hide TensorFlow's C++ start-up log (the oneDNN notice; CUDA errors on a machine without a
+    GPU) unless ``verbose``. It acts only if TensorFlow is not imported yet.
+
+    The log has two sources. TensorFlow's own messages obey ``TF_CPP_MIN_LOG_LEVEL`` (3: errors
+    too, as CUDA's "failed call to cuInit" on a machine without GPU is one). The lines its
+    libraries print while they load go through absl's log before any level is set ("WARNING: All
+    log messages before absl::InitializeLog() ..."), which no setting reaches: so the import of
+    ``tensorflow`` itself runs with stderr sent to a temporary file (:class:`_QuietImport`),
+    printed only if the import fails.
+    """
+    if verbose or "tensorflow" in sys.modules:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    if not any(isinstance(finder, _QuietImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImport())
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """An import hook for ``tensorflow`` alone, used once: the module is found as usual, and
+    loaded with file descriptor 2 (stderr) redirected by :func:`_stderr_to_file`."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once; the usual finders find it
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            load = spec.loader.exec_module
+
+            def exec_module(module):
+                with _stderr_to_file():
+                    load(module)
+
+            spec.loader.exec_module = exec_module
+        return spec
+
+
+@contextlib.contextmanager
+def _stderr_to_file():
+    """Send file descriptor 2 to a temporary file for the block; replay it if the block raises."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as log:
+            os.dup2(log.fileno(), 2)
+            try:
+                yield
+            except Exception:  # an interrupt (Ctrl-C) needs no log
+                os.dup2(saved, 2)
+                log.seek(0)
+                sys.stderr.write(log.read().decode(errors="replace"))
+                raise
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def bounded(kind=float, low=None, high=None, *, low_open: bool = False, high_open: bool = False):
@@ -73,6 +155,19 @@ def bounded(kind=float, low=None, high=None, *, low_open: bool = False, high_ope
         return value
 
     convert.__name__ = kind.__name__  # argparse names the type in its messages
+    return convert
+
+
+def checked(check):
+    """An argparse ``type`` from a function that converts a value or raises ``ValueError``: argparse
+    prints that error's message (one line naming the option, exit status 2), not its own."""
+    def convert(text: str):
+        try:
+            return check(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    convert.__name__ = check.__name__
     return convert
 
 

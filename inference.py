@@ -3,7 +3,10 @@
     python inference.py SONG [SONG|FOLDER ...] [-o separated/] [--model PATH] [--wiener]
 
 writes ``separated/<song>/vocals.wav`` and ``separated/<song>/accompaniment.wav`` at the song's
-own sample rate, channel count and length. In a notebook or a program, a :class:`Separator` loads the model once and separates arrays or
+own sample rate, channel count and length. ``--stems``, ``--filename`` (Demucs' template),
+``--format``, ``--bits`` and ``--mp3-bitrate`` choose what is written, where and how
+(:class:`Outputs`); ``--start`` and ``--duration`` separate part of each song.
+In a notebook or a program, a :class:`Separator` loads the model once and separates arrays or
 files::
 
     separator = Separator()                     # the shipped model; Separator("runs/NAME") another
@@ -55,9 +58,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import shutil
+import string
 import sys
 import tempfile
 import time
@@ -68,7 +73,7 @@ import numpy as np
 
 import audio
 from audio import DEFAULT_PARAMS, AudioParams
-from cli import ArgumentParser, UserError, bounded, run_cli
+from cli import ArgumentParser, UserError, bounded, checked, run_cli
 
 #: Fraction of each patch shared with the next one: most of the SDR that overlap gains for a
 #: quarter more of the model's work (benchmarks/bench_overlap.py; figures in benchmarks/RESULTS.md).
@@ -83,6 +88,14 @@ PASSBAND = 0.9375
 #: Band (fractions of the model's Nyquist frequency) whose mean mask is used above PASSBAND.
 HIGH_BAND_REFERENCE = (0.703125, PASSBAND)
 STEMS = ("vocals", "accompaniment")
+#: The names ``--stems`` takes for each stem: the accompaniment is also Spleeter's and Demucs'
+#: "instrumental" and "no_vocals". A stem's file is named as it was asked for.
+STEM_ALIASES = {"vocals": "vocals", "accompaniment": "accompaniment", "instrumental": "accompaniment",
+                "no_vocals": "accompaniment"}
+#: Output file names under the output folder, in Demucs' template convention: {track} the song's
+#: name (:func:`song_name`), {stem}, {ext} the output format's extension, {trackext} the song's.
+DEFAULT_FILENAME = "{track}/{stem}.{ext}"
+FILENAME_KEYS = ("track", "stem", "ext", "trackext")
 
 
 # --------------------------------------------------------------------------------------------
@@ -512,25 +525,30 @@ class Separator:
         return masked_istft(mixture, mask_for, n_fft, hop, chunk_frames=self.chunk_frames, apply=apply,
                             progress=progress, timings=timings)
 
-    def separate_file(self, path, out_dir, *, name: str | None = None, overwrite: bool = False, progress=None) -> Path:
-        """Separate an audio file into ``out_dir/<name>/{vocals,accompaniment}.wav``; returns that folder.
+    def separate_file(self, path, out_dir, *, name: str | None = None, overwrite: bool = False, progress=None,
+                      outputs: Outputs | None = None, start: float = 0.0, duration: float | None = None) -> dict[str, Path]:
+        """Separate an audio file into ``out_dir/<name>/{vocals,accompaniment}.wav``; returns ``{stem: file}``.
 
-        ``name`` defaults to :func:`song_name`; the stems have the file's rate, channels and
-        length. Existing stems raise :class:`UserError` unless ``overwrite``; both stems appear
-        together or not at all (:func:`write_stems`).
+        ``outputs`` (:class:`Outputs`) chooses other stems, file names or formats; ``name`` (the
+        template's {track}) defaults to :func:`song_name`; ``start`` and ``duration`` (seconds)
+        separate part of the file. The stems have the file's rate, channels and length. Existing
+        files raise :class:`UserError` unless ``overwrite``; the stems appear together or not at
+        all (:func:`write_stems`).
         """
-        folder = Path(out_dir) / (name or song_name(path))
+        outputs = outputs or Outputs()
+        paths = outputs.paths(path, out_dir, name)
         if not overwrite:
-            for stem in STEMS:
-                if (folder / f"{stem}.wav").exists():
-                    raise UserError(f"{folder / stem}.wav already exists; remove it or separate with overwrite")
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        mixture, sr = audio.load_audio(path)
+            for file in paths.values():
+                if file.exists():
+                    raise UserError(f"{file} already exists; remove it or separate with overwrite")
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        mixture, sr = audio.load_audio(path, offset=start or None, duration=duration)
         mixture = np.require(mixture, np.float32, ["C", "W"])  # writable: the accompaniment goes in place
         vocals = self.vocals(mixture, sr, progress=progress)
         np.subtract(mixture, vocals, out=mixture)  # the accompaniment, in place: one copy less
-        write_stems({"vocals": vocals, "accompaniment": mixture}, sr, folder)
-        return folder
+        stems = {"vocals": vocals, "accompaniment": mixture}
+        write_stems({file: stems[STEM_ALIASES[stem]] for stem, file in paths.items()}, sr, outputs)
+        return paths
 
 
 class _Steps:
@@ -576,6 +594,90 @@ def song_name(path) -> str:
     return stem
 
 
+def parse_stems(names) -> tuple[str, ...]:
+    """The stems asked for, as ``"vocals,no_vocals"`` or a sequence of names: each a key of
+    :data:`STEM_ALIASES` (case ignored), no stem twice. Raises ``ValueError`` saying which is wrong."""
+    if isinstance(names, str):
+        names = names.split(",")
+    names = tuple(name.strip().lower() for name in names)
+    if not names or "" in names:
+        raise ValueError(f"{','.join(names)!r}: name stems separated by commas, e.g. vocals,accompaniment")
+    for name in names:
+        if name not in STEM_ALIASES:
+            raise ValueError(f"{name!r} is not a stem; the stems are vocals and accompaniment (also called "
+                             "instrumental or no_vocals)")
+    stems = [STEM_ALIASES[name] for name in names]
+    twice = next((stem for stem in stems if stems.count(stem) > 1), None)
+    if twice:
+        raise ValueError(f"{','.join(names)!r} names the {twice} twice")
+    return names
+
+
+def check_filename(template: str) -> str:
+    """An output file-name template (:data:`DEFAULT_FILENAME`), checked: only the keys of
+    :data:`FILENAME_KEYS`, {stem} among them (or every stem would be one file), and a relative
+    path that stays inside the output folder. Raises ``ValueError`` saying what is wrong."""
+    try:
+        keys = [key for _, key, _, _ in string.Formatter().parse(template) if key is not None]
+    except ValueError as err:
+        raise ValueError(f"{template!r}: {err}") from None
+    known = ", ".join(f"{{{key}}}" for key in FILENAME_KEYS)
+    unknown = [key for key in keys if key not in FILENAME_KEYS]
+    if unknown:
+        raise ValueError(f"{template!r}: unknown key {{{unknown[0]}}}; the keys are {known}")
+    if "stem" not in keys:
+        raise ValueError(f"{template!r} has no {{stem}}: every stem would go to the same file; add it, "
+                         f"e.g. {DEFAULT_FILENAME!r}")
+    if Path(template).is_absolute() or ".." in Path(template).parts:
+        raise ValueError(f"{template!r}: must be a file name inside the output folder; choose the folder with -o")
+    return template
+
+
+@dataclasses.dataclass(frozen=True)
+class Outputs:
+    """What :meth:`Separator.separate_file` writes: which ``stems`` (names of :data:`STEM_ALIASES`;
+    each file is named as its stem was asked for), under which names (``filename``, a template of
+    :data:`FILENAME_KEYS` under the output folder) and in which ``format``: wav, flac, mp3 or ogg,
+    with ``bits`` "16", "24" or "32f" (float, wav only) for wav and flac (None: 16, or float for a
+    wav stem beyond full scale) and ``mp3_bitrate`` kbit/s for mp3 (:func:`audio.save_audio`).
+    Values out of range raise ``ValueError``.
+    """
+
+    stems: tuple[str, ...] = STEMS
+    filename: str = DEFAULT_FILENAME
+    format: str = "wav"
+    bits: str | None = None
+    mp3_bitrate: int = audio.MP3_BITRATES[-1]
+
+    def __post_init__(self):
+        object.__setattr__(self, "stems", parse_stems(self.stems))
+        check_filename(self.filename)
+        if self.format not in audio.WRITE_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(audio.WRITE_FORMATS)}, got {self.format!r}")
+        if self.bits is not None:
+            if self.bits not in audio.BIT_DEPTHS:
+                raise ValueError(f"bits must be one of {', '.join(audio.BIT_DEPTHS)}, got {self.bits!r}")
+            if self.format not in ("wav", "flac"):
+                raise ValueError(f"bits {self.bits} is for wav and flac; {self.format} is lossy (mp3: choose a bitrate)")
+            if self.bits == "32f" and self.format == "flac":
+                raise ValueError("bits 32f (float) is for wav only: FLAC holds 16- or 24-bit integers")
+        if self.mp3_bitrate not in audio.MP3_BITRATES:
+            raise ValueError(f"mp3 bitrate must be one of {', '.join(map(str, audio.MP3_BITRATES))} kbit/s, "
+                             f"got {self.mp3_bitrate}")
+
+    def paths(self, song, out_dir, track: str | None = None) -> dict[str, Path]:
+        """``{stem: file}`` of a song; ``track`` (the {track} key) defaults to :func:`song_name`."""
+        song = Path(song)
+        keys = {"track": track or song_name(song), "ext": self.format, "trackext": song.suffix.lstrip(".")}
+        return {stem: Path(out_dir) / self.filename.format(stem=stem, **keys) for stem in self.stems}
+
+    def save(self, path, x: np.ndarray, sr: int) -> None:
+        """Write one stem (:func:`audio.save_audio`); a stem beyond full scale that the format's
+        integers cannot hold is clipped, with a warning."""
+        audio.save_audio(path, x, sr, audio.BIT_DEPTHS.get(self.bits), format=self.format, bitrate=self.mp3_bitrate,
+                         clip=True)
+
+
 def find_songs(inputs: list[str], exclude: Path | None = None) -> tuple[list[Path], list[str]]:
     """Expand the command line's songs and folders into files: ``(files, problems)``.
 
@@ -613,8 +715,39 @@ def find_songs(inputs: list[str], exclude: Path | None = None) -> tuple[list[Pat
 
 
 
-def prepare_output(root: Path, names: list[str], overwrite: bool) -> None:
-    """Create the output folder and refuse existing stems (unless ``overwrite``), before any work."""
+def plan_outputs(files: list[Path], out_dir: Path, outputs: Outputs) -> dict[Path, dict[str, Path]]:
+    """Every song's ``{stem: file}`` (:meth:`Outputs.paths`), refusing before any work two outputs
+    that would be one file and an output that would replace one of the songs."""
+    planned, owners = {}, {}
+    songs = {f.resolve(): f for f in files}
+    for song in files:
+        planned[song] = outputs.paths(song, out_dir)
+        for stem, path in planned[song].items():
+            key = path.resolve()
+            if key in songs:
+                raise UserError(f"{path} would replace the song {songs[key]}; choose another folder with -o or --filename")
+            if key in owners:
+                other, other_stem = owners[key]
+                raise UserError(f"{other} ({other_stem}) and {song} ({stem}) would both be written to {path}; change "
+                                f"--filename ({', '.join(f'{{{k}}}' for k in FILENAME_KEYS)}) or separate them in two "
+                                "runs with different -o folders")
+            owners[key] = song, stem
+    return planned
+
+
+def check_start(files: list[Path], start: float) -> None:
+    """Refuse, before any work, a ``--start`` at or past the end of a song (from the files' headers)."""
+    if not start:
+        return
+    late = [(f, seconds) for f in files if (seconds := audio.duration_seconds(f)) is not None and start >= seconds]
+    if late:
+        more = f" (and {len(late) - 1} more)" if len(late) > 1 else ""
+        raise UserError(f"{late[0][0]}: --start {start:g} s is past its end ({late[0][1]:.1f} s){more}; "
+                        "choose an earlier --start")
+
+
+def prepare_output(root: Path, targets: list[Path], overwrite: bool) -> None:
+    """Create the output folder and refuse existing outputs (unless ``overwrite``), before any work."""
     if root.exists() and not root.is_dir():
         raise UserError(f"{root}: exists and is not a folder; choose another output folder with -o")
     try:
@@ -625,33 +758,41 @@ def prepare_output(root: Path, names: list[str], overwrite: bool) -> None:
         raise UserError(f"{root}: output folder is not writable; choose another with -o")
     if overwrite:
         return
-    existing = [root / name / f"{stem}.wav" for name in names for stem in STEMS if (root / name / f"{stem}.wav").exists()]
+    existing = [path for path in targets if path.exists()]
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise UserError(f"{existing[0]} already exists{more}; pass --overwrite to replace, or choose another folder with -o")
 
 
-def write_stems(stems: dict[str, np.ndarray], sr: int, folder: Path) -> None:
-    """Write ``folder/<stem>.wav`` for each stem: all are written to a temporary folder first
-    and moved into place only when every one is complete, so no partial output is left."""
-    parent = folder.parent
+def write_stems(files: dict[Path, np.ndarray], sr: int, outputs: Outputs | None = None) -> None:
+    """Write each stem to its file (in ``outputs``' format, default WAV): all are written to a
+    temporary folder first, in the deepest existing folder that holds them all, and moved into
+    place (their folders created) only when every one is complete, so no partial output is left."""
+    outputs = outputs or Outputs()
+    files = {Path(path): x for path, x in files.items()}
+    common = Path(os.path.commonpath([path.parent for path in files]))
+    parent = next(folder for folder in (common, *common.parents) if folder.is_dir())
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{common.name}.", suffix=".part", dir=parent))
     except OSError as err:
         raise UserError(f"{parent}: cannot write there ({err.strerror}); choose another folder with -o") from None
+    staged = {path: tmp / f"{i}-{path.name}" for i, path in enumerate(files)}  # two stems may share a name
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            for stem, x in stems.items():
-                audio.save_audio(tmp / f"{stem}.wav", x, sr)
+            for path, x in files.items():
+                outputs.save(staged[path], x, sr)
         for warning in caught:  # e.g. a stem louder than full scale, kept as float WAV
-            print(f"note: {str(warning.message).replace(str(tmp), str(folder))}", file=sys.stderr)
-        try:
-            folder.mkdir(exist_ok=True)
-            for stem in stems:
-                os.replace(tmp / f"{stem}.wav", folder / f"{stem}.wav")
-        except OSError as err:
-            raise UserError(f"{folder}: cannot write ({err.strerror})") from None
+            message = str(warning.message)
+            for path, temporary in staged.items():
+                message = message.replace(str(temporary), str(path))
+            print(f"note: {message}", file=sys.stderr)
+        for path, temporary in staged.items():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(temporary, path)
+            except OSError as err:
+                raise UserError(f"{path}: cannot write ({err.strerror})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -664,7 +805,8 @@ def write_stems(stems: dict[str, np.ndarray], sr: int, folder: Path) -> None:
 def get_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         description="Separate songs into vocals and accompaniment with a trained U-Net. Writes "
-                    "OUTPUT/<song>/vocals.wav and accompaniment.wav at each song's own rate, channels and length.")
+                    "OUTPUT/<song>/vocals.wav and accompaniment.wav (by default) at each song's own rate, channels "
+                    "and length.")
     parser.add_argument("songs", nargs="+", metavar="SONG",
                         help="audio files (wav, flac, mp3, ogg, m4a, mp4; a .stem.mp4's mixture) or folders "
                              "(their audio files, recursively)")
@@ -688,6 +830,25 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wiener-iterations", type=bounded(int, 1), default=None, metavar="N",
                         help="EM iterations of --wiener's filter, at least 1 (default: 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace stems that already exist")
+    files = parser.add_argument_group("what is written, where and how")
+    files.add_argument("--stems", type=checked(parse_stems), default=STEMS, metavar="NAMES",
+                       help="stems to write, separated by commas: vocals, accompaniment (also called instrumental "
+                            "or, as in Demucs, no_vocals); each file is named as asked (default: vocals,accompaniment)")
+    files.add_argument("--filename", type=checked(check_filename), default=DEFAULT_FILENAME, metavar="TEMPLATE",
+                       help="file names under OUTPUT, Demucs' template: {track} the song's name, {stem}, {ext} the "
+                            "format's extension, {trackext} the song's; {stem} is required (default: %(default)s)")
+    files.add_argument("--format", choices=audio.WRITE_FORMATS, default="wav",
+                       help="file format (default: %(default)s); mp3 and ogg through libsndfile, or ffmpeg where "
+                            "libsndfile is older than 1.1; mp3 holds 32, 44.1 or 48 kHz, the next one up is taken")
+    files.add_argument("--bits", choices=tuple(audio.BIT_DEPTHS),
+                       help="samples of wav and flac: 16- or 24-bit integers, or 32f, 32-bit float (wav only); "
+                            "default: 16, or float for a wav stem beyond full scale (integers clip it, with a note)")
+    files.add_argument("--mp3-bitrate", type=int, choices=audio.MP3_BITRATES, metavar="KBPS",
+                       help="constant bitrate of --format mp3 in kbit/s, 32 to 320 (default: 320)")
+    files.add_argument("--start", type=bounded(float, 0), default=0.0, metavar="SECONDS",
+                       help="separate from this time in each song (default: its beginning)")
+    files.add_argument("--duration", type=bounded(float, 0, low_open=True), metavar="SECONDS",
+                       help="separate this many seconds (default: up to the end)")
     return parser
 
 
@@ -696,33 +857,37 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.wiener_iterations is not None and not args.wiener:
         parser.error("argument --wiener-iterations: only with --wiener")
+    if args.mp3_bitrate is not None and args.format != "mp3":
+        parser.error("argument --mp3-bitrate: only with --format mp3")
+    try:
+        outputs = Outputs(args.stems, args.filename, args.format, args.bits, args.mp3_bitrate or audio.MP3_BITRATES[-1])
+    except ValueError as err:
+        parser.error(f"argument --bits: {err}")  # the one combination the options' own types cannot check
     import unet_model
 
     model_path = unet_model.model_file(args.model)
     files, problems = find_songs(args.songs, exclude=args.output)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
-    names = [song_name(f) for f in files]
-    by_name: dict[str, Path] = {}
-    for f, name in zip(files, names):
-        if name in by_name:
-            raise UserError(f"{by_name[name]} and {f} would both be written to {args.output / name}; "
-                            "separate them in two runs with different -o folders")
-        by_name[name] = f
     if not files:
         raise UserError("no songs to separate")
-    prepare_output(args.output, names, args.overwrite)
+    planned = plan_outputs(files, args.output, outputs)
+    check_start(files, args.start)
+    prepare_output(args.output, [path for paths in planned.values() for path in paths.values()], args.overwrite)
     try:
         separator = Separator(model_path, overlap=args.overlap, batch_size=args.batch_size, precision=args.precision,
                               post_filter="wiener" if args.wiener else None, wiener_iterations=args.wiener_iterations or 1)
     except ValueError as err:  # a model that runs in float32 only
         raise UserError(f"--precision {args.precision}: {err}") from None
+    print(f"Separating {len(files)} song{'s' if len(files) > 1 else ''} on {device_name()} in {separator.precision} "
+          f"with {model_path}", flush=True)
     failed = list(problems)
-    for path, name in zip(files, names):
+    for path in files:
         start = time.perf_counter()
         try:
-            folder = separator.separate_file(path, args.output, name=name, overwrite=True,
-                                             progress=_progress_bar(name) if sys.stderr.isatty() else None)
+            paths = separator.separate_file(path, args.output, overwrite=True, outputs=outputs, start=args.start,
+                                            duration=args.duration,
+                                            progress=_progress_bar(song_name(path)) if sys.stderr.isatty() else None)
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             failed.append(str(err))
@@ -733,14 +898,29 @@ def main(argv=None) -> int:
             continue
         import soundfile
 
-        info = soundfile.info(str(folder / "vocals.wav"))
-        print(f"{path} -> {folder}/ ({info.frames / info.samplerate:.1f} s of audio at {info.samplerate} Hz, "
-              f"{info.channels} ch, in {time.perf_counter() - start:.1f} s)")
+        info = soundfile.info(str(next(iter(paths.values()))))
+        print(f"{path} -> {', '.join(map(str, paths.values()))} ({info.frames / info.samplerate:.1f} s of audio at "
+              f"{info.samplerate} Hz, {info.channels} ch, in {time.perf_counter() - start:.1f} s)")
     if failed:
         print(f"error: {len(failed)} of {len(files) + len(problems)} inputs failed (listed above); "
               f"the other {len(files) + len(problems) - len(failed)} were separated", file=sys.stderr)
         return 1
     return 0
+
+
+def device_name() -> str:
+    """The device Keras runs the model on: ``"GPU (its name)"`` when TensorFlow sees one, else ``"CPU"``."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return f"the {keras.backend.backend()} backend's default device"
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "CPU"
+    name = tf.config.experimental.get_device_details(gpus[0]).get("device_name")
+    return f"GPU ({name})" if name else "GPU"
 
 
 def _progress_bar(label: str):
@@ -769,5 +949,4 @@ if __name__ == "__main__":
     # of those modules; benchmarks/RESULTS.md, "The command line without process tricks").
     for unused in ("sklearn", "pandas", "matplotlib"):
         sys.modules.setdefault(unused, None)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.exit(run_cli(main))

@@ -345,7 +345,9 @@ def make_devset(mir1k_root: Path, instrumental: Path, out: Path, seed: int = 0,
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Production-style vocal effects; `devset` writes the produced-music development set.")
+    from cli import ArgumentParser  # every script's: one-line errors, --verbose
+
+    parser = ArgumentParser(description="Production-style vocal effects; `devset` writes the produced-music development set.")
     sub = parser.add_subparsers(dest="command", required=True)
     dev = sub.add_parser("devset", help="write <out>/test/<track>/{mixture,vocals,accompaniment}.wav (44.1 kHz stereo)")
     dev.add_argument("--mir1k", required=True, type=Path, help="MIR-1K folder (its test singers give the voices)")

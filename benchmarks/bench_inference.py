@@ -71,7 +71,7 @@ def separate_once(path: Path, separator, out: Path) -> tuple[dict, float, float]
     with inference._timed(timings, "separate"):
         vocals = separator.vocals(x, sr, timings=timings)
     with inference._timed(timings, "write"):
-        inference.write_stems({"vocals": vocals, "accompaniment": x - vocals}, sr, out)
+        inference.write_stems({out / "vocals.wav": vocals, out / "accompaniment.wav": x - vocals}, sr)
     return stages(timings), time.perf_counter() - start, time.process_time() - cpu
 
 

@@ -10,12 +10,12 @@ tape-style resampling with soxr (changes the tempo too; not used by produce()).
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 
 from benchlib import cpu_summary, load_average, print_table
+import cli  # noqa: E402  (benchlib puts the project on sys.path)
 
 import production  # noqa: E402  (benchlib puts the project on sys.path)
 from audio import DEFAULT_PARAMS  # noqa: E402
@@ -37,7 +37,7 @@ def ms_per_call(fn, repeats: int) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args(argv)
     sr = DEFAULT_PARAMS.sample_rate

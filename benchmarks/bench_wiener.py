@@ -16,7 +16,6 @@ looped), with and without the filter: the time users wait, model included.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import shutil
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchlib import ROOT, cpu_summary, load_average, print_table
+import cli  # noqa: E402  (benchlib puts the project on sys.path)
 
 
 def songs(dataset: str, references: Path):
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     import inference
     import unet_model
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--yardstick", type=Path, required=True, help="a yardstick.py --work folder")
     parser.add_argument("--devset", type=Path, default=Path("data/produced-dev"))
     parser.add_argument("--model", default=None, help="the yardstick's model (default: the shipped one)")

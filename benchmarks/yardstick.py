@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import cli  # noqa: E402  (every script's parser: one-line errors, --verbose)
 
 COLUMNS = ("model", "stempeg v4 SDR (44.1k stereo)", "stempeg v3 SDR (8 kHz)", "dev v4 SDR median (44.1k stereo)",
            "dev v3 GNSDR (8 kHz)", "dev-low v4 SDR median (44.1k stereo)", "MIR-1K test v3 GNSDR (195 clips)")
@@ -132,7 +134,7 @@ def mir1k_scores(work: Path, args) -> list[float]:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, type=Path, help="a .keras model (audio_params.json beside it) or a run folder")
     parser.add_argument("--label", default=None, help="the row's name (default: the model's file or folder name)")
     parser.add_argument("--devset", type=Path, default=Path("data/produced-dev"), help="(default: %(default)s)")

@@ -36,3 +36,15 @@ def tiny_pipeline(tmp_path_factory) -> Path:
 
 TINY_PIPELINE = ["--train-songs", "2", "--test-songs", "1", "--seconds", "8", "--epochs", "2",
                  "--steps-per-epoch", "2", "--batch-size", "2", "--filters", "4,8,8,8,8,8", "--jobs", "1"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A run-like folder holding a tiny untrained U-Net (best.keras) and its audio_params.json."""
+    import unet_model
+    from audio import DEFAULT_PARAMS
+
+    folder = tmp_path_factory.mktemp("tiny_model")
+    unet_model.build_unet(filters=(2, 4, 4, 4, 4, 4)).save(folder / "best.keras")
+    DEFAULT_PARAMS.save(folder / "audio_params.json")
+    return folder
