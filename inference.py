@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import math
 import os
 import shutil
@@ -67,6 +68,7 @@ from pathlib import Path
 import numpy as np
 
 import audio
+import cli
 from audio import DEFAULT_PARAMS, AudioParams
 from cli import ArgumentParser, UserError, bounded, run_cli
 
@@ -83,6 +85,16 @@ PASSBAND = 0.9375
 #: Band (fractions of the model's Nyquist frequency) whose mean mask is used above PASSBAND.
 HIGH_BAND_REFERENCE = (0.703125, PASSBAND)
 STEMS = ("vocals", "accompaniment")
+#: --max-memory's default, GiB: about two and a half hours of 44.1 kHz stereo (README, Errors).
+DEFAULT_MAX_MEMORY = 8.0
+#: :func:`memory_needed`'s terms: the process with the model loaded; the song and its vocals,
+#: float32 (4 + 4 bytes per sample and channel); and, fitted to peaks measured with
+#: ``benchmarks/bench_memory.py --lengths`` and rounded up, bytes per sample at the model's rate
+#: (spectrogram, mask, resampled mono) and per value of a full-rate STFT chunk.
+BASE_MEMORY = 0.9 * 2**30
+BYTES_PER_SAMPLE = 8
+BYTES_PER_MODEL_SAMPLE = 16
+BYTES_PER_STFT_VALUE = 12
 
 
 # --------------------------------------------------------------------------------------------
@@ -567,6 +579,11 @@ def _timed(timings: dict | None, stage: str):
 def song_name(path) -> str:
     """Output folder name of a song: the file's stem, the parent folder's name for a stems-layout
     ``mixture.*``, and ``X`` for ``X.stem.mp4``."""
+    return writable_name(_song_stem(path))
+
+
+def _song_stem(path) -> str:
+    """:func:`song_name` before :func:`writable_name`."""
     path = Path(path)
     stem = path.stem
     if stem.lower() == "mixture":
@@ -574,6 +591,16 @@ def song_name(path) -> str:
     if stem.lower().endswith(".stem"):
         return stem[: -len(".stem")]
     return stem
+
+
+def writable_name(name: str) -> str:
+    """``name`` as a folder name any file system and terminal take: bytes that are not UTF-8
+    become U+FFFD, and a name over 255 bytes (U+FFFD takes 3) is cut with a short hash appended."""
+    raw = os.fsencode(name)
+    name = raw.decode("utf-8", errors="replace")
+    if len(name.encode()) > 255:
+        name = name.encode()[:240].decode("utf-8", errors="ignore") + "-" + hashlib.sha1(raw).hexdigest()[:8]
+    return name
 
 
 def find_songs(inputs: list[str], exclude: Path | None = None) -> tuple[list[Path], list[str]]:
@@ -614,7 +641,11 @@ def find_songs(inputs: list[str], exclude: Path | None = None) -> tuple[list[Pat
 
 
 def prepare_output(root: Path, names: list[str], overwrite: bool) -> None:
-    """Create the output folder and refuse existing stems (unless ``overwrite``), before any work."""
+    """Create the output folder and refuse existing stems (unless ``overwrite``), before any work.
+
+    The folder is locked for this process (:func:`cli.lock_folder`: a second run into it is
+    refused), and the temporary folders of a killed run are removed.
+    """
     if root.exists() and not root.is_dir():
         raise UserError(f"{root}: exists and is not a folder; choose another output folder with -o")
     try:
@@ -623,6 +654,9 @@ def prepare_output(root: Path, names: list[str], overwrite: bool) -> None:
         raise UserError(f"{root}: cannot create the output folder ({err.strerror}); choose another with -o") from None
     if not os.access(root, os.W_OK | os.X_OK):
         raise UserError(f"{root}: output folder is not writable; choose another with -o")
+    cli.lock_folder(root, "two runs into one output folder would replace each other's stems; wait for it to "
+                          "finish or choose another folder with -o")
+    cli.remove_partial(root)  # temporary folders of a run that was killed
     if overwrite:
         return
     existing = [root / name / f"{stem}.wav" for name in names for stem in STEMS if (root / name / f"{stem}.wav").exists()]
@@ -631,19 +665,64 @@ def prepare_output(root: Path, names: list[str], overwrite: bool) -> None:
         raise UserError(f"{existing[0]} already exists{more}; pass --overwrite to replace, or choose another folder with -o")
 
 
+def check_output_apart(inputs: list[str], output: Path) -> None:
+    """Refuse an output folder that is an input folder or holds one: the stems would be mixed
+    with the songs (and :func:`find_songs` skips the output folder's files)."""
+    out = output.resolve()
+    for arg in inputs:
+        path = Path(arg)
+        if path.is_dir() and path.resolve().is_relative_to(out):
+            where = "is the input folder" if path.resolve() == out else "holds the input folder"
+            raise UserError(f"-o {output} {where} {arg}: the stems would be mixed with the songs; "
+                            "choose another output folder with -o")
+
+
+def check_memory(path, limit_gib: float, separator: "Separator") -> None:
+    """Refuse a song whose separation would need more than ``limit_gib`` GiB, from its header
+    alone (:func:`memory_needed`), so that a huge file or an absurd sample rate is one line."""
+    frames, channels, sr = audio.audio_info(path)
+    if sr < 1:
+        raise UserError(f"{path}: sample rate {sr} Hz; the file is damaged")
+    needed = memory_needed(frames, channels, sr, separator) / 2**30
+    if needed > limit_gib:
+        raise UserError(f"{path}: separating {frames / sr / 60:.1f} minutes at {sr} Hz, {channels} ch would need about "
+                        f"{needed:.1f} GiB of memory, over the --max-memory of {limit_gib:g} GiB; raise --max-memory "
+                        "if the machine has it, or cut or resample the file first")
+
+
+def memory_needed(frames: int, channels: int, sr: int, separator: "Separator") -> float:
+    """Bytes of memory the command line needs to separate ``frames`` x ``channels`` samples at ``sr``.
+
+    Counted from what it holds: the song and its vocals (float32), the model-rate spectrogram and
+    mask, and one chunk of the full-rate STFT (``chunk_frames`` frames of the :func:`frame_grid`
+    window, which an absurd sample rate makes huge), on top of :data:`BASE_MEMORY`. The factors
+    were measured (``benchmarks/bench_memory.py``; README, Errors).
+    """
+    params = separator.params
+    n_fft, hop = separator.stft_grid(sr)
+    model_samples = frames * params.sample_rate / sr
+    chunk_frames = min(separator.chunk_frames, 1 + max(frames, n_fft) // hop) + 4 * -(-(n_fft // 2) // hop)
+    song = frames * channels * BYTES_PER_SAMPLE + model_samples * BYTES_PER_MODEL_SAMPLE
+    return BASE_MEMORY + song + chunk_frames * n_fft * channels * BYTES_PER_STFT_VALUE
+
+
 def write_stems(stems: dict[str, np.ndarray], sr: int, folder: Path) -> None:
     """Write ``folder/<stem>.wav`` for each stem: all are written to a temporary folder first
     and moved into place only when every one is complete, so no partial output is left."""
     parent = folder.parent
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=parent))
+        tmp = Path(tempfile.mkdtemp(prefix=cli.temp_prefix(folder.name), suffix=".part", dir=parent))
     except OSError as err:
-        raise UserError(f"{parent}: cannot write there ({err.strerror}); choose another folder with -o") from None
+        raise UserError(cli.no_space(folder) if cli.disk_full(err, parent)
+                        else f"{parent}: cannot write there ({err.strerror}); choose another folder with -o") from None
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            for stem, x in stems.items():
-                audio.save_audio(tmp / f"{stem}.wav", x, sr)
+            try:
+                for stem, x in stems.items():
+                    audio.save_audio(tmp / f"{stem}.wav", x, sr)
+            except UserError as err:  # e.g. a full disk: name the stem's place, not the temporary folder
+                raise UserError(str(err).replace(str(tmp), str(folder))) from None
         for warning in caught:  # e.g. a stem louder than full scale, kept as float WAV
             print(f"note: {str(warning.message).replace(str(tmp), str(folder))}", file=sys.stderr)
         try:
@@ -651,7 +730,8 @@ def write_stems(stems: dict[str, np.ndarray], sr: int, folder: Path) -> None:
             for stem in stems:
                 os.replace(tmp / f"{stem}.wav", folder / f"{stem}.wav")
         except OSError as err:
-            raise UserError(f"{folder}: cannot write ({err.strerror})") from None
+            raise UserError(cli.no_space(folder) if cli.disk_full(err, parent)
+                            else f"{folder}: cannot write ({err.strerror})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -688,6 +768,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wiener-iterations", type=bounded(int, 1), default=None, metavar="N",
                         help="EM iterations of --wiener's filter, at least 1 (default: 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace stems that already exist")
+    parser.add_argument("--max-memory", type=bounded(float, 0, low_open=True), default=DEFAULT_MAX_MEMORY, metavar="GiB",
+                        help="refuse, before reading it, a song whose separation would need more memory than this "
+                             "(estimated from its header: about 0.9 GiB plus 0.5 GiB per 10 minutes of 44.1 kHz "
+                             "stereo; README, Errors) (default: %(default)s)")
     return parser
 
 
@@ -699,6 +783,7 @@ def main(argv=None) -> int:
     import unet_model
 
     model_path = unet_model.model_file(args.model)
+    check_output_apart(args.songs, args.output)
     files, problems = find_songs(args.songs, exclude=args.output)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
@@ -711,6 +796,10 @@ def main(argv=None) -> int:
         by_name[name] = f
     if not files:
         raise UserError("no songs to separate")
+    for f, name in zip(files, names):
+        if name != _song_stem(f):
+            print(f"note: {f}: its name is not valid UTF-8 or too long; its stems go to {args.output / name}",
+                  file=sys.stderr)
     prepare_output(args.output, names, args.overwrite)
     try:
         separator = Separator(model_path, overlap=args.overlap, batch_size=args.batch_size, precision=args.precision,
@@ -721,6 +810,7 @@ def main(argv=None) -> int:
     for path, name in zip(files, names):
         start = time.perf_counter()
         try:
+            check_memory(path, args.max_memory, separator)
             folder = separator.separate_file(path, args.output, name=name, overwrite=True,
                                              progress=_progress_bar(name) if sys.stderr.isatty() else None)
         except UserError as err:
