@@ -109,9 +109,15 @@ def bounded(kind=float, low=None, high=None, *, low_open: bool = False, high_ope
 
 
 def atomic_write_text(path, text: str) -> None:
-    """Write a text file through a temporary file and a rename: never half-written."""
-    with atomic_output(path) as tmp:
-        Path(tmp).write_text(text)
+    """Write a text file through a temporary file and a rename: never half-written; a full disk
+    is one line (:func:`no_space`)."""
+    try:
+        with atomic_output(path) as tmp:
+            Path(tmp).write_text(text)
+    except OSError as err:
+        if disk_full(err, Path(path).parent):
+            raise UserError(no_space(path)) from None
+        raise
 
 
 class atomic_output:
@@ -151,7 +157,9 @@ class atomic_output:
                 self.tmp.unlink(missing_ok=True)
                 raise UserError(f"{self.path}: cannot write ({err.strerror})") from None
         else:
-            full = disk_full(exc, self.tmp.parent)  # judged before the partial file is removed
+            # libsndfile's bare "system error" becomes the full-disk line here, judged before the
+            # partial file is removed; an OSError goes on, for the caller's own words (a checkpoint)
+            full = not isinstance(exc, OSError) and disk_full(exc, self.tmp.parent)
             self.tmp.unlink(missing_ok=True)
             if full:
                 raise UserError(no_space(self.path)) from None
