@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import shutil
 import subprocess
 import tempfile
@@ -153,10 +155,7 @@ def load_audio(path, sr: int | None = None, mono: bool = False, offset: float | 
     unreadable, empty or non-finite file.
     """
     path = Path(path)
-    if not path.exists():
-        raise AudioError(f"{path}: no such file")
-    if path.is_dir():
-        raise AudioError(f"{path}: is a folder, not an audio file")
+    check_regular_file(path)
     if path.suffix.lower() in FFMPEG_EXTENSIONS:
         audio, file_sr = _load_ffmpeg(path, offset, duration)
     else:
@@ -173,11 +172,48 @@ def load_audio(path, sr: int | None = None, mono: bool = False, offset: float | 
     return audio, file_sr
 
 
+def check_regular_file(path: Path) -> None:
+    """Refuse, naming it, a path that is not a regular file: missing, a folder, or a named pipe or
+    device, whose reading could wait for a writer forever or never end."""
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder, not an audio file")
+    if not path.is_file():
+        raise AudioError(f"{path}: not a regular file (a named pipe, socket or device); save the audio to a file first")
+
+
+def audio_info(path) -> tuple[int, int, int]:
+    """``(frames, channels, sample_rate)`` of an audio file from its header, without decoding it.
+
+    For the formats decoded by ffmpeg, frames come from the container's duration. Raises
+    :class:`AudioError` like :func:`load_audio`.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    check_regular_file(path)
+    if path.suffix.lower() in FFMPEG_EXTENSIONS:
+        sr, channels = _probe_ffmpeg(path)
+        proc = subprocess.run([shutil.which("ffprobe"), "-v", "error", "-show_entries", "format=duration", "-of",
+                               "default=nw=1:nk=1", str(path)], capture_output=True, text=True)
+        try:
+            seconds = float(proc.stdout.strip().splitlines()[0])
+        except (ValueError, IndexError):
+            seconds = 0.0
+        return int(math.ceil(seconds * sr)) if math.isfinite(seconds) else 0, channels, sr
+    try:
+        info = sf.info(os.fsencode(path))
+    except (sf.LibsndfileError, RuntimeError, ValueError, EOFError) as err:
+        raise AudioError(f"{path}: cannot read as audio ({_short(err)})") from None
+    return info.frames, info.channels, info.samplerate
+
+
 def _load_soundfile(path: Path, offset, duration) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(os.fsencode(path)) as f:  # bytes: a name that is not valid UTF-8 opens too
             file_sr = f.samplerate
             start = int(round((offset or 0.0) * file_sr))
             frames = -1 if duration is None else int(round(duration * file_sr))
@@ -258,8 +294,7 @@ def stream_mono(path, sr: int, block: int = STREAM_BLOCK):
     import soxr
 
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file" if not path.exists() else f"{path}: is a folder, not an audio file")
+    check_regular_file(path)
     reader = _ffmpeg_blocks if path.suffix.lower() in FFMPEG_EXTENSIONS else _soundfile_blocks
     resampler, total = None, 0
     for file_sr, audio in reader(path, block):
@@ -281,7 +316,7 @@ def _soundfile_blocks(path: Path, block: int):
     import soundfile as sf
 
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(os.fsencode(path)) as f:
             while True:
                 audio = f.read(frames=block, dtype="float32", always_2d=True)
                 if not len(audio):
@@ -382,7 +417,7 @@ def save_audio(path, audio: np.ndarray, sr: int, subtype: str | None = None, *, 
         warnings.warn(f"{path}: peak {peak:.3f} exceeds full scale; clipped to fit {fmt.upper()} {subtype}", stacklevel=2)
         audio = np.clip(audio, -1.0, 1.0)
     with atomic_output(path) as tmp:
-        sf.write(str(tmp), audio, sr, subtype=subtype, format=fmt.upper())
+        sf.write(os.fsencode(tmp), audio, sr, subtype=subtype, format=fmt.upper())
 
 
 def _save_lossy(path: Path, audio: np.ndarray, sr: int, fmt: str, bitrate: int) -> None:

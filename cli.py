@@ -6,7 +6,11 @@
   lines check their options' bounds with argparse types (:func:`bounded`) before any work, and
   :class:`ArgumentParser` says what is wrong in one line.
 * :func:`atomic_output` and :func:`atomic_write_text` write through a temporary file beside the
-  target and rename it into place, so a file is complete or absent, whatever kills the process.
+  target and rename it into place, so a file is complete or absent, whatever kills the process;
+  a full disk is one line, ``no space left on DEVICE while writing FILE`` (:func:`no_space`).
+* :func:`run_cli` turns SIGTERM into an exception like Ctrl-C's, so the ``finally`` blocks that
+  remove temporary files run on both.
+* :func:`lock_folder` lets one process at a time write a folder (an output or run folder).
 * Every script's parser has ``--verbose``; without it TensorFlow's start-up log is hidden
   (:func:`quiet_tensorflow`).
 """
@@ -15,12 +19,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import hashlib
 import importlib.abc
 import importlib.util
 import math
 import os
+import shutil
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 
@@ -28,16 +37,39 @@ class UserError(Exception):
     """An error the user can fix. Scripts print it as one line and exit with status 2."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that cleanup code runs on both."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def run_cli(main, argv=None) -> int:
-    """Run a script's ``main(argv)``: a :class:`UserError` becomes one line on stderr and exit 2."""
+    """Run a script's ``main(argv)``: a :class:`UserError` becomes one line on stderr and exit 2.
+
+    Ctrl-C (exit 130) and SIGTERM (exit 143) stop it through an exception, so temporary files
+    are removed on the way out; file names that are not valid UTF-8 are printed with escapes.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")  # a file name that is not UTF-8 is printable
+    on_term, held = None, set(_held_locks)
+    if threading.current_thread() is threading.main_thread():
+        on_term = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return main(argv) or 0
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        print("terminated" if terminated else "interrupted", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    finally:
+        release_locks(keep=held)
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
 
 
 def first_line(err: Exception) -> str:
@@ -172,9 +204,15 @@ def checked(check):
 
 
 def atomic_write_text(path, text: str) -> None:
-    """Write a text file through a temporary file and a rename: never half-written."""
-    with atomic_output(path) as tmp:
-        Path(tmp).write_text(text)
+    """Write a text file through a temporary file and a rename: never half-written; a full disk
+    is one line (:func:`no_space`)."""
+    try:
+        with atomic_output(path) as tmp:
+            Path(tmp).write_text(text)
+    except OSError as err:
+        if disk_full(err, Path(path).parent):
+            raise UserError(no_space(path)) from None
+        raise
 
 
 class atomic_output:
@@ -192,11 +230,12 @@ class atomic_output:
         if not directory.is_dir():
             raise UserError(f"{directory}: output folder does not exist")
         try:
-            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part" + self.suffix, dir=directory)
+            fd, name = tempfile.mkstemp(prefix=temp_prefix(self.path.name), suffix=".part" + self.suffix, dir=directory)
         except PermissionError:
             raise UserError(f"{directory}: output folder is not writable") from None
         except OSError as err:
-            raise UserError(f"{directory}: cannot write there ({err.strerror})") from None
+            raise UserError(no_space(self.path) if disk_full(err, directory)
+                            else f"{directory}: cannot write there ({err.strerror})") from None
         os.close(fd)
         self.tmp = Path(name)
         return self.tmp
@@ -213,5 +252,129 @@ class atomic_output:
                 self.tmp.unlink(missing_ok=True)
                 raise UserError(f"{self.path}: cannot write ({err.strerror})") from None
         else:
+            # libsndfile's bare "system error" becomes the full-disk line here, judged before the
+            # partial file is removed; an OSError goes on, for the caller's own words (a checkpoint)
+            full = not isinstance(exc, OSError) and disk_full(exc, self.tmp.parent)
             self.tmp.unlink(missing_ok=True)
+            if full:
+                raise UserError(no_space(self.path)) from None
         return False
+
+
+def temp_prefix(name: str) -> str:
+    """Prefix of the temporary file or folder written for ``name``: ``.NAME.`` (hidden), or a
+    short hash of a long name, since names are limited to 255 bytes and the temporary one adds
+    a random part and ``.part``. The files those names start are removed by
+    :func:`remove_partial` when a killed process left them."""
+    raw = os.fsencode(name)
+    return f".{name}." if len(raw) <= 64 else f".{hashlib.sha1(raw).hexdigest()[:12]}."
+
+
+def remove_partial(folder) -> None:
+    """Remove the temporary files and folders (``.*.part*``) that a killed process left in ``folder``.
+
+    Call it only while holding the folder's lock (:func:`lock_folder`): another process's are in use.
+    """
+    for path in Path(folder).glob(".*.part*"):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Full disks
+# --------------------------------------------------------------------------------------------
+
+#: Free space under which a failed write is blamed on a full disk (libsndfile does not say why).
+LOW_SPACE = 2**20
+
+
+def disk_full(err: BaseException | None, folder) -> bool:
+    """Whether ``err``, raised while writing into ``folder``, means that its disk is full.
+
+    An ``OSError`` says so (ENOSPC, or EDQUOT for a quota); libsndfile reports a failed write as
+    a bare "system error" (a ``RuntimeError``), judged by the space left on the disk.
+    """
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(err, RuntimeError):
+        try:
+            return shutil.disk_usage(folder).free < LOW_SPACE
+        except OSError:
+            return False
+    return False
+
+
+def no_space(path) -> str:
+    """The one-line message of a full disk: ``no space left on DEVICE while writing FILE``."""
+    device = Path(os.path.abspath(path))
+    while not os.path.ismount(device):
+        device = device.parent
+    return f"no space left on {device} while writing {path}; free some space there or write elsewhere"
+
+
+# --------------------------------------------------------------------------------------------
+# One process at a time per folder
+# --------------------------------------------------------------------------------------------
+
+
+#: Folders this process holds a lock on: (device, inode) -> the open descriptor holding it.
+_held_locks: dict[tuple[int, int], int] = {}
+
+
+def lock_folder(folder, fix: str = "wait for it to finish or choose another folder") -> None:
+    """Let only this process write ``folder`` (an existing output or run folder) from now on.
+
+    An advisory lock (``fcntl.flock``) on the folder itself, held until the command ends
+    (:func:`run_cli` releases it) or the process exits. Another process asking for the same
+    folder is refused at once with a :class:`UserError` naming the holder's pid (from
+    ``/proc/locks``) and ``fix``; asking again in this process is a no-op. The kernel releases
+    the lock when its holder exits, however it dies, so a stale lock cannot outlive a killed
+    run and no lock file is left behind. Where the file system has no ``flock``, or the folder
+    cannot be opened for reading, the folder goes unlocked.
+    """
+    import fcntl
+
+    st = os.stat(folder)
+    if (st.st_dev, st.st_ino) in _held_locks:
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # a folder we may write but not list: it goes unlocked
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        holder = lock_holder(folder)
+        raise UserError(f"{folder}: in use by another process (pid {holder or 'unknown'}); {fix}") from None
+    except OSError:  # a file system without flock (some network ones): it goes unlocked
+        os.close(fd)
+        return
+    _held_locks[st.st_dev, st.st_ino] = fd
+
+
+def release_locks(keep=()) -> None:
+    """Release the folder locks of :func:`lock_folder`, except those whose keys are in ``keep``."""
+    for key in [k for k in _held_locks if k not in keep]:
+        os.close(_held_locks.pop(key))  # closing the only descriptor releases the lock
+
+
+def lock_holder(path) -> int | None:
+    """The pid holding a ``flock`` on ``path``, from Linux's ``/proc/locks`` (None if unknown)."""
+    st = os.stat(path)
+    wanted = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2156378 0 EOF"; waiters' lines have "->" after the number
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK":
+            continue
+        major, minor, inode = fields[5].split(":")
+        if (int(major, 16), int(minor, 16), int(inode)) == wanted:
+            return int(fields[4])
+    return None

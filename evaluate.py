@@ -563,6 +563,20 @@ def evaluate_track(job: Job) -> list[dict]:
     return rows
 
 
+def evaluate_or_report(job: Job) -> list[dict]:
+    """:func:`evaluate_track`, or, for a track that cannot be scored (an unreadable or
+    inconsistent reference, an estimate with other channels), one row per method whose status
+    says why (``failed: ...``) and whose scores are NaN, so that the batch goes on."""
+    try:
+        return evaluate_track(job)
+    except (UserError, ValueError, MemoryError) as err:
+        reason = "out of memory" if isinstance(err, MemoryError) else cli.first_line(err)
+    methods = ([job.name] if job.estimates is not None else []) + list(job.baselines)
+    nan_scores = {c: math.nan for c in metric_columns(job.settings.families)}
+    return [{"track": job.track.name, "method": name, "seconds": math.nan, "status": f"failed: {reason}", "notes": "",
+             **nan_scores} for name in methods]
+
+
 @contextlib.contextmanager
 def _single_threaded_workers():
     """Workers inherit one BLAS/OpenMP thread each: --jobs processes, not jobs x cores threads."""
@@ -588,7 +602,7 @@ def run_jobs(jobs: list[Job], workers: int = 1, progress: bool = True) -> list[d
     with tqdm(total=len(jobs), unit="track", disable=not progress, mininterval=1.0, file=sys.stderr) as bar:
         if workers <= 1:
             for i, job in enumerate(jobs):
-                results[i] = evaluate_track(job)
+                results[i] = evaluate_or_report(job)
                 bar.update(1)
         else:
             import multiprocessing
@@ -597,7 +611,7 @@ def run_jobs(jobs: list[Job], workers: int = 1, progress: bool = True) -> list[d
             # spawn: fresh workers that read the thread limits at start-up and share no state
             with _single_threaded_workers(), ProcessPoolExecutor(
                     max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = {pool.submit(evaluate_track, job): i for i, job in enumerate(jobs)}
+                futures = {pool.submit(evaluate_or_report, job): i for i, job in enumerate(jobs)}
                 for future in as_completed(futures):
                     results[futures[future]] = future.result()
                     bar.update(1)
@@ -739,7 +753,7 @@ def main(argv=None) -> int:
 
     report(rows, summary, settings, len(tracks), verbose=args.verbose)
     print(f"wrote {', '.join(str(p) for p in written)}")
-    return 1 if any(r["status"].startswith(("missing", "unreadable")) for r in rows) else 0
+    return 1 if any(r["status"].startswith(("missing", "unreadable", "failed")) for r in rows) else 0
 
 
 def report(rows: list[dict], summary: list[dict], settings: Settings, n_tracks: int, verbose: bool = False) -> None:

@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import math
 import os
 import shutil
@@ -72,6 +73,7 @@ from pathlib import Path
 import numpy as np
 
 import audio
+import cli
 from audio import DEFAULT_PARAMS, AudioParams
 from cli import ArgumentParser, UserError, bounded, checked, run_cli
 
@@ -96,6 +98,16 @@ STEM_ALIASES = {"vocals": "vocals", "accompaniment": "accompaniment", "instrumen
 #: name (:func:`song_name`), {stem}, {ext} the output format's extension, {trackext} the song's.
 DEFAULT_FILENAME = "{track}/{stem}.{ext}"
 FILENAME_KEYS = ("track", "stem", "ext", "trackext")
+#: --max-memory's default, GiB: about two and a half hours of 44.1 kHz stereo (README, Errors).
+DEFAULT_MAX_MEMORY = 8.0
+#: :func:`memory_needed`'s terms: the process with the model loaded; the song and its vocals,
+#: float32 (4 + 4 bytes per sample and channel); and, fitted to peaks measured with
+#: ``benchmarks/bench_memory.py --lengths`` and rounded up, bytes per sample at the model's rate
+#: (spectrogram, mask, resampled mono) and per value of a full-rate STFT chunk.
+BASE_MEMORY = 0.9 * 2**30
+BYTES_PER_SAMPLE = 8
+BYTES_PER_MODEL_SAMPLE = 16
+BYTES_PER_STFT_VALUE = 12
 
 
 # --------------------------------------------------------------------------------------------
@@ -585,6 +597,11 @@ def _timed(timings: dict | None, stage: str):
 def song_name(path) -> str:
     """Output folder name of a song: the file's stem, the parent folder's name for a stems-layout
     ``mixture.*``, and ``X`` for ``X.stem.mp4``."""
+    return writable_name(_song_stem(path))
+
+
+def _song_stem(path) -> str:
+    """:func:`song_name` before :func:`writable_name`."""
     path = Path(path)
     stem = path.stem
     if stem.lower() == "mixture":
@@ -678,6 +695,16 @@ class Outputs:
                          clip=True)
 
 
+def writable_name(name: str) -> str:
+    """``name`` as a folder name any file system and terminal take: bytes that are not UTF-8
+    become U+FFFD, and a name over 255 bytes (U+FFFD takes 3) is cut with a short hash appended."""
+    raw = os.fsencode(name)
+    name = raw.decode("utf-8", errors="replace")
+    if len(name.encode()) > 255:
+        name = name.encode()[:240].decode("utf-8", errors="ignore") + "-" + hashlib.sha1(raw).hexdigest()[:8]
+    return name
+
+
 def find_songs(inputs: list[str], exclude: Path | None = None) -> tuple[list[Path], list[str]]:
     """Expand the command line's songs and folders into files: ``(files, problems)``.
 
@@ -747,7 +774,11 @@ def check_start(files: list[Path], start: float) -> None:
 
 
 def prepare_output(root: Path, targets: list[Path], overwrite: bool) -> None:
-    """Create the output folder and refuse existing outputs (unless ``overwrite``), before any work."""
+    """Create the output folder and refuse existing outputs (unless ``overwrite``), before any work.
+
+    The folder is locked for this process (:func:`cli.lock_folder`: a second run into it is
+    refused), and the temporary folders of a killed run are removed.
+    """
     if root.exists() and not root.is_dir():
         raise UserError(f"{root}: exists and is not a folder; choose another output folder with -o")
     try:
@@ -756,6 +787,9 @@ def prepare_output(root: Path, targets: list[Path], overwrite: bool) -> None:
         raise UserError(f"{root}: cannot create the output folder ({err.strerror}); choose another with -o") from None
     if not os.access(root, os.W_OK | os.X_OK):
         raise UserError(f"{root}: output folder is not writable; choose another with -o")
+    cli.lock_folder(root, "two runs into one output folder would replace each other's stems; wait for it to "
+                          "finish or choose another folder with -o")
+    cli.remove_partial(root)  # temporary folders of a run that was killed
     if overwrite:
         return
     existing = [path for path in targets if path.exists()]
@@ -764,35 +798,85 @@ def prepare_output(root: Path, targets: list[Path], overwrite: bool) -> None:
         raise UserError(f"{existing[0]} already exists{more}; pass --overwrite to replace, or choose another folder with -o")
 
 
+def check_output_apart(inputs: list[str], output: Path) -> None:
+    """Refuse an output folder that is an input folder or holds one: the stems would be mixed
+    with the songs (and :func:`find_songs` skips the output folder's files)."""
+    out = output.resolve()
+    for arg in inputs:
+        path = Path(arg)
+        if path.is_dir() and path.resolve().is_relative_to(out):
+            where = "is the input folder" if path.resolve() == out else "holds the input folder"
+            raise UserError(f"-o {output} {where} {arg}: the stems would be mixed with the songs; "
+                            "choose another output folder with -o")
+
+
+def check_memory(path, limit_gib: float, separator: "Separator") -> None:
+    """Refuse a song whose separation would need more than ``limit_gib`` GiB, from its header
+    alone (:func:`memory_needed`), so that a huge file or an absurd sample rate is one line."""
+    frames, channels, sr = audio.audio_info(path)
+    if sr < 1:
+        raise UserError(f"{path}: sample rate {sr} Hz; the file is damaged")
+    needed = memory_needed(frames, channels, sr, separator) / 2**30
+    if needed > limit_gib:
+        raise UserError(f"{path}: separating {frames / sr / 60:.1f} minutes at {sr} Hz, {channels} ch would need about "
+                        f"{needed:.1f} GiB of memory, over the --max-memory of {limit_gib:g} GiB; raise --max-memory "
+                        "if the machine has it, or cut or resample the file first")
+
+
+def memory_needed(frames: int, channels: int, sr: int, separator: "Separator") -> float:
+    """Bytes of memory the command line needs to separate ``frames`` x ``channels`` samples at ``sr``.
+
+    Counted from what it holds: the song and its vocals (float32), the model-rate spectrogram and
+    mask, and one chunk of the full-rate STFT (``chunk_frames`` frames of the :func:`frame_grid`
+    window, which an absurd sample rate makes huge), on top of :data:`BASE_MEMORY`. The factors
+    were measured (``benchmarks/bench_memory.py``; README, Errors).
+    """
+    params = separator.params
+    n_fft, hop = separator.stft_grid(sr)
+    model_samples = frames * params.sample_rate / sr
+    chunk_frames = min(separator.chunk_frames, 1 + max(frames, n_fft) // hop) + 4 * -(-(n_fft // 2) // hop)
+    song = frames * channels * BYTES_PER_SAMPLE + model_samples * BYTES_PER_MODEL_SAMPLE
+    return BASE_MEMORY + song + chunk_frames * n_fft * channels * BYTES_PER_STFT_VALUE
+
+
 def write_stems(files: dict[Path, np.ndarray], sr: int, outputs: Outputs | None = None) -> None:
     """Write each stem to its file (in ``outputs``' format, default WAV): all are written to a
     temporary folder first, in the deepest existing folder that holds them all, and moved into
-    place (their folders created) only when every one is complete, so no partial output is left."""
+    place (their folders created) only when every one is complete, so no partial output is left.
+    A full disk is one line naming the stem's file (:func:`cli.no_space`)."""
     outputs = outputs or Outputs()
     files = {Path(path): x for path, x in files.items()}
     common = Path(os.path.commonpath([path.parent for path in files]))
     parent = next(folder for folder in (common, *common.parents) if folder.is_dir())
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{common.name}.", suffix=".part", dir=parent))
+        tmp = Path(tempfile.mkdtemp(prefix=cli.temp_prefix(common.name), suffix=".part", dir=parent))
     except OSError as err:
-        raise UserError(f"{parent}: cannot write there ({err.strerror}); choose another folder with -o") from None
+        raise UserError(cli.no_space(common) if cli.disk_full(err, parent)
+                        else f"{parent}: cannot write there ({err.strerror}); choose another folder with -o") from None
     staged = {path: tmp / f"{i}-{path.name}" for i, path in enumerate(files)}  # two stems may share a name
+
+    def real_names(message: str) -> str:  # name the stems' places, not the temporary files
+        for path, temporary in staged.items():
+            message = message.replace(str(temporary), str(path))
+        return message.replace(str(tmp), str(common))
+
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            for path, x in files.items():
-                outputs.save(staged[path], x, sr)
+            try:
+                for path, x in files.items():
+                    outputs.save(staged[path], x, sr)
+            except UserError as err:  # e.g. a full disk
+                raise UserError(real_names(str(err))) from None
         for warning in caught:  # e.g. a stem louder than full scale, kept as float WAV
-            message = str(warning.message)
-            for path, temporary in staged.items():
-                message = message.replace(str(temporary), str(path))
-            print(f"note: {message}", file=sys.stderr)
+            print(f"note: {real_names(str(warning.message))}", file=sys.stderr)
         for path, temporary in staged.items():
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(temporary, path)
             except OSError as err:
-                raise UserError(f"{path}: cannot write ({err.strerror})") from None
+                raise UserError(cli.no_space(path) if cli.disk_full(err, parent)
+                                else f"{path}: cannot write ({err.strerror})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -830,6 +914,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wiener-iterations", type=bounded(int, 1), default=None, metavar="N",
                         help="EM iterations of --wiener's filter, at least 1 (default: 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace stems that already exist")
+    parser.add_argument("--max-memory", type=bounded(float, 0, low_open=True), default=DEFAULT_MAX_MEMORY, metavar="GiB",
+                        help="refuse, before reading it, a song whose separation would need more memory than this "
+                             "(estimated from its header: about 0.9 GiB plus 0.5 GiB per 10 minutes of 44.1 kHz "
+                             "stereo; README, Errors) (default: %(default)s)")
     files = parser.add_argument_group("what is written, where and how")
     files.add_argument("--stems", type=checked(parse_stems), default=STEMS, metavar="NAMES",
                        help="stems to write, separated by commas: vocals, accompaniment (also called instrumental "
@@ -866,12 +954,17 @@ def main(argv=None) -> int:
     import unet_model
 
     model_path = unet_model.model_file(args.model)
+    check_output_apart(args.songs, args.output)
     files, problems = find_songs(args.songs, exclude=args.output)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not files:
         raise UserError("no songs to separate")
     planned = plan_outputs(files, args.output, outputs)
+    for f in files:
+        if song_name(f) != _song_stem(f):
+            print(f"note: {f}: its name is not valid UTF-8 or too long; its stems are named {song_name(f)}",
+                  file=sys.stderr)
     check_start(files, args.start)
     prepare_output(args.output, [path for paths in planned.values() for path in paths.values()], args.overwrite)
     try:
@@ -885,6 +978,7 @@ def main(argv=None) -> int:
     for path in files:
         start = time.perf_counter()
         try:
+            check_memory(path, args.max_memory, separator)
             paths = separator.separate_file(path, args.output, overwrite=True, outputs=outputs, start=args.start,
                                             duration=args.duration,
                                             progress=_progress_bar(song_name(path)) if sys.stderr.isatty() else None)

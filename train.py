@@ -64,6 +64,7 @@ import re
 import sys
 from pathlib import Path
 
+import cli
 from audio import PARAMS_FILE, AudioParams
 from cli import ArgumentParser, UserError, atomic_output, atomic_write_text, bounded, first_line, run_cli
 from data_generator import MAX_PITCH
@@ -502,6 +503,8 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, params: AudioParams, con
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"--run-dir {run_dir}: cannot create ({err.strerror})") from None
+    cli.lock_folder(run_dir, "two runs in one folder would mix their history.csv and checkpoints; wait for it "
+                             "to finish or give another --run-dir")
     _remove_partial_files(run_dir)
     params.save(run_dir / PARAMS_FILE)
     atomic_write_text(config_path, json.dumps(config.to_dict(), indent=2) + "\n")

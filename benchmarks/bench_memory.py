@@ -1,12 +1,17 @@
 """Peak memory of separating a long song: the command line, and separate() with and without chunking.
 
     .venv/bin/python benchmarks/bench_memory.py [--minutes 60] [--model runs/NAME/best.keras]
+    .venv/bin/python benchmarks/bench_memory.py --lengths 0.17,5,15,30,60 [--sr 44100] [--channels 2]
 
 Writes a ``--minutes`` 44.1 kHz stereo song (a synthetic minute repeated), then runs each in a
 fresh child process and reports wall seconds and peak resident memory (``ru_maxrss``): the
 command line (``python inference.py SONG``), and ``inference.Separator.separate`` with the chunked
 full-band STFT (``inference.CHUNK_FRAMES`` frames) and in one piece. Prints one table. A few
 minutes for the default hour.
+
+``--lengths`` instead measures the command line's peak for songs of those lengths in minutes
+(noise, at ``--sr`` and ``--channels``) beside ``inference.memory_needed``'s estimate, the one
+``--max-memory`` is checked against, whose factors were fitted to such rows.
 """
 
 from __future__ import annotations
@@ -28,7 +33,34 @@ def get_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=60.0, help="length of the song (default 60)")
     parser.add_argument("--model", help="a .keras model (default: an untrained full-size U-Net)")
+    parser.add_argument("--lengths", type=lambda text: [float(x) for x in text.split(",")], default=None,
+                        help="comma-separated minutes: the command line's peak per length, and the estimate")
+    parser.add_argument("--sr", type=int, default=44100, help="with --lengths: sample rate (default 44100)")
+    parser.add_argument("--channels", type=int, default=2, help="with --lengths: channels (default 2)")
     return parser
+
+
+def estimate_rows(args, work: Path, model_path) -> list[list]:
+    """``--lengths``: per length, the command line's measured peak and ``memory_needed``'s estimate."""
+    import soundfile as sf
+
+    import inference
+
+    separator = inference.Separator(model_path)
+    rows = []
+    block = (0.1 * np.random.default_rng(0).standard_normal((10 * args.sr, args.channels))).astype(np.float32)
+    for minutes in args.lengths:
+        frames = int(minutes * 60 * args.sr)
+        song = work / f"{minutes:g}min.wav"
+        with sf.SoundFile(song, "w", args.sr, args.channels, subtype="PCM_16") as f:
+            for start in range(0, frames, len(block)):
+                f.write(block[: frames - start])
+        result = run_measured([sys.executable, "inference.py", str(song), "-o", str(work / "out"), "--model",
+                               str(model_path), "--overwrite", "--max-memory", "1000"])
+        estimate = inference.memory_needed(frames, args.channels, args.sr, separator) / 2**20
+        rows.append([f"{minutes:g} min", result["wall"], result["rss_mb"], estimate, estimate / result["rss_mb"]])
+        song.unlink()
+    return rows
 
 
 def main(argv=None) -> int:
@@ -39,6 +71,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_memory.") as tmp:
         work = Path(tmp)
         _, _, model_path = model_or_untrained(args.model, work)
+        if args.lengths:
+            rows = estimate_rows(args, work, model_path)
+            print_table(f"Peak memory of python inference.py SONG, {args.sr} Hz, {args.channels} ch, and the estimate",
+                        f"each row a fresh process; load average {load_start:.1f} at the start, {load_average():.1f} "
+                        "at the end", ["song", "wall_s", "peak_rss_mb", "estimate_mb", "estimate/peak"], rows, digits=2)
+            return 0
         sr = 44100
         vocals, accompaniment = synthetic_song(60.0, sr)
         minute = vocals + accompaniment
