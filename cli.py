@@ -206,24 +206,23 @@ def checked(check):
 def atomic_write_text(path, text: str) -> None:
     """Write a text file through a temporary file and a rename: never half-written; a full disk
     is one line (:func:`no_space`)."""
-    try:
-        with atomic_output(path) as tmp:
-            Path(tmp).write_text(text)
-    except OSError as err:
-        if disk_full(err, Path(path).parent):
-            raise UserError(no_space(path)) from None
-        raise
+    with atomic_output(path, full_disk=True) as tmp:
+        Path(tmp).write_text(text)
 
 
 class atomic_output:
     """Context manager yielding a temporary path beside ``path``, renamed onto it on success.
 
-    On an exception the temporary file is removed and ``path`` is left as it was.
+    On an exception the temporary file is removed and ``path`` is left as it was. libsndfile's
+    failed write on a full disk becomes the one line of :func:`no_space`; so does an ``OSError``
+    of a full disk with ``full_disk=True`` (without it, the OSError goes on to the caller, who
+    may say more: train.py's "the previous checkpoint is intact").
     """
 
-    def __init__(self, path, suffix: str | None = None):
+    def __init__(self, path, suffix: str | None = None, full_disk: bool = False):
         self.path = Path(path)
         self.suffix = self.path.suffix if suffix is None else suffix
+        self.full_disk = full_disk
 
     def __enter__(self) -> Path:
         directory = self.path.parent
@@ -254,7 +253,7 @@ class atomic_output:
         else:
             # libsndfile's bare "system error" becomes the full-disk line here, judged before the
             # partial file is removed; an OSError goes on, for the caller's own words (a checkpoint)
-            full = not isinstance(exc, OSError) and disk_full(exc, self.tmp.parent)
+            full = (self.full_disk or not isinstance(exc, OSError)) and disk_full(exc, self.tmp.parent)
             self.tmp.unlink(missing_ok=True)
             if full:
                 raise UserError(no_space(self.path)) from None

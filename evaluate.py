@@ -496,7 +496,7 @@ def box_plots(rows: list[dict], folder: Path, families=FAMILIES) -> list[Path]:
             ax.grid(axis="y", alpha=0.3)
             fig.tight_layout()
             path = folder / f"{family}_{metric}.png"
-            with cli.atomic_output(path) as tmp:
+            with cli.atomic_output(path, full_disk=True) as tmp:
                 fig.savefig(tmp, dpi=100, format="png")
             plt.close(fig)
             paths.append(path)

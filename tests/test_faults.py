@@ -273,6 +273,22 @@ def test_a_simulated_full_disk_during_evaluate_is_one_line_and_leaves_nothing(re
     assert files_under(out) == []
 
 
+def test_a_simulated_full_disk_while_saving_the_box_plots_is_one_line(references, tmp_path, monkeypatch, capsys):
+    """The CSVs fit, then the disk fills while matplotlib writes the first box plot."""
+    from matplotlib.figure import Figure
+
+    def fail(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Figure, "savefig", fail)
+    out = tmp_path / "results"
+    status = cli.run_cli(evaluate.main, ["--references", str(references), "--baselines", "mixture", "--out", str(out),
+                                         "--metrics", "v3", "--quiet"])
+    assert status == 2
+    assert_one_line_error(capsys.readouterr().err, f"while writing {out}/v3_", ".png", "no space left on /")
+    assert not [name for name in files_under(out) if name.endswith(".png") or ".part" in name]
+
+
 # ---------------------------------------------------------------------------- signals and leftovers
 
 
