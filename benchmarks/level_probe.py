@@ -12,15 +12,14 @@ gets louder.
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 from benchlib import load_average, print_table
+import cli  # noqa: E402  (benchlib puts the project on sys.path)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True, help="a .keras model or run folder (repeat)")
     parser.add_argument("--gains", type=float, nargs="+", default=[0.0, 6.0, 12.0], help="voice gains, dB")
     args = parser.parse_args(argv)
