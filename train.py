@@ -351,8 +351,6 @@ def make_callbacks(run_dir: Path, monitor: str, config: TrainConfig, state: dict
     """The training callbacks (callbacks.py, and Keras' own); the resume point comes last, so that
     it saves the other callbacks' state after their end-of-epoch updates and restores it after
     their start-of-training resets. The models are saved with ``params`` inside."""
-    import functools
-
     import keras
 
     from callbacks import AtomicBackup, AtomicCheckpoint, LossPlot, TimeLimit
