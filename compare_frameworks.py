@@ -3,10 +3,13 @@
     python compare_frameworks.py --model runs/NAME/best.keras --dataset mir1k --root DATA --split test --limit 5
     python compare_frameworks.py --torch coursework.pt [--params audio_params.json] SONG.wav [SONG ...]
     python compare_frameworks.py train --cache CACHE --run-dir DIR [train.py's options] [--test SPLIT]
+    python compare_frameworks.py seeds DIR [DIR ...] [--out seeds.csv]
 
-The last form trains the same recipe with Keras on TensorFlow, Keras on PyTorch and the PyTorch
+The ``train`` form trains the same recipe with Keras on TensorFlow, Keras on PyTorch and the PyTorch
 twin from the same initial weights and compares the three (``compare_training.py``; its
-``--help``: ``python compare_frameworks.py train --help``). The first two compare one model.
+``--help``: ``python compare_frameworks.py train --help``); ``seeds`` gathers such comparisons made
+with different ``--seed`` values into one table (the spread between seeds beside the difference
+between frameworks). The first two compare one model.
 
 The model given (a ``.keras`` model, or a PyTorch checkpoint of the coursework U-Net) is
 converted to the other framework (``convert_weights.py``), and both separate every song with
@@ -79,6 +82,10 @@ def main(argv=None) -> int:
         import compare_training
 
         return compare_training.main(argv[1:])
+    if argv[:1] == ["seeds"]:  # several seeds' comparisons in one table
+        import compare_training
+
+        return compare_training.seeds_main(argv[1:])
     args = get_parser().parse_args(argv)
     if args.batch_size < 1 or args.threads < 1 or args.bench_batches < 0:
         raise UserError("--batch-size and --threads must be at least 1 and --bench-batches at least 0")

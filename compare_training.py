@@ -28,6 +28,13 @@ the vocal GNSDR and GSDR (BSS Eval v3, length-weighted means) of each best model
 of the dataset the cache's training split was prepared from (the twin's model converted to
 ``best.keras`` by convert_weights.py). ``RUN_DIR/loss_curves.png`` shows the three trainings'
 loss curves.
+
+Several seeds, each comparison in its own folder, are gathered into one table by::
+
+    python compare_frameworks.py seeds runs/frameworks-mir1k-seed0 runs/frameworks-mir1k-seed1 runs/frameworks-mir1k-seed2
+
+(:func:`seeds_main`): each framework's best validation loss and vocal GNSDR per seed, their mean
+and spread between seeds, and each framework's difference from Keras/TensorFlow paired by seed.
 """
 
 from __future__ import annotations
@@ -42,8 +49,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from audio import PARAMS_FILE
-from cli import UserError, atomic_output, atomic_write_text, bounded
+from cli import ArgumentParser, UserError, atomic_output, atomic_write_text, bounded
 
 ROOT = Path(__file__).resolve().parent
 
@@ -449,3 +458,102 @@ def plot_curves(run_dir: Path, png_path: Path) -> None:
     draw_curves(fig.subplots(), run_dir)
     with atomic_output(png_path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
+
+
+# --------------------------------------------------------------------------------------------
+# Several seeds: is the difference between frameworks larger than the spread between seeds?
+# --------------------------------------------------------------------------------------------
+
+SEED_METRICS = ("best val loss", "voc GNSDR")
+
+
+def seeds_parser():
+    parser = ArgumentParser(
+        prog="compare_frameworks.py seeds",
+        description="Gather several seeds' comparisons (each made by 'compare_frameworks.py train --seed N') into "
+                    "one table: each framework's result per seed, the spread between seeds, and the difference "
+                    "between frameworks paired by seed (same initial weights, same batches).")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="comparison folders, one per seed")
+    parser.add_argument("--out", type=Path, help="also write the tables as CSV to this file")
+    return parser
+
+
+def read_comparison(run_dir: Path) -> dict[str, dict[str, float]]:
+    """``{training label: {column: value}}`` from ``run_dir/comparison.csv``; UserError if it is
+    missing, unreadable or lacks a framework."""
+    import csv
+
+    path = Path(run_dir) / TABLE_FILE
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror}); run 'compare_frameworks.py train' into "
+                        f"{run_dir} first") from None
+    table = {}
+    for row in rows:
+        try:
+            table[row["training"]] = {c: float(row[c]) for c in SEED_METRICS}
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{path}: not a comparison table (columns {', '.join(COLUMNS)})") from None
+    missing = [t.label for t in TRAININGS if t.label not in table]
+    if missing:
+        raise UserError(f"{path}: no row for {', '.join(missing)}; run the same 'compare_frameworks.py train' "
+                        "command again to finish it")
+    return table
+
+
+def seed_tables(tables: list[dict]) -> list[dict]:
+    """Rows for :func:`seeds_main`, from one :func:`read_comparison` result per seed.
+
+    Per metric: one row per framework (its value per seed, mean, and standard deviation over
+    seeds, ``ddof=1``), then one row per framework against Keras/TensorFlow: the difference
+    seed by seed, its mean and its standard deviation. The seeds pair the runs: the same seed
+    gives the three frameworks the same initial weights and the same batches.
+    """
+    rows = []
+    reference = TRAININGS[0].label
+    for metric in SEED_METRICS:
+        for training in TRAININGS:
+            values = np.array([t[training.label][metric] for t in tables])
+            rows.append({"metric": metric, "what": training.label, "values": values,
+                         "mean": values.mean(), "sd": values.std(ddof=1) if len(values) > 1 else math.nan})
+        for training in TRAININGS[1:]:
+            values = np.array([t[training.label][metric] - t[reference][metric] for t in tables])
+            rows.append({"metric": metric, "what": f"{training.label} - {reference}", "values": values,
+                         "mean": values.mean(), "sd": values.std(ddof=1) if len(values) > 1 else math.nan})
+    return rows
+
+
+def seeds_main(argv=None) -> int:
+    import evaluate
+
+    args = seeds_parser().parse_args(argv)
+    tables = [read_comparison(Path(d)) for d in args.run_dirs]
+    rows = seed_tables(tables)
+    n = len(tables)
+    header = ["", *(f"run {i + 1}" for i in range(n)), "mean", "sd"]
+
+    def shown(metric, value):
+        return f"{value:.5f}" if metric == "best val loss" else f"{value:.2f}"
+
+    print(f"{n} runs: " + ", ".join(map(str, args.run_dirs)))
+    for metric in SEED_METRICS:
+        print(f"\n{metric} (frameworks, then differences paired by run)")
+        print(evaluate.format_table([metric, *header[1:]], [
+            [r["what"], *(shown(metric, v) for v in r["values"]), shown(metric, r["mean"]),
+             shown(metric, r["sd"]) if math.isfinite(r["sd"]) else "-"]
+            for r in rows if r["metric"] == metric]))
+    if args.out:
+        import csv
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["metric", "what", *(str(d) for d in args.run_dirs), "mean", "sd"])
+        for r in rows:
+            writer.writerow([r["metric"], r["what"], *(f"{v:.6g}" for v in r["values"]), f"{r['mean']:.6g}",
+                             f"{r['sd']:.6g}"])
+        atomic_write_text(args.out, buffer.getvalue())
+        print(f"wrote {args.out}")
+    return 0

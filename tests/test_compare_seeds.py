@@ -1,0 +1,65 @@
+"""``compare_frameworks.py seeds``: several seeds' comparison tables gathered into one (no
+PyTorch needed: it reads the comparison.csv files that ``compare_frameworks.py train`` wrote)."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+import compare_frameworks
+import compare_training
+from cli import UserError
+
+LABELS = [t.label for t in compare_training.TRAININGS]
+
+
+def write_comparison(run_dir, losses, gnsdr):
+    """A comparison.csv as compare_training.write_table writes it, one row per framework."""
+    run_dir.mkdir(parents=True)
+    rows = [{"training": label, "final val loss": loss * 1.1, "best val loss": loss, "epochs": 8, "wall s": 100.0,
+             "patches/s": 10.0, "voc GNSDR": g, "voc GSDR": g + 3} for label, loss, g in zip(LABELS, losses, gnsdr)]
+    compare_training.write_table(run_dir / compare_training.TABLE_FILE, rows)
+    return run_dir
+
+
+def test_spread_between_seeds_and_differences_paired_by_seed(tmp_path, capsys):
+    """Framework rows give each seed's value, the mean and the sample sd; difference rows subtract
+    Keras/TensorFlow seed by seed, so a constant offset has sd 0 even where the seeds spread."""
+    gnsdr = {0: [4.0, 4.5, 3.0], 1: [5.0, 5.5, 4.2], 2: [6.0, 6.5, 5.1]}
+    dirs = [write_comparison(tmp_path / f"seed{s}", [0.003 + s * 1e-4] * 3, gnsdr[s]) for s in range(3)]
+    out_csv = tmp_path / "seeds.csv"
+    assert compare_frameworks.main(["seeds", *map(str, dirs), "--out", str(out_csv)]) == 0
+    out = capsys.readouterr().out
+    rows = {(r["metric"], r["what"]): r for r in csv.DictReader(open(out_csv))}
+    tf = rows[("voc GNSDR", "Keras/TensorFlow")]
+    assert [float(tf[str(d)]) for d in dirs] == [4.0, 5.0, 6.0]
+    assert float(tf["mean"]) == pytest.approx(5.0) and float(tf["sd"]) == pytest.approx(1.0)
+    torch_diff = rows[("voc GNSDR", "Keras/PyTorch - Keras/TensorFlow")]
+    assert float(torch_diff["mean"]) == pytest.approx(0.5) and float(torch_diff["sd"]) == pytest.approx(0.0, abs=1e-9)
+    twin_diff = rows[("voc GNSDR", "PyTorch twin - Keras/TensorFlow")]
+    assert [float(twin_diff[str(d)]) for d in dirs] == pytest.approx([-1.0, -0.8, -0.9])
+    assert float(twin_diff["sd"]) == pytest.approx(np.std([-1.0, -0.8, -0.9], ddof=1))
+    loss = rows[("best val loss", "Keras/TensorFlow")]
+    assert float(loss["sd"]) == pytest.approx(1e-4)
+    assert "PyTorch twin - Keras/TensorFlow" in out and "-0.90" in out  # the printed table
+
+
+def test_one_run_has_no_spread_and_bad_folders_are_one_line_errors(tmp_path, capsys):
+    one = write_comparison(tmp_path / "one", [0.003] * 3, [4.0, 4.1, 4.2])
+    assert compare_frameworks.main(["seeds", str(one)]) == 0
+    assert "4.10" in capsys.readouterr().out
+    assert math.isnan(compare_training.seed_tables([compare_training.read_comparison(one)])[0]["sd"])
+
+    with pytest.raises(UserError, match="cannot read.*compare_frameworks.py train"):
+        compare_frameworks.main(["seeds", str(one), str(tmp_path / "missing")])
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / compare_training.TABLE_FILE).write_text(
+        "training,final val loss,best val loss,epochs,wall s,patches/s,voc GNSDR,voc GSDR\n"
+        "Keras/TensorFlow,0.1,0.1,2,1,1,3,4\n")
+    with pytest.raises(UserError, match="no row for Keras/PyTorch, PyTorch twin"):
+        compare_frameworks.main(["seeds", str(partial)])
+    (partial / compare_training.TABLE_FILE).write_text("a,b\n1,2\n")
+    with pytest.raises(UserError, match="not a comparison table"):
+        compare_frameworks.main(["seeds", str(partial)])
