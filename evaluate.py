@@ -23,7 +23,9 @@ alone, which leaves BSS Eval nothing to call interference and gives SIR = inf):
     by their length, as Huang et al. (2014) report them.
 ``v4_*``: BSS Eval v4, ``museval.evaluate`` (SiSEC 2018, the MUSDB18 papers): SDR, SIR, SAR and
     ISR on 1-second frames, the median over frames per track; summaries take the median over
-    tracks, the number Spleeter, Open-Unmix and Demucs report.
+    tracks, the number Spleeter, Open-Unmix and Demucs report. v4 fits its distortion filters to
+    the whole track, so a frame's ISR, SIR and SAR can fall below its SDR (which does not depend
+    on the filters): read v4's SDR, and v3 for SIR and SAR (README, "Honest metrics").
 
 Signals are evaluated by default at 8192 Hz folded to mono (the model's own rate and channel, as
 in the coursework): references and estimates are resampled (soxr) and their channels averaged.
