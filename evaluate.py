@@ -70,7 +70,6 @@ FAMILIES = tuple(METRICS)
 SILENCE_PEAK = 1e-4
 #: Columns of per_track.csv before the metrics.
 ROW_FIELDS = ("track", "method", "seconds", "status", "notes")
-ESTIMATE_LAYOUT = "expected <estimates>/<track>/vocals.wav and <estimates>/<track>/accompaniment.wav"
 #: Which estimate files hold each source: ``{source: (file stem, ...)}``, several stems summed.
 #: A source left out is derived as the mixture minus the other (see :func:`load_estimates`).
 DEFAULT_STEM_NAMES = {source: (source,) for source in SOURCES}
@@ -387,17 +386,26 @@ def load_estimates(files: dict[str, list[Path]], references: dict, sr: int, sett
     return ests
 
 
-def check_estimates(folder: Path, names: list[str]) -> list[str]:
+def estimate_layout(stem_names=None) -> str:
+    """The expected estimates layout in words, for error messages: the stems ``--stem-names`` names."""
+    files = [f"<estimates>/<track>/{'+'.join(stems)}.wav" for stems in (stem_names or DEFAULT_STEM_NAMES).values()]
+    return "expected " + " and ".join(files)
+
+
+def check_estimates(folder: Path, names: list[str], stem_names=None) -> list[str]:
     """Refuse an estimates folder that matches none of the reference tracks (a wrong layout),
-    showing the expected one; returns notes on the ones that do not match."""
+    showing the expected one (``stem_names`` as :func:`estimate_files` takes them); returns notes
+    on the ones that do not match."""
+    layout = estimate_layout(stem_names)
     if not folder.is_dir():
-        raise UserError(f"{folder}: no such estimates folder; {ESTIMATE_LAYOUT}")
+        raise UserError(f"{folder}: no such estimates folder; {layout}")
     present = {p.name for p in folder.iterdir() if p.is_dir()}
     if not present & set(names):
         listing = sorted(p.name for p in folder.iterdir())[:5]
+        first = next(iter((stem_names or DEFAULT_STEM_NAMES).values()))[0]
         raise UserError(
-            f"{folder}: none of the {len(names)} reference tracks has an estimate folder here; {ESTIMATE_LAYOUT}, "
-            f"e.g. {folder / names[0] / 'vocals.wav'} (found: {', '.join(listing) or 'nothing'})")
+            f"{folder}: none of the {len(names)} reference tracks has an estimate folder here; {layout}, "
+            f"e.g. {folder / names[0] / (first + '.wav')} (found: {', '.join(listing) or 'nothing'})")
     extra = sorted(present - set(names))
     if extra:
         return [f"{len(extra)} estimate folder(s) match no reference track and are ignored: {', '.join(extra[:5])}"
@@ -711,7 +719,7 @@ def main(argv=None) -> int:
     tracks = datasets.find_tracks(args.dataset, args.references, split=args.split, unit=unit)
     if args.limit is not None:
         tracks = tracks[: args.limit]
-    notes = check_estimates(args.estimates, [t.name for t in tracks]) if args.estimates is not None else []
+    notes = check_estimates(args.estimates, [t.name for t in tracks], args.stem_names) if args.estimates is not None else []
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
