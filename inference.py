@@ -810,12 +810,17 @@ def check_output_apart(inputs: list[str], output: Path) -> None:
                             "choose another output folder with -o")
 
 
-def check_memory(path, limit_gib: float, separator: "Separator") -> None:
+def check_memory(path, limit_gib: float, separator: "Separator", start: float = 0.0,
+                 duration: float | None = None) -> None:
     """Refuse a song whose separation would need more than ``limit_gib`` GiB, from its header
-    alone (:func:`memory_needed`), so that a huge file or an absurd sample rate is one line."""
+    alone (:func:`memory_needed`), so that a huge file or an absurd sample rate is one line.
+    With ``start``/``duration`` (seconds) only that part is read, so only it counts."""
     frames, channels, sr = audio.audio_info(path)
     if sr < 1:
         raise UserError(f"{path}: sample rate {sr} Hz; the file is damaged")
+    frames = max(0, frames - int(start * sr))
+    if duration is not None:
+        frames = min(frames, int(math.ceil(duration * sr)))
     needed = memory_needed(frames, channels, sr, separator) / 2**30
     if needed > limit_gib:
         raise UserError(f"{path}: separating {frames / sr / 60:.1f} minutes at {sr} Hz, {channels} ch would need about "
@@ -978,7 +983,7 @@ def main(argv=None) -> int:
     for path in files:
         start = time.perf_counter()
         try:
-            check_memory(path, args.max_memory, separator)
+            check_memory(path, args.max_memory, separator, args.start, args.duration)
             paths = separator.separate_file(path, args.output, overwrite=True, outputs=outputs, start=args.start,
                                             duration=args.duration,
                                             progress=_progress_bar(song_name(path)) if sys.stderr.isatty() else None)

@@ -101,6 +101,22 @@ def test_a_four_gigabyte_song_is_refused_before_reading_unless_the_limit_is_rais
         separate(path, "-o", tmp_path / "out", "--model", model_dir, "--max-memory", str(needed + 1))
 
 
+def test_only_the_part_that_start_and_duration_read_counts_against_max_memory(no_reading, model_dir, tmp_path,
+                                                                               capsys):
+    """The same 6.5-hour file: a minute of it, or its last minute, passes the check (and is read)."""
+    frames = int(6.5 * 3600 * 44100)
+    path = tmp_path / "six hours.wav"
+    with open(path, "wb") as f:
+        f.write(wav_header(frames, 44100, 2))
+        f.truncate(44 + frames * 4)
+    for part in (["--start", "60", "--duration", "60"], ["--start", str(6.5 * 3600 - 60)]):
+        with pytest.raises(AssertionError, match="was read"):
+            separate(path, "-o", tmp_path / "out", "--model", model_dir, *part)
+    status = separate(path, "-o", tmp_path / "out", "--model", model_dir, "--start", "60")  # 6.48 hours left
+    assert status == 1
+    assert_one_line_error(capsys.readouterr().err, "six hours.wav", "389.0 minutes", "--max-memory")
+
+
 def test_memory_needed_grows_with_the_song_and_its_rate(model_dir):
     separator = inference.Separator(model_dir)
     minute = inference.memory_needed(60 * 44100, 2, 44100, separator)
