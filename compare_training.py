@@ -503,6 +503,14 @@ def read_comparison(run_dir: Path) -> dict[str, dict[str, float]]:
     return table
 
 
+def run_label(run_dir: Path, index: int) -> str:
+    """"seed N" from the comparison's Keras/TensorFlow config.json, else "run <index + 1>"."""
+    try:
+        return f"seed {json.loads((run_dir / TRAININGS[0].folder / 'config.json').read_text())['seed']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"run {index + 1}"
+
+
 def seed_tables(tables: list[dict]) -> list[dict]:
     """Rows for :func:`seeds_main`, from one :func:`read_comparison` result per seed.
 
@@ -532,15 +540,16 @@ def seeds_main(argv=None) -> int:
     tables = [read_comparison(Path(d)) for d in args.run_dirs]
     rows = seed_tables(tables)
     n = len(tables)
-    header = ["", *(f"run {i + 1}" for i in range(n)), "mean", "sd"]
+    header = ["", *(run_label(Path(d), i) for i, d in enumerate(args.run_dirs)), "mean", "sd"]
 
-    def shown(metric, value):
-        return f"{value:.5f}" if metric == "best val loss" else f"{value:.2f}"
+    def shown(metric, value):  # losses in thousandths: their differences are in the fourth digit
+        return f"{value * 1e3:.4f}" if metric == "best val loss" else f"{value:.2f}"
 
     print(f"{n} runs: " + ", ".join(map(str, args.run_dirs)))
     for metric in SEED_METRICS:
-        print(f"\n{metric} (frameworks, then differences paired by run)")
-        print(evaluate.format_table([metric, *header[1:]], [
+        name = metric + (" (x1e-3)" if metric == "best val loss" else "")
+        print(f"\n{name}: each framework, then its difference from {TRAININGS[0].label} run by run")
+        print(evaluate.format_table([name, *header[1:]], [
             [r["what"], *(shown(metric, v) for v in r["values"]), shown(metric, r["mean"]),
              shown(metric, r["sd"]) if math.isfinite(r["sd"]) else "-"]
             for r in rows if r["metric"] == metric]))

@@ -28,6 +28,8 @@ def test_spread_between_seeds_and_differences_paired_by_seed(tmp_path, capsys):
     Keras/TensorFlow seed by seed, so a constant offset has sd 0 even where the seeds spread."""
     gnsdr = {0: [4.0, 4.5, 3.0], 1: [5.0, 5.5, 4.2], 2: [6.0, 6.5, 5.1]}
     dirs = [write_comparison(tmp_path / f"seed{s}", [0.003 + s * 1e-4] * 3, gnsdr[s]) for s in range(3)]
+    (dirs[1] / "keras-tensorflow").mkdir()
+    (dirs[1] / "keras-tensorflow" / "config.json").write_text('{"seed": 7}')  # train.py's record of the seed
     out_csv = tmp_path / "seeds.csv"
     assert compare_frameworks.main(["seeds", *map(str, dirs), "--out", str(out_csv)]) == 0
     out = capsys.readouterr().out
@@ -43,6 +45,8 @@ def test_spread_between_seeds_and_differences_paired_by_seed(tmp_path, capsys):
     loss = rows[("best val loss", "Keras/TensorFlow")]
     assert float(loss["sd"]) == pytest.approx(1e-4)
     assert "PyTorch twin - Keras/TensorFlow" in out and "-0.90" in out  # the printed table
+    assert "run 1" in out and "seed 7" in out and "run 3" in out  # columns named by seed where recorded
+    assert "3.1000" in out  # losses printed in thousandths
 
 
 def test_one_run_has_no_spread_and_bad_folders_are_one_line_errors(tmp_path, capsys):
