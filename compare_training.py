@@ -34,7 +34,7 @@ Several seeds, each comparison in its own folder, are gathered into one table by
     python compare_frameworks.py seeds runs/frameworks-mir1k-seed0 runs/frameworks-mir1k-seed1 runs/frameworks-mir1k-seed2
 
 (:func:`seeds_main`): each framework's best validation loss and vocal GNSDR per seed, their mean
-and spread between seeds, and each framework's difference from Keras/TensorFlow paired by seed.
+and spread between seeds, and the difference of each pair of frameworks, paired by seed.
 """
 
 from __future__ import annotations
@@ -472,7 +472,7 @@ def seeds_parser():
         prog="compare_frameworks.py seeds",
         description="Gather several seeds' comparisons (each made by 'compare_frameworks.py train --seed N') into "
                     "one table: each framework's result per seed, the spread between seeds, and the difference "
-                    "between frameworks paired by seed (same initial weights, same batches).")
+                    "between each pair of frameworks, paired by seed (same initial weights, same batches).")
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="comparison folders, one per seed")
     parser.add_argument("--out", type=Path, help="also write the tables as CSV to this file")
     return parser
@@ -515,21 +515,24 @@ def seed_tables(tables: list[dict]) -> list[dict]:
     """Rows for :func:`seeds_main`, from one :func:`read_comparison` result per seed.
 
     Per metric: one row per framework (its value per seed, mean, and standard deviation over
-    seeds, ``ddof=1``), then one row per framework against Keras/TensorFlow: the difference
-    seed by seed, its mean and its standard deviation. The seeds pair the runs: the same seed
-    gives the three frameworks the same initial weights and the same batches.
+    seeds, ``ddof=1``), then one row per pair of frameworks: their difference seed by seed, its
+    mean and its standard deviation. The seeds pair the runs: the same seed gives the three
+    frameworks the same initial weights and the same batches, so a difference that keeps its
+    sign and size from seed to seed (a small sd of the difference) is the frameworks', even where
+    each framework's own spread between seeds is larger.
     """
+    def row(metric, what, values):
+        values = np.array(values)
+        return {"metric": metric, "what": what, "values": values, "mean": values.mean(),
+                "sd": values.std(ddof=1) if len(values) > 1 else math.nan}
+
     rows = []
-    reference = TRAININGS[0].label
     for metric in SEED_METRICS:
-        for training in TRAININGS:
-            values = np.array([t[training.label][metric] for t in tables])
-            rows.append({"metric": metric, "what": training.label, "values": values,
-                         "mean": values.mean(), "sd": values.std(ddof=1) if len(values) > 1 else math.nan})
-        for training in TRAININGS[1:]:
-            values = np.array([t[training.label][metric] - t[reference][metric] for t in tables])
-            rows.append({"metric": metric, "what": f"{training.label} - {reference}", "values": values,
-                         "mean": values.mean(), "sd": values.std(ddof=1) if len(values) > 1 else math.nan})
+        rows += [row(metric, t.label, [table[t.label][metric] for table in tables]) for t in TRAININGS]
+        for i, first in enumerate(TRAININGS):
+            for second in TRAININGS[i + 1:]:
+                rows.append(row(metric, f"{second.label} - {first.label}",
+                                [table[second.label][metric] - table[first.label][metric] for table in tables]))
     return rows
 
 
@@ -548,7 +551,7 @@ def seeds_main(argv=None) -> int:
     print(f"{n} runs: " + ", ".join(map(str, args.run_dirs)))
     for metric in SEED_METRICS:
         name = metric + (" (x1e-3)" if metric == "best val loss" else "")
-        print(f"\n{name}: each framework, then its difference from {TRAININGS[0].label} run by run")
+        print(f"\n{name}: each framework, then the difference of each pair run by run")
         print(evaluate.format_table([name, *header[1:]], [
             [r["what"], *(shown(metric, v) for v in r["values"]), shown(metric, r["mean"]),
              shown(metric, r["sd"]) if math.isfinite(r["sd"]) else "-"]

@@ -25,7 +25,8 @@ def write_comparison(run_dir, losses, gnsdr):
 
 def test_spread_between_seeds_and_differences_paired_by_seed(tmp_path, capsys):
     """Framework rows give each seed's value, the mean and the sample sd; difference rows subtract
-    Keras/TensorFlow seed by seed, so a constant offset has sd 0 even where the seeds spread."""
+    one framework from another seed by seed, so a constant offset has sd 0 even where the seeds
+    spread."""
     gnsdr = {0: [4.0, 4.5, 3.0], 1: [5.0, 5.5, 4.2], 2: [6.0, 6.5, 5.1]}
     dirs = [write_comparison(tmp_path / f"seed{s}", [0.003 + s * 1e-4] * 3, gnsdr[s]) for s in range(3)]
     (dirs[1] / "keras-tensorflow").mkdir()
@@ -42,6 +43,8 @@ def test_spread_between_seeds_and_differences_paired_by_seed(tmp_path, capsys):
     twin_diff = rows[("voc GNSDR", "PyTorch twin - Keras/TensorFlow")]
     assert [float(twin_diff[str(d)]) for d in dirs] == pytest.approx([-1.0, -0.8, -0.9])
     assert float(twin_diff["sd"]) == pytest.approx(np.std([-1.0, -0.8, -0.9], ddof=1))
+    pair = rows[("voc GNSDR", "PyTorch twin - Keras/PyTorch")]  # every pair, not only against TensorFlow
+    assert [float(pair[str(d)]) for d in dirs] == pytest.approx([-1.5, -1.3, -1.4])
     loss = rows[("best val loss", "Keras/TensorFlow")]
     assert float(loss["sd"]) == pytest.approx(1e-4)
     assert "PyTorch twin - Keras/TensorFlow" in out and "-0.90" in out  # the printed table
