@@ -312,7 +312,10 @@ def test_a_simulated_full_disk_while_saving_the_box_plots_is_one_line(references
 def test_a_signal_while_writing_stems_removes_the_temporary_folder(sig, status, model_dir, tmp_path):
     """The process signals itself once the first stem is in its temporary folder."""
     out = tmp_path / "out"
-    code = ("import os, sys, audio, cli, inference\n"
+    # Python leaves SIGINT ignored when it starts with it ignored (a background job of a
+    # non-interactive shell, as CI may run it); a terminal's Ctrl-C reaches the default handler.
+    code = ("import os, signal, sys, audio, cli, inference\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "real = audio.save_audio\n"
             "def save_then_signal(*args, **kwargs):\n"
             "    real(*args, **kwargs)\n"
