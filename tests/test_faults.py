@@ -81,15 +81,21 @@ def test_a_huge_sample_rate_in_a_header_is_refused_before_reading(no_reading, mo
     assert files_under(tmp_path / "out") == []
 
 
-def test_a_four_gigabyte_song_is_refused_before_reading_unless_the_limit_is_raised(no_reading, model_dir, tmp_path,
-                                                                                   capsys):
-    """6.5 hours of 44.1 kHz stereo, a 4.1 GB WAV (sparse: it takes no disk space)."""
+def six_hours(folder):
+    """A 6.5-hour 44.1 kHz stereo WAV of 4.1 GB, sparse (no disk space): only its header is real."""
     frames = int(6.5 * 3600 * 44100)
-    path = tmp_path / "six hours.wav"
+    path = folder / "six hours.wav"
     with open(path, "wb") as f:
         f.write(wav_header(frames, 44100, 2))
         f.truncate(44 + frames * 4)
     assert sf.info(str(path)).frames == frames
+    return path
+
+
+def test_a_four_gigabyte_song_is_refused_before_reading_unless_the_limit_is_raised(no_reading, model_dir, tmp_path,
+                                                                                   capsys):
+    """6.5 hours of 44.1 kHz stereo, a 4.1 GB WAV (sparse: it takes no disk space)."""
+    path = six_hours(tmp_path)
     status = separate(path, "-o", tmp_path / "out", "--model", model_dir)
     err = capsys.readouterr().err
     assert status == 1
@@ -104,11 +110,7 @@ def test_a_four_gigabyte_song_is_refused_before_reading_unless_the_limit_is_rais
 def test_only_the_part_that_start_and_duration_read_counts_against_max_memory(no_reading, model_dir, tmp_path,
                                                                                capsys):
     """The same 6.5-hour file: a minute of it, or its last minute, passes the check (and is read)."""
-    frames = int(6.5 * 3600 * 44100)
-    path = tmp_path / "six hours.wav"
-    with open(path, "wb") as f:
-        f.write(wav_header(frames, 44100, 2))
-        f.truncate(44 + frames * 4)
+    path = six_hours(tmp_path)
     for part in (["--start", "60", "--duration", "60"], ["--start", str(6.5 * 3600 - 60)]):
         with pytest.raises(AssertionError, match="was read"):
             separate(path, "-o", tmp_path / "out", "--model", model_dir, *part)
