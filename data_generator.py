@@ -67,8 +67,8 @@ from pathlib import Path
 
 import numpy as np
 
-import datasets
-from audio import (
+from separation import datasets
+from separation.audio import (
     DEFAULT_PARAMS,
     PARAMS_FILE,
     AudioError,
@@ -83,7 +83,7 @@ from audio import (
     stream_mono,
     to_mono,
 )
-from cli import ArgumentParser, UserError, atomic_output, atomic_write_text, bounded, run_cli
+from separation.cli import ArgumentParser, UserError, atomic_output, atomic_write_text, bounded, run_cli
 
 CACHE_FORMAT = 2
 #: Formats :class:`Cache` reads; format 1 has magnitudes only (no waveforms).
@@ -848,7 +848,7 @@ class PatchSampler:
             if not silent[b]:
                 vocals, voiced = self._segment(track[b], "vocals", offset[b] * p.hop_length, length)
                 if self.effects:
-                    import production
+                    from separation import production
 
                     vocals = production.produce(vocals, p.sample_rate, rng, self.effects)
                 if levels is not None:
@@ -875,9 +875,9 @@ def level_gain(vocals: np.ndarray, accompaniment: np.ndarray, level_db: float) -
 def production_effects() -> tuple[str, ...]:
     """The effect names of production.py (``production.EFFECTS``), or a UserError when it is absent."""
     try:
-        import production
+        from separation import production
     except ModuleNotFoundError as err:
-        if err.name != "production":
+        if err.name != "separation.production":
             raise
         raise UserError("the vocal effects need production.py, which is not in this checkout") from None
     return tuple(production.EFFECTS)
@@ -927,9 +927,9 @@ def get_parser() -> argparse.ArgumentParser:
 
 def _synthesize(args) -> None:
     try:
-        import synth
+        from separation import synth
     except ModuleNotFoundError as err:
-        if err.name != "synth":
+        if err.name != "separation.synth":
             raise
         raise UserError("synth.py (the built-in dataset generator) is not in this checkout") from None
     synth.synthesize_dataset(args.out, seed=args.seed, n_train=args.train, n_test=args.test, seconds=args.seconds,

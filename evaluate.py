@@ -57,10 +57,9 @@ from pathlib import Path
 
 import numpy as np
 
-import audio
-import cli
-from audio import DEFAULT_PARAMS
-from cli import ArgumentParser, UserError, bounded
+from separation import audio, cli
+from separation.audio import DEFAULT_PARAMS
+from separation.cli import ArgumentParser, UserError, bounded
 
 SOURCES = ("vocals", "accompaniment")
 #: Metrics of each family, in table order.
@@ -536,7 +535,7 @@ def evaluate_track(job: Job) -> list[dict]:
     Warnings raised on the way (a length mismatch, a resampled estimate) go into the rows'
     notes rather than onto a worker's stderr.
     """
-    import baselines
+    from separation import baselines
 
     track = job.track
     with warnings.catch_warnings(record=True) as caught:
@@ -634,7 +633,7 @@ def run_jobs(jobs: list[Job], workers: int = 1, progress: bool = True) -> list[d
 
 
 def get_parser() -> argparse.ArgumentParser:
-    from datasets import DATASETS, UNITS
+    from separation.datasets import DATASETS, UNITS
 
     parser = ArgumentParser(
         description="Score separated vocals/accompaniment against references with BSS Eval v3 (mir_eval: "
@@ -699,8 +698,7 @@ def _settings_from(args) -> Settings:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    import baselines as baselines_module
-    import datasets
+    from separation import baselines as baselines_module, datasets
 
     settings = _settings_from(args)
     chosen = () if args.baselines is None else tuple(args.baselines or baselines_module.BASELINES)
@@ -756,7 +754,7 @@ def main(argv=None) -> int:
     if plots:
         written.append(args.out / f"{settings.families[0]}_SDR.png ...")
     if args.report:
-        import html_report
+        from separation import html_report
 
         written.append(html_report.write_report(args.out / "report.html", rows, summary, settings, plots,
                                                 jobs, args.report_tracks))

@@ -72,10 +72,9 @@ from pathlib import Path
 
 import numpy as np
 
-import audio
-import cli
-from audio import DEFAULT_PARAMS, AudioParams
-from cli import ArgumentParser, UserError, bounded, checked, run_cli
+from separation import audio, cli
+from separation.audio import DEFAULT_PARAMS, AudioParams
+from separation.cli import ArgumentParser, UserError, bounded, checked, run_cli
 
 #: Fraction of each patch shared with the next one: most of the SDR that overlap gains for a
 #: quarter more of the model's work (benchmarks/bench_overlap.py; figures in benchmarks/RESULTS.md).
@@ -401,7 +400,7 @@ class Separator:
             if not callable(model):
                 raise TypeError(f"model must be a keras.Model, a path or a callable, got {type(model).__name__}")
             return model, "float32"
-        import unet_fast
+        from separation import unet_fast
 
         expected = (self.params.n_bins, self.params.patch_frames, 1)
         got = tuple(model.inputs[0].shape[1:])

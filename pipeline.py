@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from cli import ArgumentParser, UserError, run_cli
+from separation.cli import ArgumentParser, UserError, run_cli
 
 
 def get_parser() -> argparse.ArgumentParser:

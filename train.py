@@ -64,9 +64,9 @@ import re
 import sys
 from pathlib import Path
 
-import cli
-from audio import PARAMS_FILE, AudioParams
-from cli import ArgumentParser, UserError, atomic_output, atomic_write_text, bounded, first_line, run_cli
+from separation import cli
+from separation.audio import PARAMS_FILE, AudioParams
+from separation.cli import ArgumentParser, UserError, atomic_output, atomic_write_text, bounded, first_line, run_cli
 from data_generator import MAX_PITCH
 from unet_model import FILTERS
 
@@ -293,7 +293,7 @@ def main(argv=None) -> int:
 
     import keras
 
-    from keras_data import DataGenerator
+    from separation.keras_data import DataGenerator
     from unet_model import build_unet
 
     keras.utils.set_random_seed(config.seed)  # initial weights and dropout
@@ -353,7 +353,7 @@ def make_callbacks(run_dir: Path, monitor: str, config: TrainConfig, state: dict
     their start-of-training resets. The models are saved with ``params`` inside."""
     import keras
 
-    from callbacks import AtomicBackup, AtomicCheckpoint, LossPlot, TimeLimit
+    from separation.callbacks import AtomicBackup, AtomicCheckpoint, LossPlot, TimeLimit
 
     reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=config.lr_patience,
                                                   min_lr=1e-7, verbose=1)
@@ -480,7 +480,7 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, params: AudioParams, con
 
     Returns the saved training state (``backup/state.json``) of an earlier run, or None when
     training starts from scratch. Refuses (UserError) a folder of another configuration, other
-    audio parameters or not made by train.py, so nothing is ever overwritten. train_torch.py
+    audio parameters or not made by train.py, so nothing is ever overwritten. pytorch_twin/train_torch.py
     passes its own ``config_file`` and ``script`` name, so neither script takes the other's folder.
     """
     config_path = run_dir / config_file

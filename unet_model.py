@@ -29,7 +29,7 @@ Choices, compared with the PyTorch coursework (``Conv2d(1,16,5,2,2)`` ...,
   (``2n + 3``) then ``Cropping2D(((2, 1), (2, 1)))`` (``2n`` on the way up). Keras'
   ``padding='same'`` gives the same shapes but pads 1 before and 2 after, so its stride-2
   convolutions read the input at the other parity: another function, which no re-indexing of
-  5-tap kernels makes equal (convert_weights.py explains). With explicit padding the
+  5-tap kernels makes equal (pytorch_twin/convert_weights.py explains). With explicit padding the
   coursework's PyTorch weights give exactly its outputs here.
 * The skip connection concatenates the encoder block's *activated* output (after LeakyReLU)
   with the decoder block's output after its ReLU and dropout, decoder channels first
@@ -54,8 +54,8 @@ import json
 import zipfile
 from pathlib import Path
 
-from audio import DEFAULT_PARAMS, PARAMS_FILE, AudioParams
-from cli import UserError, first_line
+from separation.audio import DEFAULT_PARAMS, PARAMS_FILE, AudioParams
+from separation.cli import UserError, first_line
 
 #: Default encoder filters; the decoder mirrors them.
 FILTERS = (16, 32, 64, 128, 256, 512)
@@ -104,7 +104,7 @@ def build_unet(
     # PyTorch's padding: k//2 zeros on both sides before each 'valid' stride-2 convolution, and
     # each 'valid' transposed convolution (2h + k - 2 rows) cropped by k//2 at the start and
     # k//2 - 1 at the end (padding=k//2, output_padding=1), so that the coursework's weights give
-    # exactly its function (convert_weights.py). Keras' 'same' pads 1 before and 2 after and
+    # exactly its function (pytorch_twin/convert_weights.py). Keras' 'same' pads 1 before and 2 after and
     # samples the input at the other parity: equivalent shapes, a different function.
     pad = kernel_size // 2
     conv = functools.partial(keras.layers.Conv2D, kernel_size=kernel_size, strides=2, padding="valid")

@@ -26,8 +26,8 @@ from benchlib import cpu_summary, load_average, print_table
 
 import numpy as np  # noqa: E402
 
-import audio  # noqa: E402
-import cli
+from separation import audio  # noqa: E402
+from separation import cli
 import data_generator as dg  # noqa: E402
 
 #: How many times faster than training consumes them the generator must make patches.

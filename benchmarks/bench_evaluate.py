@@ -21,11 +21,11 @@ from pathlib import Path
 
 from benchlib import cpu_summary, load_average, print_table
 
-import audio  # noqa: E402
-import cli
-import datasets  # noqa: E402
+from separation import audio  # noqa: E402
+from separation import cli
+from separation import datasets  # noqa: E402
 import evaluate  # noqa: E402
-import synth  # noqa: E402
+from separation import synth  # noqa: E402
 
 
 def write_songs(folder: Path, n: int, seconds: float, sr: int = 44100) -> tuple[Path, Path]:

@@ -19,9 +19,9 @@ from benchlib import load_average, print_table, sdr, synthetic_song
 
 import numpy as np  # noqa: E402
 
-import audio  # noqa: E402
-from audio import DEFAULT_PARAMS  # noqa: E402
-from cli import ArgumentParser, run_cli  # noqa: E402
+from separation import audio  # noqa: E402
+from separation.audio import DEFAULT_PARAMS  # noqa: E402
+from separation.cli import ArgumentParser, run_cli  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -37,9 +37,9 @@ from benchlib import cpu_summary, load_average, model_or_untrained, print_table,
 
 import numpy as np  # noqa: E402
 
-import audio  # noqa: E402
+from separation import audio  # noqa: E402
 import inference  # noqa: E402
-from cli import ArgumentParser, run_cli  # noqa: E402
+from separation.cli import ArgumentParser, run_cli  # noqa: E402
 
 COLUMNS = ("start", "imports", "model load", "load", "resample", "STFT", "model", "mask", "inverse STFT", "write",
            "exit", "separate")

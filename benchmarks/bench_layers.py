@@ -21,8 +21,8 @@ from benchlib import Sampled, cpu_summary, load_average, print_table
 
 import numpy as np  # noqa: E402
 
-from audio import DEFAULT_PARAMS  # noqa: E402
-from cli import ArgumentParser, run_cli  # noqa: E402
+from separation.audio import DEFAULT_PARAMS  # noqa: E402
+from separation.cli import ArgumentParser, run_cli  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     import keras
     import tensorflow as tf  # tf.function and the matmul ceiling: this script times TensorFlow's kernels
 
-    import unet_fast
+    from separation import unet_fast
     import unet_model
 
     model = unet_model.build_unet((DEFAULT_PARAMS.n_bins, DEFAULT_PARAMS.patch_frames, 1))

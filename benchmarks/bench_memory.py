@@ -25,8 +25,8 @@ from benchlib import load_average, model_or_untrained, print_table, run_measured
 
 import numpy as np  # noqa: E402
 
-import audio  # noqa: E402
-from cli import ArgumentParser, run_cli  # noqa: E402
+from separation import audio  # noqa: E402
+from separation.cli import ArgumentParser, run_cli  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
         result = run_measured([sys.executable, "inference.py", str(song), "-o", str(work / "out"), "--model",
                                str(model_path), "--overwrite"])
         rows.append(["python inference.py SONG", result["wall"], result["rss_mb"]])
-        code = ("import sys, audio, inference, unet_model; m, p = unet_model.load_model(sys.argv[1]); "
+        code = ("import sys, inference, unet_model; from separation import audio; m, p = unet_model.load_model(sys.argv[1]); "
                 "x, sr = audio.load_audio(sys.argv[2]); "
                 "s = inference.Separator(m, p, chunk_frames=int(sys.argv[3])).separate(x, sr)")
         for chunk in (inference.CHUNK_FRAMES, 10**9):

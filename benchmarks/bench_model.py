@@ -36,8 +36,8 @@ from benchlib import Sampled, cpu_summary, load_average, print_table
 
 import numpy as np  # noqa: E402
 
-from audio import DEFAULT_PARAMS  # noqa: E402
-from cli import ArgumentParser, run_cli  # noqa: E402
+from separation.audio import DEFAULT_PARAMS  # noqa: E402
+from separation.cli import ArgumentParser, run_cli  # noqa: E402
 
 MATMUL_N = 2048
 
@@ -76,7 +76,7 @@ def unet_flops(model) -> int:
 def set_threads(n: int, torch_too: bool) -> str:
     """Both frameworks' thread pools (before either starts them); returns what took effect."""
     if torch_too:
-        import compare_frameworks
+        from pytorch_twin import compare_frameworks
 
         return compare_frameworks.set_threads(n)
     import tensorflow as tf
@@ -121,7 +121,7 @@ def matmul_rows(torch_too: bool) -> list[Row]:
 
 def keras_rows(model, batches: list[int], train_batch: int, flops: int) -> list[Row]:
     import keras
-    import unet_fast
+    from separation import unet_fast
     import unet_model
 
     rng = np.random.default_rng(1)
@@ -158,9 +158,9 @@ def keras_rows(model, batches: list[int], train_batch: int, flops: int) -> list[
 
 
 def torch_rows(model, batches: list[int], train_batch: int, flops: int) -> list[Row]:
-    import convert_weights
+    from pytorch_twin import convert_weights
     import torch
-    import unet_torch
+    from pytorch_twin import unet_torch
 
     module = convert_weights.keras_to_torch(model).eval()
     last = unet_torch.UNet(module.filters).eval()

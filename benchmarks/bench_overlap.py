@@ -21,8 +21,8 @@ from benchlib import load_average, model_or_untrained, print_table, sdr, synthet
 
 import numpy as np  # noqa: E402
 
-import audio  # noqa: E402
-from cli import ArgumentParser, run_cli  # noqa: E402
+from separation import audio  # noqa: E402
+from separation.cli import ArgumentParser, run_cli  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         model, params, _ = model_or_untrained(args.model, Path(tmp))
     trained = bool(args.model)
     if args.mir1k:
-        import datasets
+        from separation import datasets
 
         found = datasets.find_tracks("mir1k", args.mir1k, split="huang-test", unit="track")
         tracks, what = [], f"{args.tracks} MIR-1K huang-test songs (8192 Hz)"

@@ -24,7 +24,7 @@ from benchlib import load_average, model_or_untrained, print_table, synthetic_so
 
 import numpy as np  # noqa: E402
 
-from cli import ArgumentParser, run_cli  # noqa: E402
+from separation.cli import ArgumentParser, run_cli  # noqa: E402
 
 PRECISIONS = ("float32", "bfloat16")
 COLUMNS = ("v3_vocals_SDR", "v3_vocals_NSDR", "v3_accompaniment_SDR", "v3_vocals_SIR", "v3_vocals_SAR")
@@ -43,7 +43,7 @@ def get_parser() -> argparse.ArgumentParser:
 def songs(args):
     """``(name, references, sr)`` of the songs to separate; references as in ``datasets.Track.load``."""
     if args.mir1k:
-        import datasets
+        from separation import datasets
 
         found = datasets.find_tracks("mir1k", args.mir1k, split=args.split, unit="track")
         for track in found[:: max(1, len(found) // args.tracks)][: args.tracks]:
@@ -57,7 +57,7 @@ def songs(args):
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    import audio
+    from separation import audio
     import evaluate
     import inference
 

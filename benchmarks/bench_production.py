@@ -15,10 +15,10 @@ import time
 import numpy as np
 
 from benchlib import cpu_summary, load_average, print_table
-import cli  # noqa: E402  (benchlib puts the project on sys.path)
+from separation import cli  # noqa: E402  (benchlib puts the project on sys.path)
 
-import production  # noqa: E402  (benchlib puts the project on sys.path)
-from audio import DEFAULT_PARAMS  # noqa: E402
+from separation import production  # noqa: E402  (benchlib puts the project on sys.path)
+from separation.audio import DEFAULT_PARAMS  # noqa: E402
 
 
 def voice_like(samples: int, sr: int) -> np.ndarray:

@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from benchlib import ROOT, cpu_summary, load_average, print_table
-import cli  # noqa: E402  (benchlib puts the project on sys.path)
+from separation import cli  # noqa: E402  (benchlib puts the project on sys.path)
 
 
 def songs(dataset: str, references: Path):
     """``(name, mixture, sr)`` of each test track."""
-    import datasets
+    from separation import datasets
 
     for track in datasets.find_tracks(dataset, references, "test"):
         stems, sr = track.load()

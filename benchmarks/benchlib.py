@@ -14,8 +14,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
@@ -57,7 +55,7 @@ def load_average() -> float:
 
 def synthetic_song(seconds: float, sr: int = 44100, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A synthetic song's ``(vocals, accompaniment)``, each ``(samples, 2)`` float32 at ``sr``."""
-    import synth
+    from separation import synth
 
     vocals, accompaniment, _ = synth.synthesize_track(seed, seconds=seconds, sr=sr)
     return vocals, accompaniment
@@ -67,7 +65,7 @@ def model_or_untrained(model_path: str | None, folder: Path):
     """``(model, params, path)``: the given ``.keras`` model, or an untrained full-size U-Net saved
     as ``folder/best.keras`` with the default audio parameters (speed does not depend on weights)."""
     import unet_model
-    from audio import DEFAULT_PARAMS
+    from separation.audio import DEFAULT_PARAMS
 
     if model_path:
         model, params = unet_model.load_model(model_path)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchlib import load_average, print_table
-import cli  # noqa: E402  (benchlib puts the project on sys.path)
+from separation import cli  # noqa: E402  (benchlib puts the project on sys.path)
 
 
 def main(argv=None) -> int:
@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     import stempeg
 
     import inference
-    from audio import DEFAULT_PARAMS as PARAMS, resample
+    from separation.audio import DEFAULT_PARAMS as PARAMS, resample
 
     stems, rate = stempeg.read_stems(stempeg.example_stem_path())  # MUSDB order: mixture, drums, bass, other, vocals
     vocals = resample(stems[4].mean(axis=1, keepdims=True), rate, PARAMS.sample_rate)[:, 0]

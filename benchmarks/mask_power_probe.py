@@ -16,13 +16,13 @@ from __future__ import annotations
 import numpy as np
 
 from benchlib import load_average, print_table
-import cli  # noqa: E402  (benchlib puts the project on sys.path)
+from separation import cli  # noqa: E402  (benchlib puts the project on sys.path)
 
 
 def songs(name: str):
     """``(references at 8192 Hz mono, seconds)`` of each song of a set: "stempeg" or a stems folder."""
-    import datasets
-    from audio import DEFAULT_PARAMS as PARAMS, resample, to_mono
+    from separation import datasets
+    from separation.audio import DEFAULT_PARAMS as PARAMS, resample, to_mono
 
     if name == "stempeg":
         import stempeg
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
 
     import evaluate
     import inference
-    from audio import DEFAULT_PARAMS as PARAMS, magnitude
+    from separation.audio import DEFAULT_PARAMS as PARAMS, magnitude
 
     separator = inference.Separator(args.model, precision="float32")
     settings = evaluate.Settings(families=("v3",))

@@ -36,8 +36,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-import cli  # noqa: E402  (every script's parser: one-line errors, --verbose)
+from separation import cli  # noqa: E402  (every script's parser: one-line errors, --verbose)
 
 COLUMNS = ("model", "stempeg v4 SDR (44.1k stereo)", "stempeg v3 SDR (8 kHz)", "dev v4 SDR median (44.1k stereo)",
            "dev v3 GNSDR (8 kHz)", "dev-low v4 SDR median (44.1k stereo)", "MIR-1K test v3 GNSDR (195 clips)")

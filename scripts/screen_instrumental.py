@@ -21,8 +21,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the project's modules
-from audio import DEFAULT_PARAMS  # noqa: E402
+from separation.audio import DEFAULT_PARAMS  # noqa: E402
 
 WINDOW_S = 10.0
 

@@ -1,14 +1,13 @@
-"""Shared fixtures. Tests import the top-level modules from the repository root."""
+"""Shared fixtures. The project is installed (editable, by requirements.txt), so tests import its
+scripts and packages as any user code does."""
 
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 import pytest  # noqa: E402
 
@@ -42,7 +41,7 @@ TINY_PIPELINE = ["--train-songs", "2", "--test-songs", "1", "--seconds", "8", "-
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A run-like folder holding a tiny untrained U-Net (best.keras) and its audio_params.json."""
     import unet_model
-    from audio import DEFAULT_PARAMS
+    from separation.audio import DEFAULT_PARAMS
 
     folder = tmp_path_factory.mktemp("tiny_model")
     unet_model.build_unet(filters=(2, 4, 4, 4, 4, 4)).save(folder / "best.keras")

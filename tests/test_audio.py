@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import audio
-from audio import AudioError, AudioParams
-from cli import UserError
+from separation import audio
+from separation.audio import AudioError, AudioParams
+from separation.cli import UserError
 
 SR = 8192
 

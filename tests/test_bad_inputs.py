@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import audio
-import cli
+from separation import audio, cli
 import evaluate
 import inference
 import unet_model
-from audio import DEFAULT_PARAMS
+from separation.audio import DEFAULT_PARAMS
 
 ROOT = Path(__file__).resolve().parent.parent
 SR = 8192
@@ -135,7 +134,7 @@ def test_an_hour_of_silence_is_separated_in_bounded_memory(model_dir, tmp_path):
         f.write(np.zeros(3600 * 1000, np.int16))
     out = tmp_path / "separated"
     code = (
-        "import resource, sys, cli, inference\n"
+        "import resource, sys, inference\nfrom separation import cli\n"
         f"status = cli.run_cli(inference.main, [{str(hour)!r}, '-o', {str(out)!r}, '--model', {str(model_dir)!r}])\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
         "sys.exit(status)\n"

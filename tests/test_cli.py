@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import cli
-from cli import UserError
+from separation import cli
+from separation.cli import UserError
 
 
 def test_run_cli_turns_user_errors_into_one_line(capsys):
@@ -68,7 +68,7 @@ def test_a_scripts_own_verbose_option_is_kept(clean_import_state):
 QUIET_IMPORT = """
 import sys
 sys.path.insert(0, sys.argv[1])
-import cli
+from separation import cli
 cli.ArgumentParser().parse_args(sys.argv[2:])
 import tensorflow
 print("imported")

@@ -1,5 +1,5 @@
-"""``compare_frameworks.py seeds``: several seeds' comparison tables gathered into one (no
-PyTorch needed: it reads the comparison.csv files that ``compare_frameworks.py train`` wrote)."""
+"""``pytorch_twin/compare_frameworks.py seeds``: several seeds' comparison tables gathered into one (no
+PyTorch needed: it reads the comparison.csv files that ``pytorch_twin/compare_frameworks.py train`` wrote)."""
 
 import csv
 import math
@@ -7,9 +7,8 @@ import math
 import numpy as np
 import pytest
 
-import compare_frameworks
-import compare_training
-from cli import UserError
+from pytorch_twin import compare_frameworks, compare_training
+from separation.cli import UserError
 
 LABELS = [t.label for t in compare_training.TRAININGS]
 
@@ -58,7 +57,7 @@ def test_one_run_has_no_spread_and_bad_folders_are_one_line_errors(tmp_path, cap
     assert "4.10" in capsys.readouterr().out
     assert math.isnan(compare_training.seed_tables([compare_training.read_comparison(one)])[0]["sd"])
 
-    with pytest.raises(UserError, match="cannot read.*compare_frameworks.py train"):
+    with pytest.raises(UserError, match="cannot read.*pytorch_twin/compare_frameworks.py train"):
         compare_frameworks.main(["seeds", str(one), str(tmp_path / "missing")])
     partial = tmp_path / "partial"
     partial.mkdir()

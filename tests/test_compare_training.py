@@ -1,5 +1,5 @@
-"""Tests of the PyTorch twin's training loop (train_torch.py) and of the same training run three
-ways (``compare_frameworks.py train``, compare_training.py): tiny real trainings on a small cache,
+"""Tests of the PyTorch twin's training loop (pytorch_twin/train_torch.py) and of the same training run three
+ways (``pytorch_twin/compare_frameworks.py train``, pytorch_twin/compare_training.py): tiny real trainings on a small cache,
 resuming after SIGKILL, refusals. Skipped as a whole without PyTorch."""
 
 import csv
@@ -17,14 +17,14 @@ import pytest
 torch = pytest.importorskip(
     "torch", reason="PyTorch not installed: `pip install torch==2.13.0` (CPU wheel) to test the PyTorch twin")
 
-import compare_frameworks  # noqa: E402
-import compare_training  # noqa: E402
-import convert_weights  # noqa: E402
+from pytorch_twin import compare_frameworks  # noqa: E402
+from pytorch_twin import compare_training  # noqa: E402
+from pytorch_twin import convert_weights  # noqa: E402
 import data_generator  # noqa: E402
 import train  # noqa: E402
-import train_torch  # noqa: E402
+from pytorch_twin import train_torch  # noqa: E402
 import unet_model  # noqa: E402
-from cli import UserError  # noqa: E402
+from separation.cli import UserError  # noqa: E402
 from test_train import TINY_PARAMS, write_stems  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +47,7 @@ def cache(stems, tmp_path_factory) -> Path:
 
 
 def recipe(cache, run_dir, epochs=3, steps=4, *extra):
-    """Options of train.py / train_torch.py for a tiny U-Net (20,701 parameters) on the tiny cache."""
+    """Options of train.py / pytorch_twin/train_torch.py for a tiny U-Net (20,701 parameters) on the tiny cache."""
     return ["--cache", str(cache), "--run-dir", str(run_dir), "--epochs", str(epochs), "--steps-per-epoch", str(steps),
             "--batch-size", "4", "--filters", "4,8,8,8,8,8", "--learning-rate", "1e-3", "--validation-split", "0.25",
             "--verbose", "0", *extra]
@@ -62,7 +62,7 @@ def subprocess_env() -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# train_torch.py
+# pytorch_twin/train_torch.py
 # --------------------------------------------------------------------------------------------
 
 
@@ -83,7 +83,7 @@ def test_twin_history_model_and_conversion(cache, tmp_path, capsys):
     with pytest.raises(UserError, match="made by another configuration.*learning_rate"):
         train_torch.main(recipe(cache, run, 2, 4, "--learning-rate", "5e-4"))
 
-    # best.pt -> .keras with convert_weights.py; the Keras model gives the twin's validation loss
+    # best.pt -> .keras with pytorch_twin/convert_weights.py; the Keras model gives the twin's validation loss
     keras_file = tmp_path / "converted" / "best.keras"
     keras_file.parent.mkdir()
     assert convert_weights.main(["torch2keras", str(run / "best.pt"), str(keras_file),
@@ -104,13 +104,13 @@ def test_twin_and_keras_refuse_each_others_folders(cache, tmp_path):
     for folder, name in ((twin, "config.json"), (keras_run, "torch_config.json")):
         folder.mkdir()
         (folder / name).write_text("{}")
-    with pytest.raises(UserError, match="no torch_config.json, so it is not a run of train_torch.py"):
+    with pytest.raises(UserError, match="no torch_config.json, so it is not a run of pytorch_twin/train_torch.py"):
         train_torch.main(recipe(cache, twin))
     with pytest.raises(UserError, match="no config.json, so it is not a run of train.py"):
         train.main(recipe(cache, keras_run))
     with pytest.raises(UserError, match="--distribute and --jit-compile are Keras'"):
         train_torch.main(recipe(cache, tmp_path / "new", 1, 1, "--distribute", "mirrored"))
-    import unet_torch
+    from pytorch_twin import unet_torch
 
     other = tmp_path / "other.pt"
     torch.save(unet_torch.UNet((4, 8, 8, 8, 8, 16)).state_dict(), other)
@@ -127,7 +127,7 @@ def test_twin_resumes_after_sigkill_exactly_as_if_never_stopped(cache, tmp_path)
     assert train_torch.main(recipe(cache, whole, epochs, steps)) == 0
 
     run = tmp_path / "killed"
-    cmd = [sys.executable, str(ROOT / "train_torch.py"), *recipe(cache, run, epochs, steps)]
+    cmd = [sys.executable, str(ROOT / "pytorch_twin" / "train_torch.py"), *recipe(cache, run, epochs, steps)]
     proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -153,7 +153,7 @@ def test_twin_resumes_after_sigkill_exactly_as_if_never_stopped(cache, tmp_path)
 
 
 # --------------------------------------------------------------------------------------------
-# compare_frameworks.py train
+# pytorch_twin/compare_frameworks.py train
 # --------------------------------------------------------------------------------------------
 
 
@@ -193,7 +193,7 @@ def test_three_frameworks_end_to_end_and_resumed_after_a_kill(cache, tmp_path, c
     run = tmp_path / "compare"
     epochs = 3
     options = ["train", *recipe(cache, run, epochs, 1, "--dropout", "0"), "--test", "test", "--threads", "1"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "compare_frameworks.py"), *options], env=subprocess_env(),
+    proc = subprocess.Popen([sys.executable, str(ROOT / "pytorch_twin" / "compare_frameworks.py"), *options], env=subprocess_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     second = run / "keras-torch"
     state = second / "backup" / "state.json"

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import audio
-import cli
+import separation
+
+from separation import audio, cli
 import data_generator as dg
-import datasets
-import keras_data
-from cli import UserError
+from separation import datasets, keras_data
+from separation.cli import UserError
 from test_datasets import write_stems
 
 P = audio.DEFAULT_PARAMS
@@ -531,9 +531,10 @@ def test_multiprocessing_workers_give_the_in_process_batches(cache_dir):
 
 def test_synthesize_forwards_to_synth(tmp_path, monkeypatch, capsys):
     calls = []
-    fake = types.ModuleType("synth")
+    fake = types.ModuleType("separation.synth")
     fake.synthesize_dataset = lambda out, **kwargs: calls.append((out, kwargs))
-    monkeypatch.setitem(sys.modules, "synth", fake)
+    monkeypatch.setitem(sys.modules, "separation.synth", fake)
+    monkeypatch.setattr(separation, "synth", fake, raising=False)
     assert dg.main(["synthesize", "--out", str(tmp_path / "s"), "--train", "3", "--test", "1", "--seconds", "5", "--seed", "2"]) == 0
     assert calls == [(tmp_path / "s", {"seed": 2, "n_train": 3, "n_test": 1, "seconds": 5.0, "progress": True})]
     assert "prepare --dataset stems" in capsys.readouterr().out

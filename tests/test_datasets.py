@@ -5,9 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import audio
-import datasets
-from cli import UserError
+from separation import audio, datasets
+from separation.cli import UserError
 
 
 def write_stems(folder: Path, sr: int = 8192, seconds: float = 2.0, channels: int = 1, freq: float = 440.0,

@@ -6,12 +6,9 @@ import warnings
 import numpy as np
 import pytest
 
-import audio
-import cli
-import baselines
-import datasets
+from separation import audio, cli, baselines, datasets
 import evaluate
-from cli import UserError
+from separation.cli import UserError
 
 SR = 8192
 

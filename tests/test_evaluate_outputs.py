@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import audio
-import cli
+from separation import audio, cli
 import evaluate
 import test_evaluate
 from test_evaluate import SR, references

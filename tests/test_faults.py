@@ -24,8 +24,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import audio
-import cli
+from separation import audio, cli
 import data_generator
 import evaluate
 import inference
@@ -237,7 +236,7 @@ def test_a_full_disk_during_inference_is_one_line_and_leaves_nothing(model_dir, 
     first, second = song(tmp_path / "in", "first.wav", 10.0), song(tmp_path / "in", "second.wav", 10.0)
     out = tmp_path / "out"
     out.mkdir()
-    code = ("import os, sys, cli, inference\n"
+    code = ("import os, sys, inference\nfrom separation import cli\n"
             "status = cli.run_cli(inference.main, sys.argv[2:])\n"
             "print('LEFT', sorted(str(p.relative_to(sys.argv[1])) for p in __import__('pathlib').Path(sys.argv[1]).rglob('*')))\n"
             "sys.exit(status)\n")
@@ -316,7 +315,7 @@ def test_a_signal_while_writing_stems_removes_the_temporary_folder(sig, status, 
     out = tmp_path / "out"
     # Python leaves SIGINT ignored when it starts with it ignored (a background job of a
     # non-interactive shell, as CI may run it); a terminal's Ctrl-C reaches the default handler.
-    code = ("import os, signal, sys, audio, cli, inference\n"
+    code = ("import os, signal, sys, inference\nfrom separation import audio, cli\n"
             "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "real = audio.save_audio\n"
             "def save_then_signal(*args, **kwargs):\n"

@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import audio
-import cli
+from separation import audio, cli
 import inference
 import unet_model
-from audio import AudioParams, DEFAULT_PARAMS
-from cli import UserError
+from separation.audio import AudioParams, DEFAULT_PARAMS
+from separation.cli import UserError
 
 TINY_FILTERS = (2, 4, 4, 4, 4, 4)
 
@@ -545,7 +544,7 @@ def test_a_separator_prepares_its_model_once(tiny_model, monkeypatch):
     """The fast mask model is built (and traced) when the Separator is made, not per song."""
     import keras
 
-    import unet_fast
+    from separation import unet_fast
 
     built = []
     build = unet_fast.inference_mask_model

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import audio
-import cli
+from separation import audio, cli
 import inference
 
 ROOT = Path(__file__).resolve().parent.parent

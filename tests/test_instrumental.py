@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import audio
+import separation
+
+from separation import audio
 import data_generator as dg
-import datasets
-from cli import UserError
+from separation import datasets
+from separation.cli import UserError
 from test_datasets import write_stems
 
 P = audio.DEFAULT_PARAMS
@@ -249,7 +251,8 @@ def stand_in_production(monkeypatch):
         return out
 
     module = types.SimpleNamespace(EFFECTS=("double", "noise"), produce=produce)
-    monkeypatch.setitem(sys.modules, "production", module)
+    monkeypatch.setitem(sys.modules, "separation.production", module)
+    monkeypatch.setattr(separation, "production", module, raising=False)
     return module
 
 
@@ -358,15 +361,17 @@ def test_mixing_needs_a_track_with_vocals(mixed_cache):
 
 
 def test_effects_without_production_py(mixed_cache, monkeypatch):
-    monkeypatch.setitem(sys.modules, "production", None)  # import fails as if the file were absent
+    monkeypatch.setitem(sys.modules, "separation.production", None)  # import fails as if the file were absent
+    monkeypatch.delattr(separation, "production", raising=False)
     with pytest.raises(UserError, match="the vocal effects need production.py, which is not in this checkout"):
         dg.PatchSampler(mixed_cache, steps_per_epoch=4, batch_size=4, effects=("reverb",))
 
 
 def test_with_the_real_production_effects(mixed_cache, monkeypatch):
     """production.py itself (helper C's pedalboard chain): every effect, deterministic, the target processed."""
-    monkeypatch.delitem(sys.modules, "production")
-    import production
+    monkeypatch.delitem(sys.modules, "separation.production")
+    monkeypatch.delattr(separation, "production", raising=False)
+    from separation import production
 
     kwargs = dict(batch_size=2, steps_per_epoch=1, seed=5, instrumental_share=0.0, vocal_level=(0.0, 0.0))
     dry = dg.PatchSampler(mixed_cache, **kwargs)[0]

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import unet_model
-from audio import AudioParams, DEFAULT_PARAMS
-from cli import UserError
+from separation.audio import AudioParams, DEFAULT_PARAMS
+from separation.cli import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_FILTERS = (4, 8, 8, 8, 8, 8)

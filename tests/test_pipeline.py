@@ -5,7 +5,7 @@ import csv
 import pytest
 
 import pipeline
-from cli import UserError
+from separation.cli import UserError
 from conftest import TINY_PIPELINE
 
 

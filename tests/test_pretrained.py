@@ -2,7 +2,7 @@
 
 import numpy as np
 
-import datasets
+from separation import datasets
 import evaluate
 import inference
 import unet_model

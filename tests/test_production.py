@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import production
-from production import EFFECTS, produce
+from separation import production
+from separation.production import EFFECTS, produce
 
 SR = 8192
 
@@ -193,7 +193,7 @@ def test_devset_command_writes_exact_stems_deterministically(tmp_path):
 
 
 def test_devset_levels_low_above_high_is_one_line_error(tmp_path, capsys):
-    import cli
+    from separation import cli
 
     argv = ["devset", "--mir1k", str(tmp_path), "--instrumental", str(tmp_path), "--out", str(tmp_path / "dev"),
             "--levels", "2", "-10"]
@@ -204,7 +204,7 @@ def test_devset_levels_low_above_high_is_one_line_error(tmp_path, capsys):
 
 
 def test_devset_without_instrumental_test_split_is_one_line_error(tmp_path, capsys):
-    import cli
+    from separation import cli
 
     (tmp_path / "mir1k").mkdir()
     (tmp_path / "music").mkdir()

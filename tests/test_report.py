@@ -14,9 +14,9 @@ import shutil
 import numpy as np
 import pytest
 
-import audio
+from separation import audio
 import evaluate
-import html_report
+from separation import html_report
 from test_evaluate import SR, references, voice_and_band, write_track
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

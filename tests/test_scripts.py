@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = sorted(p.relative_to(ROOT).as_posix() for p in [*ROOT.glob("*.py"), *ROOT.glob("benchmarks/*.py")]
+SCRIPTS = sorted(p.relative_to(ROOT).as_posix() for p in [*ROOT.glob("*.py"), *ROOT.glob("pytorch_twin/*.py"), *ROOT.glob("benchmarks/*.py")]
                  if 'if __name__ == "__main__":' in p.read_text())
 HEAVY = ("keras", "tensorflow", "torch", "matplotlib", "jax", "librosa", "numba")
 
@@ -29,7 +29,8 @@ print(json.dumps({"code": code, "cpu": usage.ru_utime + usage.ru_stime, "modules
 
 
 def test_the_scripts_are_found():
-    assert {"inference.py", "train.py", "data_generator.py", "evaluate.py", "benchmarks/bench_inference.py"} <= set(SCRIPTS)
+    assert {"inference.py", "train.py", "data_generator.py", "evaluate.py", "pytorch_twin/train_torch.py",
+            "pytorch_twin/compare_frameworks.py", "benchmarks/bench_inference.py"} <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import inference
-import unet_fast
+from separation import unet_fast
 import unet_model
-from audio import AudioParams, DEFAULT_PARAMS
+from separation.audio import AudioParams, DEFAULT_PARAMS
 
 PATHS = {"conv", "matmul", "phases", "transpose", "subpixel"}
 
@@ -244,7 +244,7 @@ import sys
 import numpy as np
 import keras
 sys.path.insert(0, sys.argv[1])
-import unet_fast
+from separation import unet_fast
 import unet_model
 
 assert keras.backend.backend() == "torch", keras.backend.backend()

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import synth
-from cli import UserError
+from separation import synth
+from separation.cli import UserError
 
 SR = 44100
 SECONDS = 6.0
@@ -183,7 +183,7 @@ def test_rerun_skips_complete_tracks_and_finishes_an_interrupted_run(tmp_path):
 
 
 def test_the_stems_reader_finds_every_track_by_a_unique_name(dataset):
-    import datasets
+    from separation import datasets
 
     root, _ = dataset
     tracks = datasets.find_tracks("stems", root)  # all splits at once: names must not collide

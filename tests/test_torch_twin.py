@@ -1,5 +1,5 @@
-"""Tests of the PyTorch twin (unet_torch.py), the weight conversion (convert_weights.py) and the
-framework comparison (compare_frameworks.py). Skipped as a whole without PyTorch."""
+"""Tests of the PyTorch twin (pytorch_twin/unet_torch.py), the weight conversion (pytorch_twin/convert_weights.py) and the
+framework comparison (pytorch_twin/compare_frameworks.py). Skipped as a whole without PyTorch."""
 
 import pickle
 import sys
@@ -11,12 +11,12 @@ import pytest
 torch = pytest.importorskip(
     "torch", reason="PyTorch not installed: `pip install torch==2.13.0` (CPU wheel) to test the PyTorch twin")
 
-import compare_frameworks  # noqa: E402
-import convert_weights  # noqa: E402
+from pytorch_twin import compare_frameworks  # noqa: E402
+from pytorch_twin import convert_weights  # noqa: E402
 import unet_model  # noqa: E402
-import unet_torch  # noqa: E402
-from audio import AudioParams, save_audio  # noqa: E402
-from cli import UserError  # noqa: E402
+from pytorch_twin import unet_torch  # noqa: E402
+from separation.audio import AudioParams, save_audio  # noqa: E402
+from separation.cli import UserError  # noqa: E402
 
 TINY_FILTERS = (4, 8, 8, 8, 8, 8)
 TINY_SHAPE = (64, 64, 1)  # depth 6 needs both axes divisible by 2**6

@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import separation
+
 import data_generator
-import keras_data
+from separation import keras_data
 import train
 import unet_model
-from audio import AudioParams, save_audio
-from cli import UserError
+from separation.audio import AudioParams, save_audio
+from separation.cli import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 SR = 8192
@@ -346,7 +348,9 @@ def test_pitch_and_tempo_reach_the_config_and_the_training_generator(cache, tmp_
         calls.append(kwargs)
         raise Stop
 
-    monkeypatch.setitem(sys.modules, "keras_data", types.SimpleNamespace(DataGenerator=generator))
+    fake = types.SimpleNamespace(DataGenerator=generator)
+    monkeypatch.setitem(sys.modules, "separation.keras_data", fake)
+    monkeypatch.setattr(separation, "keras_data", fake, raising=False)
     monkeypatch.setitem(sys.modules, "keras", types.SimpleNamespace(
         utils=types.SimpleNamespace(set_random_seed=lambda seed: None)))
     run = tmp_path / "run"
@@ -526,7 +530,8 @@ def test_only_the_chief_writes_the_run_dir(tmp_path):
 def stand_in_production(monkeypatch):
     """A stand-in production.py: one effect, "double", that doubles the voice."""
     module = types.SimpleNamespace(EFFECTS=("double",), produce=lambda vocals, sr, rng, effects: 2 * vocals)
-    monkeypatch.setitem(sys.modules, "production", module)
+    monkeypatch.setitem(sys.modules, "separation.production", module)
+    monkeypatch.setattr(separation, "production", module, raising=False)
     return module
 
 
@@ -590,7 +595,7 @@ def test_a_run_made_before_the_restructure_with_the_mixing_options_resumes(tmp_p
     """A config.json with the mixing keys as train.py wrote them before TrainConfig (lists for
     vocal_level and vocal_fx, None for options off) is what the same command line makes now: the
     run resumes; changing an option is refused and leaves the file as it was."""
-    import production
+    from separation import production
 
     run = tmp_path / "run"
     run.mkdir()
@@ -670,7 +675,7 @@ def test_init_from_other_audio_parameters_or_no_model_is_refused(cache, tmp_path
 
 
 def test_vocal_fx_names_come_from_production_py(cache, tmp_path, capsys):
-    import production
+    from separation import production
 
     with pytest.raises(SystemExit):
         train.main(tiny_args(cache, tmp_path / "run", 1, 1, "--vocal-fx", "reverb,nosuch"))

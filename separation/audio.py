@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cli import UserError, atomic_output, atomic_write_text
+from separation.cli import UserError, atomic_output, atomic_write_text
 
 
 class AudioError(UserError):

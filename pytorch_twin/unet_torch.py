@@ -1,11 +1,11 @@
 """The PyTorch twin: the U-Net of the original PyTorch coursework, so its checkpoints load here.
 
 This module is the only one in the project that imports ``torch`` at the top, and nothing else
-imports it except ``convert_weights.py`` and ``compare_frameworks.py``: PyTorch is optional
+imports it except ``pytorch_twin/convert_weights.py`` and ``pytorch_twin/compare_frameworks.py``: PyTorch is optional
 (``pip install torch==2.13.0``, the CPU wheel). It exists for two jobs: loading a checkpoint
 saved by the original PyTorch work (to evaluate it with this project's scripts after
-``convert_weights.py torch2keras``), and comparing TensorFlow with PyTorch on equal terms
-(``compare_frameworks.py``).
+``pytorch_twin/convert_weights.py torch2keras``), and comparing TensorFlow with PyTorch on equal terms
+(``pytorch_twin/compare_frameworks.py``).
 
 Architecture (defaults; ``filters`` sets the depth and widths for tiny test variants)
 ------------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ key                         shape                      notes
 ==========================  =========================  ===============================
 
 79 entries in all, 9,826,321 parameters (the Keras model's count). A ``module.`` prefix
-(``nn.DataParallel``) is accepted by the loader in ``convert_weights.py``. Batch norm uses
+(``nn.DataParallel``) is accepted by the loader in ``pytorch_twin/convert_weights.py``. Batch norm uses
 PyTorch's defaults (epsilon 1e-5, momentum 0.1), which the Keras model copies.
 """
 

@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import numpy as np
 
-import audio
-from audio import DEFAULT_PARAMS, AudioParams
+from separation import audio
+from separation.audio import DEFAULT_PARAMS, AudioParams
 
 #: Baselines in the order the tables list them.
 BASELINES = ("mixture", "irm", "ibm", "hpss", "nmf")

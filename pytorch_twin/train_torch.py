@@ -1,7 +1,7 @@
-"""Train the PyTorch twin of the U-Net (unet_torch.py): the coursework's training loop, in plain PyTorch.
+"""Train the PyTorch twin of the U-Net (pytorch_twin/unet_torch.py): the coursework's training loop, in plain PyTorch.
 
-    python train_torch.py --cache cache/builtin --run-dir runs/builtin-torch --epochs 10 --steps-per-epoch 40 --batch-size 16 --learning-rate 1e-3
-    python convert_weights.py torch2keras runs/builtin-torch/best.pt runs/builtin-torch/best.keras --params runs/builtin-torch/audio_params.json
+    python pytorch_twin/train_torch.py --cache cache/builtin --run-dir runs/builtin-torch --epochs 10 --steps-per-epoch 40 --batch-size 16 --learning-rate 1e-3
+    python pytorch_twin/convert_weights.py torch2keras runs/builtin-torch/best.pt runs/builtin-torch/best.keras --params runs/builtin-torch/audio_params.json
 
 The options are train.py's, and so is the recipe: Adam, the L1 or squared error of
 ``mask * mixture`` against the vocals, the learning rate halved after ``--lr-patience`` epochs
@@ -15,7 +15,7 @@ so epoch ``n`` here trains on the batches that Keras' ``fit`` draws for epoch ``
 them in a shuffled order, ``fit``'s ``shuffle=True``), and validation uses the same patches.
 
 What is PyTorch's own, and left so on purpose (these are the differences that
-``compare_frameworks.py train`` measures): the default initialisation (unless ``--init-from``),
+``pytorch_twin/compare_frameworks.py train`` measures): the default initialisation (unless ``--init-from``),
 Adam's epsilon (PyTorch 1e-8, Keras 1e-7), the running variance of batch norm (PyTorch keeps
 the unbiased estimate, Keras the biased one), the random numbers of dropout, float arithmetic.
 ``--distribute`` and ``--jit-compile`` are Keras' and refused; the batches are read in the loop
@@ -27,7 +27,7 @@ Run folder (``--run-dir``)::
     audio_params.json   the cache's audio parameters
     history.csv         as train.py's: epoch, learning_rate, loss, val_loss
     loss.png            the loss curves
-    best.pt, last.pt    state_dicts (the keys of unet_torch.py) of the best and the last epoch
+    best.pt, last.pt    state_dicts (the keys of pytorch_twin/unet_torch.py) of the best and the last epoch
     checkpoint.pt       the resume point: model, optimizer, scheduler, early stopping, random state
 """
 
@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 import train
-from cli import UserError, atomic_output, run_cli
+from separation.cli import UserError, atomic_output, run_cli
 
 CONFIG_FILE = "torch_config.json"
 BEST_FILE = "best.pt"
@@ -53,8 +53,8 @@ MIN_LR = 1e-7
 
 def get_parser():
     parser = train.get_parser()  # the same options, from train.TrainConfig
-    parser.prog = "train_torch.py"
-    parser.description = ("Train the PyTorch twin of the U-Net (unet_torch.py) with train.py's options and recipe. "
+    parser.prog = "pytorch_twin/train_torch.py"
+    parser.description = ("Train the PyTorch twin of the U-Net (pytorch_twin/unet_torch.py) with train.py's options and recipe. "
                           "Running the same command again resumes an interrupted run.")
     return parser
 
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     config = train.TrainConfig.from_args(args)
     if config.distribute != "none" or config.jit_compile:
-        raise UserError("--distribute and --jit-compile are Keras' options; train_torch.py trains on one device")
+        raise UserError("--distribute and --jit-compile are Keras' options; pytorch_twin/train_torch.py trains on one device")
     cache = train._open_cache(args.cache)
     train_tracks, val_tracks = train.split_tracks(cache, config.split, config.validation_split, config.seed,
                                                   config.validation_from)
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     run_dir = Path(args.run_dir)
     fresh = not (run_dir / CHECKPOINT_FILE).is_file()
     init_state = load_init_state(config.init_from) if config.init_from and fresh else None
-    train.prepare_run_dir(run_dir, config, cache.params, CONFIG_FILE, "train_torch.py")  # refuses a Keras run's folder
+    train.prepare_run_dir(run_dir, config, cache.params, CONFIG_FILE, "pytorch_twin/train_torch.py")  # refuses a Keras run's folder
 
     from data_generator import PatchSampler
 
@@ -101,7 +101,7 @@ def fit(run_dir: Path, config, train_data, val_data, init_state: dict | None = N
     import torch
     from torch import nn
 
-    from unet_torch import UNet
+    from pytorch_twin.unet_torch import UNet
 
     torch.manual_seed(config.seed)  # initial weights and dropout
     model = UNet(config.filters, kernel_size=config.kernel_size, dropout=config.dropout)
@@ -231,7 +231,7 @@ def append_history(path: Path, epoch: int, learning_rate: float, loss: float, va
 
 def load_init_state(path) -> dict:
     """``--init-from``: the state_dict of a ``.pt`` checkpoint, or of a Keras model (converted)."""
-    import convert_weights
+    from pytorch_twin import convert_weights
 
     if Path(path).suffix in (".pt", ".pth"):
         return convert_weights.load_torch_checkpoint(path)

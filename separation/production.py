@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audio import fit_length
+from separation.audio import fit_length
 
 #: The effects, in the order they are applied.
 EFFECTS = ("pitch", "highpass", "eq", "compressor", "saturation", "doubling", "reverb")
@@ -291,9 +291,9 @@ def make_devset(mir1k_root: Path, instrumental: Path, out: Path, seed: int = 0,
     in an order shuffled by the seed, from a louder part: :func:`loudest_offset`), at a level drawn uniformly from ``levels`` (dB, default :data:`DEV_LEVEL_DB`). Same seed, same bytes;
     the same seed at other ``levels`` gives the same excerpts and presets, only the levels move.
     """
-    import datasets
-    from audio import load_audio, resample
-    from cli import UserError
+    from separation import datasets
+    from separation.audio import load_audio, resample
+    from separation.cli import UserError
 
     songs = sorted(datasets.find_tracks("mir1k", mir1k_root, "test", unit="track"), key=lambda t: t.name)
     split = instrumental / "test" if (instrumental / "test").is_dir() else instrumental
@@ -345,7 +345,7 @@ def make_devset(mir1k_root: Path, instrumental: Path, out: Path, seed: int = 0,
 
 
 def get_parser() -> argparse.ArgumentParser:
-    from cli import ArgumentParser  # every script's: one-line errors, --verbose
+    from separation.cli import ArgumentParser  # every script's: one-line errors, --verbose
 
     parser = ArgumentParser(description="Production-style vocal effects; `devset` writes the produced-music development set.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -362,7 +362,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    from cli import UserError
+    from separation.cli import UserError
 
     for flag, path in (("--mir1k", args.mir1k), ("--instrumental", args.instrumental)):
         if not path.is_dir():
@@ -375,6 +375,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    import cli
+    from separation import cli
 
     sys.exit(cli.run_cli(main))

@@ -47,8 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
-from audio import istft, stft
-from cli import UserError, atomic_output, atomic_write_text
+from separation.audio import istft, stft
+from separation.cli import UserError, atomic_output, atomic_write_text
 
 #: Bumped whenever the generated audio changes, so an old folder is not mistaken for a new one.
 SYNTH_VERSION = 1

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-import audio
-import cli
+from separation import audio, cli
 import evaluate
-from audio import DEFAULT_PARAMS
+from separation.audio import DEFAULT_PARAMS
 
 #: Length of the excerpt shown and played for each track.
 EXCERPT_SECONDS = 10.0
@@ -134,7 +133,7 @@ def excerpt_signals(job, method: str) -> tuple[dict[str, np.ndarray], slice]:
     """Mixture, reference vocals and ``method``'s vocals over the loudest-vocals excerpt, at the
     model's rate folded to mono: ``({label: (samples, 1)}, excerpt)``. A baseline's estimate is
     computed on the excerpt itself (it was not kept)."""
-    import baselines
+    from separation import baselines
 
     rate = DEFAULT_PARAMS.sample_rate
     mono = evaluate.Settings(sr=rate)

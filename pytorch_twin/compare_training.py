@@ -1,21 +1,21 @@
 """The same training three ways: Keras on TensorFlow, Keras on PyTorch, and the PyTorch twin.
 
-    python compare_frameworks.py train --cache cache/builtin --run-dir runs/compare-builtin \\
+    python pytorch_twin/compare_frameworks.py train --cache cache/builtin --run-dir runs/compare-builtin \\
         --epochs 10 --steps-per-epoch 40 --batch-size 16 --learning-rate 1e-3 --test test
 
-(``compare_frameworks.py train`` runs :func:`main`.) Every option of ``train.py`` is accepted and
+(``pytorch_twin/compare_frameworks.py train`` runs :func:`main`.) Every option of ``train.py`` is accepted and
 given to all three trainings, which run one after the other, each in its own process:
 
 * ``train.py`` with ``KERAS_BACKEND=tensorflow`` into ``RUN_DIR/keras-tensorflow``;
 * ``train.py`` with ``KERAS_BACKEND=torch`` into ``RUN_DIR/keras-torch`` (the same script);
-* ``train_torch.py``, the plain PyTorch loop of the twin, into ``RUN_DIR/pytorch``.
+* ``pytorch_twin/train_torch.py``, the plain PyTorch loop of the twin, into ``RUN_DIR/pytorch``.
 
 All three start from the same weights: ``RUN_DIR/init.keras`` (a U-Net built with ``--seed``
 as train.py builds it, or a copy of ``--init-from``) given to the Keras runs as ``--init-from``,
 and its exact conversion ``RUN_DIR/init.pt`` to the twin. They draw the same training batches
 (``data_generator.PatchSampler``, a function of seed, epoch and index) and validate on the same
 patches. What remains different is the frameworks': Adam's epsilon, batch norm's running
-variance, dropout's random numbers, float arithmetic (see train_torch.py).
+variance, dropout's random numbers, float arithmetic (see pytorch_twin/train_torch.py).
 
 Killed at any moment, the same command resumes: finished trainings are not run again, the
 interrupted one resumes after its last completed epoch (each trainer's own resume).
@@ -26,12 +26,12 @@ wall time (timed by this command from each process's start to each epoch's histo
 start-up, validation and checkpoints count; ``RUN_DIR/timing.json``); with ``--test SPLIT``
 the vocal GNSDR and GSDR (BSS Eval v3, length-weighted means) of each best model on that split
 of the dataset the cache's training split was prepared from (the twin's model converted to
-``best.keras`` by convert_weights.py). ``RUN_DIR/loss_curves.png`` shows the three trainings'
+``best.keras`` by pytorch_twin/convert_weights.py). ``RUN_DIR/loss_curves.png`` shows the three trainings'
 loss curves.
 
 Several seeds, each comparison in its own folder, are gathered into one table by::
 
-    python compare_frameworks.py seeds runs/frameworks-mir1k-seed0 runs/frameworks-mir1k-seed1 runs/frameworks-mir1k-seed2
+    python pytorch_twin/compare_frameworks.py seeds runs/frameworks-mir1k-seed0 runs/frameworks-mir1k-seed1 runs/frameworks-mir1k-seed2
 
 (:func:`seeds_main`): each framework's best validation loss and vocal GNSDR per seed, their mean
 and spread between seeds, and the difference of each pair of frameworks, paired by seed.
@@ -51,10 +51,10 @@ from pathlib import Path
 
 import numpy as np
 
-from audio import PARAMS_FILE
-from cli import ArgumentParser, UserError, atomic_output, atomic_write_text, bounded
+from separation.audio import PARAMS_FILE
+from separation.cli import ArgumentParser, UserError, atomic_output, atomic_write_text, bounded
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent  # the repository: train.py there, the twin's script here
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +75,7 @@ class Training:
 TRAININGS = (
     Training("keras-tensorflow", "Keras/TensorFlow", "train.py", "tensorflow"),
     Training("keras-torch", "Keras/PyTorch", "train.py", "torch"),
-    Training("pytorch", "PyTorch twin", "train_torch.py", None),
+    Training("pytorch", "PyTorch twin", "pytorch_twin/train_torch.py", None),
 )
 INIT_FILE = "init.keras"
 INIT_TORCH_FILE = "init.pt"
@@ -100,9 +100,9 @@ def get_parser():
     import train
 
     parser = train.get_parser()  # the recipe options, declared once in train.TrainConfig
-    parser.prog = "compare_frameworks.py train"
+    parser.prog = "pytorch_twin/compare_frameworks.py train"
     parser.description = ("Train the same recipe with Keras on TensorFlow, Keras on PyTorch and the PyTorch twin "
-                          "from the same initial weights, and compare them (see compare_training.py). "
+                          "from the same initial weights, and compare them (see pytorch_twin/compare_training.py). "
                           "Running the same command again resumes.")
     group = parser.add_argument_group("comparison")
     group.add_argument("--test", metavar="SPLIT",
@@ -170,7 +170,7 @@ def make_initial_weights(run_dir: Path, config, params) -> None:
     import keras
     import torch
 
-    import convert_weights
+    from pytorch_twin import convert_weights
     import train
     from unet_model import build_unet
 
@@ -191,7 +191,7 @@ def make_initial_weights(run_dir: Path, config, params) -> None:
 
 
 def recipe_argv(config, run_dir: Path, init_from: Path) -> list[str]:
-    """The command line of train.py (and train_torch.py) for ``config``, into ``run_dir`` from ``init_from``."""
+    """The command line of train.py (and pytorch_twin/train_torch.py) for ``config``, into ``run_dir`` from ``init_from``."""
     import train
 
     argv = ["--run-dir", str(run_dir)]
@@ -296,7 +296,7 @@ def patches_per_epoch(cache, train_tracks: list[str], config) -> int:
 def find_test_tracks(cache, train_split: str, split: str, limit: int | None = None) -> list:
     """The tracks of ``split`` of the dataset the cache's ``train_split`` was prepared from
     (datasets.Track objects); UserError when the cache does not say which one, or it has none."""
-    import datasets
+    from separation import datasets
     from data_generator import INDEX_FILE
 
     runs = json.loads((cache.path / INDEX_FILE).read_text()).get("runs", [])
@@ -346,11 +346,11 @@ def keras_model(folder: Path, training: Training) -> Path:
     """The ``.keras`` file of a training's best model; the twin's best.pt is converted (exactly)."""
     if training.backend is not None:
         return folder / training.model_file
-    import convert_weights
+    from pytorch_twin import convert_weights
 
     source, target = folder / training.model_file, folder / "best.keras"
     if not target.is_file() or target.stat().st_mtime < source.stat().st_mtime:
-        from audio import AudioParams
+        from separation.audio import AudioParams
 
         params = AudioParams.load(folder / PARAMS_FILE)
         model = convert_weights.torch_to_keras(convert_weights.load_torch_checkpoint(source),
@@ -469,8 +469,8 @@ SEED_METRICS = ("best val loss", "voc GNSDR")
 
 def seeds_parser():
     parser = ArgumentParser(
-        prog="compare_frameworks.py seeds",
-        description="Gather several seeds' comparisons (each made by 'compare_frameworks.py train --seed N') into "
+        prog="pytorch_twin/compare_frameworks.py seeds",
+        description="Gather several seeds' comparisons (each made by 'pytorch_twin/compare_frameworks.py train --seed N') into "
                     "one table: each framework's result per seed, the spread between seeds, and the difference "
                     "between each pair of frameworks, paired by seed (same initial weights, same batches).")
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="comparison folders, one per seed")
@@ -488,7 +488,7 @@ def read_comparison(run_dir: Path) -> dict[str, dict[str, float]]:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
     except OSError as err:
-        raise UserError(f"{path}: cannot read ({err.strerror}); run 'compare_frameworks.py train' into "
+        raise UserError(f"{path}: cannot read ({err.strerror}); run 'pytorch_twin/compare_frameworks.py train' into "
                         f"{run_dir} first") from None
     table = {}
     for row in rows:
@@ -498,7 +498,7 @@ def read_comparison(run_dir: Path) -> dict[str, dict[str, float]]:
             raise UserError(f"{path}: not a comparison table (columns {', '.join(COLUMNS)})") from None
     missing = [t.label for t in TRAININGS if t.label not in table]
     if missing:
-        raise UserError(f"{path}: no row for {', '.join(missing)}; run the same 'compare_frameworks.py train' "
+        raise UserError(f"{path}: no row for {', '.join(missing)}; run the same 'pytorch_twin/compare_frameworks.py train' "
                         "command again to finish it")
     return table
 

@@ -1,7 +1,7 @@
-"""Convert U-Net weights between the Keras model (unet_model.py) and the PyTorch twin (unet_torch.py).
+"""Convert U-Net weights between the Keras model (unet_model.py) and the PyTorch twin (pytorch_twin/unet_torch.py).
 
-    python convert_weights.py keras2torch runs/NAME/best.keras out.pt
-    python convert_weights.py torch2keras coursework.pt converted/model.keras [--params audio_params.json]
+    python pytorch_twin/convert_weights.py keras2torch runs/NAME/best.keras out.pt
+    python pytorch_twin/convert_weights.py torch2keras coursework.pt converted/model.keras [--params audio_params.json]
 
 ``keras2torch`` writes a plain PyTorch state_dict (``model.load_state_dict(torch.load("out.pt"))``
 in the coursework's code). ``torch2keras`` reads a checkpoint of the PyTorch original -- a raw
@@ -56,8 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
-from audio import AudioParams, DEFAULT_PARAMS
-from cli import ArgumentParser, UserError, atomic_output, first_line, run_cli
+from separation.audio import AudioParams, DEFAULT_PARAMS
+from separation.cli import ArgumentParser, UserError, atomic_output, first_line, run_cli
 
 #: The Keras model pads as PyTorch's padding=2 / output_padding=1: the conversion is exact.
 TORCH_PADDING = "torch"
@@ -118,7 +118,7 @@ def padding_layout(model) -> str:
                for i in range(1, depth + 1)):
             return TORCH_PADDING
     raise UserError(f"model {model.name!r} pads neither as PyTorch (ZeroPadding2D + 'valid' convolutions, "
-                    "cropped transposed convolutions) nor 'same'; convert_weights.py knows only these two")
+                    "cropped transposed convolutions) nor 'same'; pytorch_twin/convert_weights.py knows only these two")
 
 
 def _pairs(value) -> tuple:
@@ -196,7 +196,7 @@ def check_state_dict(given: dict, expected_shapes: dict, source: str = "checkpoi
              (("missing keys", missing), ("unexpected keys", unexpected), ("shapes differ", shapes)) if names]
     if parts:
         raise UserError(f"{source}: does not match the coursework U-Net ({'; '.join(parts)}); "
-                        "unet_torch.py documents the expected state_dict layout")
+                        "pytorch_twin/unet_torch.py documents the expected state_dict layout")
 
 
 def _listing(names: list[str]) -> str:
@@ -222,7 +222,7 @@ def _to_numpy(value) -> np.ndarray:
 def keras_to_torch(model, skip_first: bool = False):
     """A ``unet_torch.UNet`` in eval mode with a Keras U-Net's weights and settings (slope, dropout)."""
     import torch
-    import unet_torch
+    from pytorch_twin import unet_torch
 
     settings = _settings(model)
     module = unet_torch.UNet(
@@ -244,7 +244,7 @@ def torch_to_keras(source, input_shape: tuple[int, int, int] = (DEFAULT_PARAMS.n
     ``leaky_slope`` default to the coursework's False and 0.2). ``name`` labels errors.
     """
     import unet_model
-    import unet_torch
+    from pytorch_twin import unet_torch
 
     if isinstance(source, unet_torch.UNet):
         settings = dict(dropout=source.dropout, dropout_layers=source.dropout_layers,
@@ -259,7 +259,7 @@ def torch_to_keras(source, input_shape: tuple[int, int, int] = (DEFAULT_PARAMS.n
     try:
         template = unet_torch.unet_from_state_dict(state_dict, **settings)
     except ValueError as err:
-        raise UserError(f"{name}: {err}; unet_torch.py documents the expected state_dict layout "
+        raise UserError(f"{name}: {err}; pytorch_twin/unet_torch.py documents the expected state_dict layout "
                         f"(keys seen: {_listing(list(state_dict))})") from None
     try:
         model = unet_model.build_unet(input_shape=input_shape, filters=template.filters,
@@ -291,7 +291,7 @@ def mask_difference(model, module, n: int = 1, seed: int = 0) -> tuple[float, fl
     masks (in [0, 1]; at least 1e-12).
     """
     import unet_model
-    import unet_torch
+    from pytorch_twin import unet_torch
 
     shape = tuple(model.inputs[0].shape[1:])
     x = np.random.default_rng(seed).random((n,) + shape, dtype=np.float32) ** 4
@@ -440,7 +440,7 @@ def _keras2torch(source: Path, output: Path, skip_first: bool) -> int:
 
 def _torch2keras(source: Path, output: Path, args) -> int:
     import unet_model
-    import unet_torch
+    from pytorch_twin import unet_torch
 
     if output.suffix != ".keras":
         raise UserError(f"{output}: the Keras model file must end in .keras")
@@ -468,7 +468,7 @@ def _warn_same_padding(model) -> None:
     if padding_layout(model) == SAME_PADDING:
         print("warning: this Keras model pads 'same' (1 before, 2 after) where PyTorch pads 2 on both sides; "
               "the weights convert exactly but the two models compute different functions "
-              "(see convert_weights.py's docstring)", file=sys.stderr)
+              "(see pytorch_twin/convert_weights.py's docstring)", file=sys.stderr)
 
 
 def _report_difference(model, module) -> None:

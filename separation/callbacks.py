@@ -16,7 +16,7 @@ from pathlib import Path
 
 import keras
 
-from cli import UserError, atomic_output, atomic_write_text, first_line
+from separation.cli import UserError, atomic_output, atomic_write_text, first_line
 from unet_model import save_model
 
 

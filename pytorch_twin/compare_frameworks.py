@@ -1,18 +1,18 @@
 """TensorFlow (Keras) vs PyTorch on equal terms: one U-Net's weights in both, the same songs, the same threads.
 
-    python compare_frameworks.py --model runs/NAME/best.keras --dataset mir1k --root DATA --split test --limit 5
-    python compare_frameworks.py --torch coursework.pt [--params audio_params.json] SONG.wav [SONG ...]
-    python compare_frameworks.py train --cache CACHE --run-dir DIR [train.py's options] [--test SPLIT]
-    python compare_frameworks.py seeds DIR [DIR ...] [--out seeds.csv]
+    python pytorch_twin/compare_frameworks.py --model runs/NAME/best.keras --dataset mir1k --root DATA --split test --limit 5
+    python pytorch_twin/compare_frameworks.py --torch coursework.pt [--params audio_params.json] SONG.wav [SONG ...]
+    python pytorch_twin/compare_frameworks.py train --cache CACHE --run-dir DIR [train.py's options] [--test SPLIT]
+    python pytorch_twin/compare_frameworks.py seeds DIR [DIR ...] [--out seeds.csv]
 
 The ``train`` form trains the same recipe with Keras on TensorFlow, Keras on PyTorch and the PyTorch
-twin from the same initial weights and compares the three (``compare_training.py``; its
-``--help``: ``python compare_frameworks.py train --help``); ``seeds`` gathers such comparisons made
+twin from the same initial weights and compares the three (``pytorch_twin/compare_training.py``; its
+``--help``: ``python pytorch_twin/compare_frameworks.py train --help``); ``seeds`` gathers such comparisons made
 with different ``--seed`` values into one table (the spread between seeds beside the difference
 between frameworks). The first two compare one model.
 
 The model given (a ``.keras`` model, or a PyTorch checkpoint of the coursework U-Net) is
-converted to the other framework (``convert_weights.py``), and both separate every song with
+converted to the other framework (``pytorch_twin/convert_weights.py``), and both separate every song with
 ``inference.Separator`` -- the same patches, normalisation, overlap-add and mask application;
 only the network differs. Without songs or ``--dataset`` only the speeds are measured.
 Printed side by side:
@@ -29,7 +29,7 @@ Printed side by side:
   against the vocals (train.py's default), on random patches. ``--bench-batches 0`` skips it.
 
 The two agree to float rounding only when the Keras model pads as PyTorch does (see
-``convert_weights.py``); the padding found is printed first.
+``pytorch_twin/convert_weights.py``); the padding found is printed first.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-import datasets
-from audio import AudioParams, DEFAULT_PARAMS
-from cli import ArgumentParser, UserError, run_cli
+from separation import datasets
+from separation.audio import AudioParams, DEFAULT_PARAMS
+from separation.cli import ArgumentParser, UserError, run_cli
 
 FRAMEWORKS = ("keras", "torch")
 
@@ -78,12 +78,12 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["train"]:  # the same training three ways: compare_training.py
-        import compare_training
+    if argv[:1] == ["train"]:  # the same training three ways: pytorch_twin/compare_training.py
+        from pytorch_twin import compare_training
 
         return compare_training.main(argv[1:])
     if argv[:1] == ["seeds"]:  # several seeds' comparisons in one table
-        import compare_training
+        from pytorch_twin import compare_training
 
         return compare_training.seeds_main(argv[1:])
     args = get_parser().parse_args(argv)
@@ -93,13 +93,13 @@ def main(argv=None) -> int:
         raise UserError("--dataset and --root go together (the dataset's kind and its folder)")
     if not args.songs and not args.dataset and not args.bench_batches:
         raise UserError("nothing to do: give songs, or --dataset and --root, or --bench-batches above 0")
-    import convert_weights
+    from pytorch_twin import convert_weights
 
     convert_weights.require_torch()
     threads = set_threads(args.threads)  # before either framework starts its thread pools
 
     import unet_model
-    import unet_torch
+    from pytorch_twin import unet_torch
 
     if args.model:
         model, params = unet_model.load_model(args.model)
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     layout = convert_weights.padding_layout(model)
     print(f"{framework_versions()}; {threads}")
     print(f"Keras padding: {layout}" + (" (PyTorch's: the same function)" if layout == convert_weights.TORCH_PADDING
-                                        else " (1 before, 2 after: NOT PyTorch's function, see convert_weights.py)"))
+                                        else " (1 before, 2 after: NOT PyTorch's function, see pytorch_twin/convert_weights.py)"))
 
     tracks = list_tracks(args)
     if tracks:
@@ -178,11 +178,11 @@ def framework_versions() -> str:
 def list_tracks(args) -> list[tuple[str, object]]:
     """``(name, load)`` pairs; ``load()`` returns ``(references or {"mixture": ...}, sr)``."""
     if args.dataset:
-        import datasets
+        from separation import datasets
 
         found = datasets.find_tracks(args.dataset, args.root, args.split, args.unit)
         return [(t.name, t.load) for t in found[:args.limit]]
-    import audio
+    from separation import audio
 
     songs = [Path(s) for s in args.songs][:args.limit]
     for song in songs:
@@ -217,7 +217,7 @@ def compare_tracks(tracks, model, module, params: AudioParams, batch_size: int, 
     """
     import evaluate
     import inference
-    import unet_torch
+    from pytorch_twin import unet_torch
 
     settings = evaluate.Settings(families=("v3", "v4") if v4 else ("v3",))
     predictors = {"keras": inference.Separator(model, params).predict,
@@ -284,8 +284,8 @@ def benchmark(model, module, batch_size: int, batches: int, seed: int = 0) -> di
 
     import keras
     import torch
-    import unet_fast
-    import unet_torch
+    from separation import unet_fast
+    from pytorch_twin import unet_torch
 
     shape = tuple(model.inputs[0].shape[1:])
     rng = np.random.default_rng(seed)

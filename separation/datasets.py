@@ -50,8 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
-from audio import AudioError, is_audio_file, load_audio, resample
-from cli import UserError
+from separation.audio import AudioError, is_audio_file, load_audio, resample
+from separation.cli import UserError
 
 DATASETS = ("stems", "musdb", "musdb-hq", "mir1k", "instrumental")
 SOURCES = ("mixture", "vocals", "accompaniment")
