@@ -5,13 +5,16 @@
 writes ``separated/<song>/vocals.wav`` and ``separated/<song>/accompaniment.wav`` at the song's
 own sample rate, channel count and length. ``--stems``, ``--filename`` (Demucs' template),
 ``--format``, ``--bits`` and ``--mp3-bitrate`` choose what is written, where and how
-(:class:`Outputs`); ``--start`` and ``--duration`` separate part of each song.
+(``separation.stems.Outputs``); ``--start`` and ``--duration`` separate part of each song.
 In a notebook or a program, a :class:`Separator` loads the model once and separates arrays or
 files::
 
     separator = Separator()                     # the shipped model; Separator("runs/NAME") another
     stems = separator.separate(mixture, sr)     # {"vocals": ..., "accompaniment": ...}
     separator.separate_file("song.mp3", "separated")   # separated/song/{vocals,accompaniment}.wav
+
+This module is the method and its command line; ``separation/stems.py`` finds the songs, names
+their stems, checks memory and writes the files.
 
 How a song is separated
 -----------------------
@@ -22,31 +25,24 @@ How a song is separated
    blended with triangular weights, so that a frame's mask comes mostly from patches that see
    it in their middle, with context on both sides.
 2. The mask is applied to the song's own STFT at its own rate (full band): an STFT whose
-   n_fft and hop are scaled by ``sr / 8192`` (:func:`frame_grid`; n_fft rounded up to a fast
-   FFT length), so its frames last as long as the model's; the mask is interpolated linearly
-   to those frames' times and bins' frequencies. The same mask multiplies every channel's complex STFT (the mixture phase is
+   n_fft and hop are scaled by ``sr / 8192`` (:func:`frame_grid`), so its frames last as long
+   as the model's; the mask is interpolated linearly to those frames' times and bins'
+   frequencies. The same mask multiplies every channel's complex STFT (the mixture phase is
    kept) and the inverse STFT gives the vocals; the accompaniment is ``mixture - vocals``, so
    the two stems add up to the mixture exactly (up to float rounding).
 3. Above 4096 Hz the model knows nothing: it only sees 0-4096 Hz. Its top bins are not
-   trustworthy either: soxr's anti-aliasing filter, applied when the song is resampled to
-   8192 Hz, attenuates the mixture by 6 dB at 3.92 kHz and by 28-46 dB from 4.0 kHz up, so the
-   mask of those bins was computed from almost nothing. The mask is therefore used as the model
-   gives it up to ``PASSBAND`` of the model's Nyquist frequency (3840 Hz), and every frequency
-   above that takes, frame by frame, the mean of the mask over the reference band just below
-   (``HIGH_BAND_REFERENCE``, 2880-3840 Hz): how much of the upper spectrum the model gave to
-   the voice is extended to the sibilants, breaths and upper harmonics above it.
-   ``benchmarks/bench_full_band.py`` compares this with the alternatives (that mean squared,
-   the mask at 3840 Hz, the model's top bin repeated upwards, and separating at 8192 Hz and
-   upsampling: the "telephone" vocals); ``benchmarks/RESULTS.md`` has its figures.
-   A song already at 8192 Hz needs no resampling and gets the mask exactly as
-   in training (``audio.apply_mask``).
+   trustworthy either: the anti-aliasing filter applied when the song is resampled to 8192 Hz
+   has all but silenced the mixture there. The mask is therefore used as the model gives it up
+   to :data:`PASSBAND` of the model's Nyquist frequency (3840 Hz), and every frequency above
+   that takes, frame by frame, the mean of the mask over the band just below
+   (:data:`HIGH_BAND_REFERENCE`, 2880-3840 Hz): how much of the upper spectrum the model gave
+   to the voice is extended to the sibilants, breaths and upper harmonics above it
+   (``benchmarks/bench_full_band.py`` compares the alternatives). A song already at 8192 Hz
+   needs no resampling and gets the mask exactly as in training (``audio.apply_mask``).
 4. Optionally (``--wiener``, ``Separator(post_filter="wiener")``), the masked estimates are
-   refined by a multichannel Wiener filter, as Open-Unmix does (:func:`wiener_vocals`,
-   ``norbert``): on an STFT with the same window and a quarter of the hop, the two stems'
-   magnitudes and the channels' spatial covariances give complex estimates instead of one real
-   mask for every channel; the accompaniment is still ``mixture - vocals``. It is off by
-   default: it did not improve the shipped model's vocals on the real produced song
-   (``benchmarks/bench_wiener.py``; figures in benchmarks/RESULTS.md).
+   refined by a multichannel Wiener filter, as Open-Unmix does (:func:`wiener_vocals`). It is
+   off by default: it did not improve the shipped model's vocals on the real produced song
+   (``benchmarks/bench_wiener.py``; benchmarks/RESULTS.md).
 
 Memory stays bounded for long songs: the model runs on ``batch_size`` patches at a time and
 the full-band STFT, masking and inverse STFT run on chunks of ``chunk_frames`` frames with
@@ -58,55 +54,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import hashlib
 import math
 import os
-import shutil
-import string
 import sys
-import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from separation import audio, cli
+from separation import audio, stems
 from separation.audio import DEFAULT_PARAMS, AudioParams
 from separation.cli import ArgumentParser, UserError, bounded, checked, run_cli
 
-#: Fraction of each patch shared with the next one: most of the SDR that overlap gains for a
-#: quarter more of the model's work (benchmarks/bench_overlap.py; figures in benchmarks/RESULTS.md).
+#: Fraction of each patch shared with the next one (benchmarks/bench_overlap.py measures others).
 DEFAULT_OVERLAP = 0.25
 #: Patches per model call: one call for a typical song, bounded activations for an hour.
 DEFAULT_BATCH_SIZE = 32
 #: Full-rate STFT frames per chunk (about 96 s): bounds the size of the full-band STFT.
 CHUNK_FRAMES = 1024
-#: Part of the model's band (of its Nyquist frequency) that survives resampling intact: soxr
-#: is flat to about 3.85 kHz and attenuates 6 dB at 3.92 kHz (at 8192 Hz).
+#: Part of the model's band (of its Nyquist frequency) that survives resampling intact: the
+#: resampler (soxr) is flat up to about there and attenuates steeply above.
 PASSBAND = 0.9375
 #: Band (fractions of the model's Nyquist frequency) whose mean mask is used above PASSBAND.
 HIGH_BAND_REFERENCE = (0.703125, PASSBAND)
-STEMS = ("vocals", "accompaniment")
-#: The names ``--stems`` takes for each stem: the accompaniment is also Spleeter's and Demucs'
-#: "instrumental" and "no_vocals". A stem's file is named as it was asked for.
-STEM_ALIASES = {"vocals": "vocals", "accompaniment": "accompaniment", "instrumental": "accompaniment",
-                "no_vocals": "accompaniment"}
-#: Output file names under the output folder, in Demucs' template convention: {track} the song's
-#: name (:func:`song_name`), {stem}, {ext} the output format's extension, {trackext} the song's.
-DEFAULT_FILENAME = "{track}/{stem}.{ext}"
-FILENAME_KEYS = ("track", "stem", "ext", "trackext")
-#: --max-memory's default, GiB: about two and a half hours of 44.1 kHz stereo (README, Errors).
-DEFAULT_MAX_MEMORY = 8.0
-#: :func:`memory_needed`'s terms: the process with the model loaded; the song and its vocals,
-#: float32 (4 + 4 bytes per sample and channel); and, fitted to peaks measured with
-#: ``benchmarks/bench_memory.py --lengths`` and rounded up, bytes per sample at the model's rate
-#: (spectrogram, mask, resampled mono) and per value of a full-rate STFT chunk.
-BASE_MEMORY = 0.9 * 2**30
-BYTES_PER_SAMPLE = 8
-BYTES_PER_MODEL_SAMPLE = 16
-BYTES_PER_STFT_VALUE = 12
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,7 +135,6 @@ def n_segments(frames: int, size: int, overlap: float = DEFAULT_OVERLAP) -> int:
     return len(segment_starts(frames, size, overlap))
 
 
-
 # --------------------------------------------------------------------------------------------
 # Full-band mask application
 # --------------------------------------------------------------------------------------------
@@ -174,11 +143,10 @@ def n_segments(frames: int, size: int, overlap: float = DEFAULT_OVERLAP) -> int:
 def frame_grid(sr: int, params: AudioParams = DEFAULT_PARAMS) -> tuple[int, int]:
     """``(n_fft, hop)`` at rate ``sr`` whose frames last as long as the model's.
 
-    The hop is the model's hop scaled by ``sr / sample_rate`` and rounded; 44100 Hz gives 4134
-    samples, 0.09374 s instead of 0.09375 s, a drift absorbed by mapping each frame's time
-    exactly (:func:`full_band_mask`). The window is the scaled n_fft (5512.5 at 44.1 kHz)
-    rounded up to the next even length whose prime factors are all small (5544 = 2^3 3^2 7 11):
-    0.6 % longer, and the FFT is twice as fast as with 5512 = 2^3 13 53.
+    The hop is the model's hop scaled by ``sr / sample_rate`` and rounded; the rounding's drift
+    is absorbed by mapping each frame's time exactly (:func:`full_band_mask`). The window is the
+    scaled n_fft rounded up to the next even length whose prime factors are all small, for a
+    fast FFT (5512.5 at 44.1 kHz becomes 5544 = 2^3 3^2 7 11).
     """
     import scipy.fft
 
@@ -187,7 +155,6 @@ def frame_grid(sr: int, params: AudioParams = DEFAULT_PARAMS) -> tuple[int, int]
     while n_fft % 2:
         n_fft = scipy.fft.next_fast_len(n_fft + 1)
     return n_fft, max(1, round(params.hop_length * scale))
-
 
 
 def full_band_mask(mask: np.ndarray, sr: int, frames: range | np.ndarray, params: AudioParams = DEFAULT_PARAMS, *,
@@ -246,7 +213,6 @@ def n_chunks(samples: int, n_fft: int, hop: int, chunk_frames: int = CHUNK_FRAME
     return math.ceil((1 + _padded_length(samples, n_fft, hop) // hop) / chunk_frames)
 
 
-
 def masked_istft(mixture: np.ndarray, mask_for, n_fft: int, hop: int, *, chunk_frames: int = CHUNK_FRAMES,
                  apply=None, progress=None, timings: dict | None = None) -> np.ndarray:
     """``istft(stft(mixture) * mask)`` for ``(samples, channels)`` audio, in chunks of frames.
@@ -286,15 +252,14 @@ def masked_istft(mixture: np.ndarray, mask_for, n_fft: int, hop: int, *, chunk_f
     return out
 
 
-
 # --------------------------------------------------------------------------------------------
 # Wiener post-filter (opt-in)
 # --------------------------------------------------------------------------------------------
 
 
 #: The Wiener filter's STFT is the mask's (:func:`frame_grid`) with this fraction of its hop:
-#: 75 % overlap, as Open-Unmix's 4096/1024. On the mask's own 25 % overlap it lost 0.3 dB on the
-#: produced dev set where this one gains (benchmarks/RESULTS.md).
+#: 75 % overlap, as Open-Unmix's 4096/1024; on the mask's own 25 % overlap the filter does worse
+#: (benchmarks/RESULTS.md).
 WIENER_HOP = 0.25
 #: Seconds of frames per block of the Wiener filter's EM: Open-Unmix's ``wiener_win_len`` (300
 #: frames of 1024 samples at 44.1 kHz). The spatial covariances are estimated per block, and a
@@ -357,13 +322,11 @@ class Separator:
     ``overlap`` is the fraction of each patch shared with the next, ``batch_size`` the patches
     per model call, ``chunk_frames`` the full-rate STFT frames processed at once (memory).
     ``precision``: a U-Net runs as ``unet_fast.inference_mask_model`` (the same mask, faster),
-    in ``"float32"`` or ``"bfloat16"`` (faster on CPUs with AVX512-BF16 or AMX, SDR within
-    hundredths of a dB: benchmarks/RESULTS.md); ``"auto"`` takes bfloat16 where
-    ``unet_fast.bfloat16_is_fast()``. Other Keras models run their layer ``mask`` as they are,
-    in float32. ``post_filter="wiener"`` refines the masked stems with a multichannel Wiener
-    filter of ``wiener_iterations`` EM rounds (:func:`wiener_vocals`); it is off by default
-    because it did not help the shipped model on the real produced song (benchmarks/RESULTS.md). Values out
-    of range raise ``ValueError``.
+    in ``"float32"`` or ``"bfloat16"`` (faster on CPUs with AVX512-BF16 or AMX); ``"auto"``
+    takes bfloat16 where ``unet_fast.bfloat16_is_fast()`` (``unet_fast.fastest_mask_model``).
+    Other Keras models run their layer ``mask`` as they are, in float32. ``post_filter="wiener"``
+    refines the masked stems with a multichannel Wiener filter of ``wiener_iterations`` EM rounds
+    (:func:`wiener_vocals`). Values out of range raise ``ValueError``.
     """
 
     def __init__(self, model=None, params: AudioParams | None = None, *, overlap: float = DEFAULT_OVERLAP,
@@ -408,22 +371,7 @@ class Separator:
             raise ValueError(f"model {model.name!r} takes patches of {got} but the audio parameters give {expected} "
                              f"(n_bins={self.params.n_bins}, patch_frames={self.params.patch_frames}); use the "
                              "audio_params.json saved with that model")
-        if "mask" not in {layer.name for layer in model.layers}:
-            raise ValueError(f"model {model.name!r} has no layer named 'mask'; build it with unet_model.build_unet")
-        chosen = precision == "auto"
-        if chosen:
-            precision = "bfloat16" if unet_fast.bfloat16_is_fast() else "float32"
-        if model.get_layer("mask").output is model.outputs[0]:
-            masker = model
-        else:
-            try:
-                masker = unet_fast.inference_mask_model(model, precision)
-            except ValueError as err:  # not build_unet's layout: its own mask layer, as trained
-                if precision != "float32" and not chosen:
-                    raise ValueError(f"{err}; it runs in float32 only") from None
-                import unet_model
-
-                masker, precision = unet_model.mask_model(model), "float32"
+        masker, precision = unet_fast.fastest_mask_model(model, precision)
 
         def predict(patches: np.ndarray) -> np.ndarray:
             # predict_on_batch runs one compiled call, without Model.predict's per-call setup.
@@ -537,16 +485,17 @@ class Separator:
                             progress=progress, timings=timings)
 
     def separate_file(self, path, out_dir, *, name: str | None = None, overwrite: bool = False, progress=None,
-                      outputs: Outputs | None = None, start: float = 0.0, duration: float | None = None) -> dict[str, Path]:
+                      outputs: stems.Outputs | None = None, start: float = 0.0,
+                      duration: float | None = None) -> dict[str, Path]:
         """Separate an audio file into ``out_dir/<name>/{vocals,accompaniment}.wav``; returns ``{stem: file}``.
 
-        ``outputs`` (:class:`Outputs`) chooses other stems, file names or formats; ``name`` (the
-        template's {track}) defaults to :func:`song_name`; ``start`` and ``duration`` (seconds)
+        ``outputs`` (``stems.Outputs``) chooses other stems, file names or formats; ``name`` (the
+        template's {track}) defaults to ``stems.song_name``; ``start`` and ``duration`` (seconds)
         separate part of the file. The stems have the file's rate, channels and length. Existing
         files raise :class:`UserError` unless ``overwrite``; the stems appear together or not at
-        all (:func:`write_stems`).
+        all (``stems.write_stems``).
         """
-        outputs = outputs or Outputs()
+        outputs = outputs or stems.Outputs()
         paths = outputs.paths(path, out_dir, name)
         if not overwrite:
             for file in paths.values():
@@ -557,8 +506,8 @@ class Separator:
         mixture = np.require(mixture, np.float32, ["C", "W"])  # writable: the accompaniment goes in place
         vocals = self.vocals(mixture, sr, progress=progress)
         np.subtract(mixture, vocals, out=mixture)  # the accompaniment, in place: one copy less
-        stems = {"vocals": vocals, "accompaniment": mixture}
-        write_stems({file: stems[STEM_ALIASES[stem]] for stem, file in paths.items()}, sr, outputs)
+        separated = {"vocals": vocals, "accompaniment": mixture}
+        stems.write_stems({file: separated[stems.STEM_ALIASES[stem]] for stem, file in paths.items()}, sr, outputs)
         return paths
 
 
@@ -585,304 +534,6 @@ def _timed(timings: dict | None, stage: str):
         yield
     finally:
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
-
-
-
-# --------------------------------------------------------------------------------------------
-# Files
-# --------------------------------------------------------------------------------------------
-
-
-def song_name(path) -> str:
-    """Output folder name of a song: the file's stem, the parent folder's name for a stems-layout
-    ``mixture.*``, and ``X`` for ``X.stem.mp4``."""
-    return writable_name(_song_stem(path))
-
-
-def _song_stem(path) -> str:
-    """:func:`song_name` before :func:`writable_name`."""
-    path = Path(path)
-    stem = path.stem
-    if stem.lower() == "mixture":
-        return path.resolve().parent.name
-    if stem.lower().endswith(".stem"):
-        return stem[: -len(".stem")]
-    return stem
-
-
-def parse_stems(names) -> tuple[str, ...]:
-    """The stems asked for, as ``"vocals,no_vocals"`` or a sequence of names: each a key of
-    :data:`STEM_ALIASES` (case ignored), no stem twice. Raises ``ValueError`` saying which is wrong."""
-    if isinstance(names, str):
-        names = names.split(",")
-    names = tuple(name.strip().lower() for name in names)
-    if not names or "" in names:
-        raise ValueError(f"{','.join(names)!r}: name stems separated by commas, e.g. vocals,accompaniment")
-    for name in names:
-        if name not in STEM_ALIASES:
-            raise ValueError(f"{name!r} is not a stem; the stems are vocals and accompaniment (also called "
-                             "instrumental or no_vocals)")
-    stems = [STEM_ALIASES[name] for name in names]
-    twice = next((stem for stem in stems if stems.count(stem) > 1), None)
-    if twice:
-        raise ValueError(f"{','.join(names)!r} names the {twice} twice")
-    return names
-
-
-def check_filename(template: str) -> str:
-    """An output file-name template (:data:`DEFAULT_FILENAME`), checked: only the keys of
-    :data:`FILENAME_KEYS`, {stem} among them (or every stem would be one file), and a relative
-    path that stays inside the output folder. Raises ``ValueError`` saying what is wrong."""
-    try:
-        keys = [key for _, key, _, _ in string.Formatter().parse(template) if key is not None]
-    except ValueError as err:
-        raise ValueError(f"{template!r}: {err}") from None
-    known = ", ".join(f"{{{key}}}" for key in FILENAME_KEYS)
-    unknown = [key for key in keys if key not in FILENAME_KEYS]
-    if unknown:
-        raise ValueError(f"{template!r}: unknown key {{{unknown[0]}}}; the keys are {known}")
-    if "stem" not in keys:
-        raise ValueError(f"{template!r} has no {{stem}}: every stem would go to the same file; add it, "
-                         f"e.g. {DEFAULT_FILENAME!r}")
-    if Path(template).is_absolute() or ".." in Path(template).parts:
-        raise ValueError(f"{template!r}: must be a file name inside the output folder; choose the folder with -o")
-    return template
-
-
-@dataclasses.dataclass(frozen=True)
-class Outputs:
-    """What :meth:`Separator.separate_file` writes: which ``stems`` (names of :data:`STEM_ALIASES`;
-    each file is named as its stem was asked for), under which names (``filename``, a template of
-    :data:`FILENAME_KEYS` under the output folder) and in which ``format``: wav, flac, mp3 or ogg,
-    with ``bits`` "16", "24" or "32f" (float, wav only) for wav and flac (None: 16, or float for a
-    wav stem beyond full scale) and ``mp3_bitrate`` kbit/s for mp3 (:func:`audio.save_audio`).
-    Values out of range raise ``ValueError``.
-    """
-
-    stems: tuple[str, ...] = STEMS
-    filename: str = DEFAULT_FILENAME
-    format: str = "wav"
-    bits: str | None = None
-    mp3_bitrate: int = audio.MP3_BITRATES[-1]
-
-    def __post_init__(self):
-        object.__setattr__(self, "stems", parse_stems(self.stems))
-        check_filename(self.filename)
-        if self.format not in audio.WRITE_FORMATS:
-            raise ValueError(f"format must be one of {', '.join(audio.WRITE_FORMATS)}, got {self.format!r}")
-        if self.bits is not None:
-            if self.bits not in audio.BIT_DEPTHS:
-                raise ValueError(f"bits must be one of {', '.join(audio.BIT_DEPTHS)}, got {self.bits!r}")
-            if self.format not in ("wav", "flac"):
-                raise ValueError(f"bits {self.bits} is for wav and flac; {self.format} is lossy (mp3: choose a bitrate)")
-            if self.bits == "32f" and self.format == "flac":
-                raise ValueError("bits 32f (float) is for wav only: FLAC holds 16- or 24-bit integers")
-        if self.mp3_bitrate not in audio.MP3_BITRATES:
-            raise ValueError(f"mp3 bitrate must be one of {', '.join(map(str, audio.MP3_BITRATES))} kbit/s, "
-                             f"got {self.mp3_bitrate}")
-
-    def paths(self, song, out_dir, track: str | None = None) -> dict[str, Path]:
-        """``{stem: file}`` of a song; ``track`` (the {track} key) defaults to :func:`song_name`."""
-        song = Path(song)
-        keys = {"track": track or song_name(song), "ext": self.format, "trackext": song.suffix.lstrip(".")}
-        return {stem: Path(out_dir) / self.filename.format(stem=stem, **keys) for stem in self.stems}
-
-    def save(self, path, x: np.ndarray, sr: int) -> None:
-        """Write one stem (:func:`audio.save_audio`); a stem beyond full scale that the format's
-        integers cannot hold is clipped, with a warning."""
-        audio.save_audio(path, x, sr, audio.BIT_DEPTHS.get(self.bits), format=self.format, bitrate=self.mp3_bitrate,
-                         clip=True)
-
-
-def writable_name(name: str) -> str:
-    """``name`` as a folder name any file system and terminal take: bytes that are not UTF-8
-    become U+FFFD, and a name over 255 bytes (U+FFFD takes 3) is cut with a short hash appended."""
-    raw = os.fsencode(name)
-    name = raw.decode("utf-8", errors="replace")
-    if len(name.encode()) > 255:
-        name = name.encode()[:240].decode("utf-8", errors="ignore") + "-" + hashlib.sha1(raw).hexdigest()[:8]
-    return name
-
-
-def find_songs(inputs: list[str], exclude: Path | None = None) -> tuple[list[Path], list[str]]:
-    """Expand the command line's songs and folders into files: ``(files, problems)``.
-
-    A folder contributes its audio files, recursively and sorted, skipping hidden ones and any
-    inside ``exclude`` (the output folder); in a folder that holds a ``mixture.*`` (the stems
-    layout, ``<track>/{mixture,vocals,accompaniment}.wav``) only the mixture is a song, so a
-    dataset split can be separated by naming its folder. A missing path or an empty folder is a problem
-    (a one-line message); a file given by name is kept whatever its extension, so that an
-    unreadable one is reported when it is read.
-    """
-    files, problems, seen = [], [], set()
-    exclude = exclude.resolve() if exclude is not None else None
-    for arg in inputs:
-        path = Path(arg)
-        if path.is_dir():
-            found = sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and audio.is_audio_file(p) and not any(part.startswith(".") for part in p.relative_to(path).parts)
-                and not (exclude is not None and p.resolve().is_relative_to(exclude))
-            )
-            stems_folders = {p.parent for p in found if p.stem == "mixture"}
-            found = [p for p in found if p.parent not in stems_folders or p.stem == "mixture"]
-            if not found:
-                problems.append(f"{path}: no audio files in this folder ({', '.join(sorted(audio.AUDIO_EXTENSIONS))})")
-        elif path.exists():
-            found = [path]
-        else:
-            problems.append(f"{path}: no such file or folder")
-            found = []
-        for p in found:
-            if p.resolve() not in seen:
-                seen.add(p.resolve())
-                files.append(p)
-    return files, problems
-
-
-
-def plan_outputs(files: list[Path], out_dir: Path, outputs: Outputs) -> dict[Path, dict[str, Path]]:
-    """Every song's ``{stem: file}`` (:meth:`Outputs.paths`), refusing before any work two outputs
-    that would be one file and an output that would replace one of the songs."""
-    planned, owners = {}, {}
-    songs = {f.resolve(): f for f in files}
-    for song in files:
-        planned[song] = outputs.paths(song, out_dir)
-        for stem, path in planned[song].items():
-            key = path.resolve()
-            if key in songs:
-                raise UserError(f"{path} would replace the song {songs[key]}; choose another folder with -o or --filename")
-            if key in owners:
-                other, other_stem = owners[key]
-                raise UserError(f"{other} ({other_stem}) and {song} ({stem}) would both be written to {path}; change "
-                                f"--filename ({', '.join(f'{{{k}}}' for k in FILENAME_KEYS)}) or separate them in two "
-                                "runs with different -o folders")
-            owners[key] = song, stem
-    return planned
-
-
-def check_start(files: list[Path], start: float) -> None:
-    """Refuse, before any work, a ``--start`` at or past the end of a song (from the files' headers)."""
-    if not start:
-        return
-    late = [(f, seconds) for f in files if (seconds := audio.duration_seconds(f)) is not None and start >= seconds]
-    if late:
-        more = f" (and {len(late) - 1} more)" if len(late) > 1 else ""
-        raise UserError(f"{late[0][0]}: --start {start:g} s is past its end ({late[0][1]:.1f} s){more}; "
-                        "choose an earlier --start")
-
-
-def prepare_output(root: Path, targets: list[Path], overwrite: bool) -> None:
-    """Create the output folder and refuse existing outputs (unless ``overwrite``), before any work.
-
-    The folder is locked for this process (:func:`cli.lock_folder`: a second run into it is
-    refused), and the temporary folders of a killed run are removed.
-    """
-    if root.exists() and not root.is_dir():
-        raise UserError(f"{root}: exists and is not a folder; choose another output folder with -o")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"{root}: cannot create the output folder ({err.strerror}); choose another with -o") from None
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise UserError(f"{root}: output folder is not writable; choose another with -o")
-    cli.lock_folder(root, "two runs into one output folder would replace each other's stems; wait for it to "
-                          "finish or choose another folder with -o")
-    cli.remove_partial(root)  # temporary folders of a run that was killed
-    if overwrite:
-        return
-    existing = [path for path in targets if path.exists()]
-    if existing:
-        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise UserError(f"{existing[0]} already exists{more}; pass --overwrite to replace, or choose another folder with -o")
-
-
-def check_output_apart(inputs: list[str], output: Path) -> None:
-    """Refuse an output folder that is an input folder or holds one: the stems would be mixed
-    with the songs (and :func:`find_songs` skips the output folder's files)."""
-    out = output.resolve()
-    for arg in inputs:
-        path = Path(arg)
-        if path.is_dir() and path.resolve().is_relative_to(out):
-            where = "is the input folder" if path.resolve() == out else "holds the input folder"
-            raise UserError(f"-o {output} {where} {arg}: the stems would be mixed with the songs; "
-                            "choose another output folder with -o")
-
-
-def check_memory(path, limit_gib: float, separator: "Separator", start: float = 0.0,
-                 duration: float | None = None) -> None:
-    """Refuse a song whose separation would need more than ``limit_gib`` GiB, from its header
-    alone (:func:`memory_needed`), so that a huge file or an absurd sample rate is one line.
-    With ``start``/``duration`` (seconds) only that part is read, so only it counts."""
-    frames, channels, sr = audio.audio_info(path)
-    if sr < 1:
-        raise UserError(f"{path}: sample rate {sr} Hz; the file is damaged")
-    frames = max(0, frames - int(start * sr))
-    if duration is not None:
-        frames = min(frames, int(math.ceil(duration * sr)))
-    needed = memory_needed(frames, channels, sr, separator) / 2**30
-    if needed > limit_gib:
-        raise UserError(f"{path}: separating {frames / sr / 60:.1f} minutes at {sr} Hz, {channels} ch would need about "
-                        f"{needed:.1f} GiB of memory, over the --max-memory of {limit_gib:g} GiB; raise --max-memory "
-                        "if the machine has it, or cut or resample the file first")
-
-
-def memory_needed(frames: int, channels: int, sr: int, separator: "Separator") -> float:
-    """Bytes of memory the command line needs to separate ``frames`` x ``channels`` samples at ``sr``.
-
-    Counted from what it holds: the song and its vocals (float32), the model-rate spectrogram and
-    mask, and one chunk of the full-rate STFT (``chunk_frames`` frames of the :func:`frame_grid`
-    window, which an absurd sample rate makes huge), on top of :data:`BASE_MEMORY`. The factors
-    were measured (``benchmarks/bench_memory.py``; README, Errors).
-    """
-    params = separator.params
-    n_fft, hop = separator.stft_grid(sr)
-    model_samples = frames * params.sample_rate / sr
-    chunk_frames = min(separator.chunk_frames, 1 + max(frames, n_fft) // hop) + 4 * -(-(n_fft // 2) // hop)
-    song = frames * channels * BYTES_PER_SAMPLE + model_samples * BYTES_PER_MODEL_SAMPLE
-    return BASE_MEMORY + song + chunk_frames * n_fft * channels * BYTES_PER_STFT_VALUE
-
-
-def write_stems(files: dict[Path, np.ndarray], sr: int, outputs: Outputs | None = None) -> None:
-    """Write each stem to its file (in ``outputs``' format, default WAV): all are written to a
-    temporary folder first, in the deepest existing folder that holds them all, and moved into
-    place (their folders created) only when every one is complete, so no partial output is left.
-    A full disk is one line naming the stem's file (:func:`cli.no_space`)."""
-    outputs = outputs or Outputs()
-    files = {Path(path): x for path, x in files.items()}
-    common = Path(os.path.commonpath([path.parent for path in files]))
-    parent = next(folder for folder in (common, *common.parents) if folder.is_dir())
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=cli.temp_prefix(common.name), suffix=".part", dir=parent))
-    except OSError as err:
-        raise UserError(cli.no_space(common) if cli.disk_full(err, parent)
-                        else f"{parent}: cannot write there ({err.strerror}); choose another folder with -o") from None
-    staged = {path: tmp / f"{i}-{path.name}" for i, path in enumerate(files)}  # two stems may share a name
-
-    def real_names(message: str) -> str:  # name the stems' places, not the temporary files
-        for path, temporary in staged.items():
-            message = message.replace(str(temporary), str(path))
-        return message.replace(str(tmp), str(common))
-
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                for path, x in files.items():
-                    outputs.save(staged[path], x, sr)
-            except UserError as err:  # e.g. a full disk
-                raise UserError(real_names(str(err))) from None
-        for warning in caught:  # e.g. a stem louder than full scale, kept as float WAV
-            print(f"note: {real_names(str(warning.message))}", file=sys.stderr)
-        for path, temporary in staged.items():
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(temporary, path)
-            except OSError as err:
-                raise UserError(cli.no_space(path) if cli.disk_full(err, parent)
-                                else f"{path}: cannot write ({err.strerror})") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -918,15 +569,17 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wiener-iterations", type=bounded(int, 1), default=None, metavar="N",
                         help="EM iterations of --wiener's filter, at least 1 (default: 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace stems that already exist")
-    parser.add_argument("--max-memory", type=bounded(float, 0, low_open=True), default=DEFAULT_MAX_MEMORY, metavar="GiB",
+    parser.add_argument("--max-memory", type=bounded(float, 0, low_open=True), default=stems.DEFAULT_MAX_MEMORY,
+                        metavar="GiB",
                         help="refuse, before reading it, a song whose separation would need more memory than this "
                              "(estimated from its header: about 0.9 GiB plus 0.5 GiB per 10 minutes of 44.1 kHz "
                              "stereo; README, Errors) (default: %(default)s)")
     files = parser.add_argument_group("what is written, where and how")
-    files.add_argument("--stems", type=checked(parse_stems), default=STEMS, metavar="NAMES",
+    files.add_argument("--stems", type=checked(stems.parse_stems), default=stems.STEMS, metavar="NAMES",
                        help="stems to write, separated by commas: vocals, accompaniment (also called instrumental "
                             "or, as in Demucs, no_vocals); each file is named as asked (default: vocals,accompaniment)")
-    files.add_argument("--filename", type=checked(check_filename), default=DEFAULT_FILENAME, metavar="TEMPLATE",
+    files.add_argument("--filename", type=checked(stems.check_filename), default=stems.DEFAULT_FILENAME,
+                       metavar="TEMPLATE",
                        help="file names under OUTPUT, Demucs' template: {track} the song's name, {stem}, {ext} the "
                             "format's extension, {trackext} the song's; {stem} is required (default: %(default)s)")
     files.add_argument("--format", choices=audio.WRITE_FORMATS, default="wav",
@@ -952,40 +605,43 @@ def main(argv=None) -> int:
     if args.mp3_bitrate is not None and args.format != "mp3":
         parser.error("argument --mp3-bitrate: only with --format mp3")
     try:
-        outputs = Outputs(args.stems, args.filename, args.format, args.bits, args.mp3_bitrate or audio.MP3_BITRATES[-1])
+        outputs = stems.Outputs(args.stems, args.filename, args.format, args.bits,
+                                args.mp3_bitrate or audio.MP3_BITRATES[-1])
     except ValueError as err:
         parser.error(f"argument --bits: {err}")  # the one combination the options' own types cannot check
     import unet_model
 
     model_path = unet_model.model_file(args.model)
-    check_output_apart(args.songs, args.output)
-    files, problems = find_songs(args.songs, exclude=args.output)
+    # Before any work: the songs, where their stems go, and the output folder (separation/stems.py).
+    stems.check_output_apart(args.songs, args.output)
+    files, problems = stems.find_songs(args.songs, exclude=args.output)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not files:
         raise UserError("no songs to separate")
-    planned = plan_outputs(files, args.output, outputs)
-    for f in files:
-        if song_name(f) != _song_stem(f):
-            print(f"note: {f}: its name is not valid UTF-8 or too long; its stems are named {song_name(f)}",
-                  file=sys.stderr)
-    check_start(files, args.start)
-    prepare_output(args.output, [path for paths in planned.values() for path in paths.values()], args.overwrite)
+    planned = stems.plan_outputs(files, args.output, outputs)
+    for f in stems.renamed_songs(files):
+        print(f"note: {f}: its name is not valid UTF-8 or too long; its stems are named {stems.song_name(f)}",
+              file=sys.stderr)
+    stems.check_start(files, args.start)
+    stems.prepare_output(args.output, [path for paths in planned.values() for path in paths.values()], args.overwrite)
     try:
         separator = Separator(model_path, overlap=args.overlap, batch_size=args.batch_size, precision=args.precision,
                               post_filter="wiener" if args.wiener else None, wiener_iterations=args.wiener_iterations or 1)
     except ValueError as err:  # a model that runs in float32 only
         raise UserError(f"--precision {args.precision}: {err}") from None
-    print(f"Separating {len(files)} song{'s' if len(files) > 1 else ''} on {device_name()} in {separator.precision} "
+    from separation import unet_fast
+
+    print(f"Separating {len(files)} song{'s' if len(files) > 1 else ''} on {unet_fast.device_name()} in {separator.precision} "
           f"with {model_path}", flush=True)
     failed = list(problems)
     for path in files:
         start = time.perf_counter()
         try:
-            check_memory(path, args.max_memory, separator, args.start, args.duration)
+            stems.check_memory(path, args.max_memory, separator, args.start, args.duration)
+            bar = stems.progress_bar(stems.song_name(path)) if sys.stderr.isatty() else None
             paths = separator.separate_file(path, args.output, overwrite=True, outputs=outputs, start=args.start,
-                                            duration=args.duration,
-                                            progress=_progress_bar(song_name(path)) if sys.stderr.isatty() else None)
+                                            duration=args.duration, progress=bar)
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             failed.append(str(err))
@@ -1006,45 +662,11 @@ def main(argv=None) -> int:
     return 0
 
 
-def device_name() -> str:
-    """The device Keras runs the model on: ``"GPU (its name)"`` when TensorFlow sees one, else ``"CPU"``."""
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        return f"the {keras.backend.backend()} backend's default device"
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return "CPU"
-    name = tf.config.experimental.get_device_details(gpus[0]).get("device_name")
-    return f"GPU ({name})" if name else "GPU"
-
-
-def _progress_bar(label: str):
-    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr."""
-    from tqdm import tqdm
-
-    bar = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc=label, unit="step", leave=False, file=sys.stderr)
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-    return update
-
-
 if __name__ == "__main__":
     # The command line only, not a program that imports this module: `import keras` imports
-    # scikit-learn, pandas and matplotlib when they are installed (librosa, museval and the
-    # notebooks need them) for its scikit-learn wrappers, DataFrame inputs and plots, which this
-    # command never uses. Marked absent, they are skipped: a 3-minute song took 8.3 s on an idle
-    # machine without this, 5.7 s with it, under the command's 6-second goal (imports and teardown
-    # of those modules; benchmarks/RESULTS.md, "The command line without process tricks").
+    # scikit-learn, pandas and matplotlib when they are installed, for wrappers, DataFrame inputs
+    # and plots this command never uses; marked absent, they are skipped, and their imports and
+    # teardown no longer slow every run (benchmarks/RESULTS.md, "The command line without process tricks").
     for unused in ("sklearn", "pandas", "matplotlib"):
         sys.modules.setdefault(unused, None)
     sys.exit(run_cli(main))

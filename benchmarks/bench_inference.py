@@ -6,7 +6,7 @@ Prints one table, seconds per stage:
 
 * in-process rows: ``audio.load_audio``, ``inference.Separator.vocals`` (resample, STFT at the
   model's rate and at the song's, model, mask mapping, inverse STFT; their sum is the
-  "separate" column) and ``inference.write_stems``, with the model loaded and traced
+  "separate" column) and ``stems.write_stems``, with the model loaded and traced
   beforehand (a notebook's second song), best of ``--repeats``: ``unet_fast.inference_mask_model``
   in float32 (the ``Separator``'s default) and in bfloat16 (the command line's ``--precision
   auto`` on CPUs with AVX512-BF16 or AMX), and the model as trained (``unet_model.mask_model``,
@@ -37,7 +37,7 @@ from benchlib import cpu_summary, load_average, model_or_untrained, print_table,
 
 import numpy as np  # noqa: E402
 
-from separation import audio  # noqa: E402
+from separation import audio, stems  # noqa: E402
 import inference  # noqa: E402
 from separation.cli import ArgumentParser, run_cli  # noqa: E402
 
@@ -71,7 +71,7 @@ def separate_once(path: Path, separator, out: Path) -> tuple[dict, float, float]
     with inference._timed(timings, "separate"):
         vocals = separator.vocals(x, sr, timings=timings)
     with inference._timed(timings, "write"):
-        inference.write_stems({out / "vocals.wav": vocals, out / "accompaniment.wav": x - vocals}, sr)
+        stems.write_stems({out / "vocals.wav": vocals, out / "accompaniment.wav": x - vocals}, sr)
     return stages(timings), time.perf_counter() - start, time.process_time() - cpu
 
 
@@ -95,7 +95,7 @@ def cold_child(song: str, model: str, out: str) -> None:
     # building the inference model (and its self-check)
     inference.Separator._mask_function = timed("model", inference.Separator._mask_function)
     audio.load_audio = timed("load", audio.load_audio)
-    inference.write_stems = timed("write", inference.write_stems)
+    stems.write_stems = timed("write", stems.write_stems)
     inference.Separator.vocals = timed("separate", lambda *args, **kwargs: vocals(*args, **dict(kwargs, timings=timings)))
     assert inference.main([song, "-o", out, "--model", model, "--overwrite"]) == 0
     result = dict(stages(timings), **{"model load": timings["model load"], "imports": imported - _START,

@@ -10,7 +10,7 @@ full-band STFT (``inference.CHUNK_FRAMES`` frames) and in one piece. Prints one 
 minutes for the default hour.
 
 ``--lengths`` instead measures the command line's peak for songs of those lengths in minutes
-(noise, at ``--sr`` and ``--channels``) beside ``inference.memory_needed``'s estimate, the one
+(noise, at ``--sr`` and ``--channels``) beside ``stems.memory_needed``'s estimate, the one
 ``--max-memory`` is checked against, whose factors were fitted to such rows.
 """
 
@@ -45,6 +45,7 @@ def estimate_rows(args, work: Path, model_path) -> list[list]:
     import soundfile as sf
 
     import inference
+    from separation import stems
 
     separator = inference.Separator(model_path)
     rows = []
@@ -57,7 +58,7 @@ def estimate_rows(args, work: Path, model_path) -> list[list]:
                 f.write(block[: frames - start])
         result = run_measured([sys.executable, "inference.py", str(song), "-o", str(work / "out"), "--model",
                                str(model_path), "--overwrite", "--max-memory", "1000"])
-        estimate = inference.memory_needed(frames, args.channels, args.sr, separator) / 2**20
+        estimate = stems.memory_needed(frames, args.channels, args.sr, separator) / 2**20
         rows.append([f"{minutes:g} min", result["wall"], result["rss_mb"], estimate, estimate / result["rss_mb"]])
         song.unlink()
     return rows

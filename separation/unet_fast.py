@@ -19,8 +19,13 @@ has the figures):
 when it builds it, and returns ``mask_model`` instead, with a warning, when they disagree: a
 student who changes ``build_unet`` gets the network they wrote, only slower.
 
+:func:`fastest_mask_model` chooses what runs (this model, in which precision, or the model as
+trained) and :func:`device_name` says where.
+
 This module defines a Keras layer, so it imports Keras at the top; the scripts import it inside
-the functions that need it.
+the functions that need it. It imports ``unet_model`` because it is defined by that network: it
+reads ``build_unet``'s settings back from a model (``unet_model.read_settings``) and checks
+itself against ``unet_model.mask_model``.
 """
 
 from __future__ import annotations
@@ -45,10 +50,9 @@ MATMUL_POSITIONS = 64
 SUBPIXEL_BELOW = 8
 PRECISIONS = ("float32", "bfloat16")
 #: Largest difference from ``unet_model.mask_model`` that the self-check accepts, by precision.
-#: float32: the largest absolute difference (it agrees to float rounding, about 1e-7).
+#: float32: the largest absolute difference (it agrees to float rounding).
 #: bfloat16: the *mean* absolute difference, since its 8-bit mantissa leaves isolated cells far
-#: off (up to 0.09 on the shipped model, on an AMD EPYC with AVX512-BF16) while the mean stays
-#: near 1.5e-3; a wrongly folded weight moves the whole mask.
+#: off while the mean stays small; a wrongly folded weight moves the whole mask.
 CHECK_TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-3}
 
 
@@ -64,6 +68,44 @@ def bfloat16_is_fast() -> bool:
     except OSError:
         return False
     return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
+def fastest_mask_model(model, precision: str = "auto"):
+    """The fastest model of ``model``'s mask here, and the precision it computes in: ``(masker, precision)``.
+
+    ``model`` is a Keras model with a layer named ``mask``, usually a U-Net from
+    ``unet_model.build_unet``, which runs as :func:`inference_mask_model` in ``precision``:
+    ``"float32"``, ``"bfloat16"`` or ``"auto"`` (bfloat16 where :func:`bfloat16_is_fast`). A
+    model whose output is its mask runs as it is; a model of another layout runs its mask layer
+    as trained (``unet_model.mask_model``), in float32, and raises ``ValueError`` when bfloat16
+    was asked for explicitly, as it does when it has no layer ``mask``.
+    """
+    if "mask" not in unet_model.layer_names(model):
+        raise ValueError(f"model {model.name!r} has no layer named 'mask'; build it with unet_model.build_unet")
+    chosen = precision == "auto"
+    if chosen:
+        precision = "bfloat16" if bfloat16_is_fast() else "float32"
+    if model.get_layer("mask").output is model.outputs[0]:
+        return model, precision
+    try:
+        return inference_mask_model(model, precision), precision
+    except ValueError as err:  # not build_unet's layout: its own mask layer, as trained
+        if precision != "float32" and not chosen:
+            raise ValueError(f"{err}; it runs in float32 only") from None
+        return unet_model.mask_model(model), "float32"
+
+
+def device_name() -> str:
+    """The device Keras runs the model on: ``"GPU (its name)"`` when TensorFlow sees one, else ``"CPU"``."""
+    if keras.backend.backend() != "tensorflow":
+        return f"the {keras.backend.backend()} backend's default device"
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "CPU"
+    name = tf.config.experimental.get_device_details(gpus[0]).get("device_name")
+    return f"GPU ({name})" if name else "GPU"
 
 
 def inference_mask_model(model, precision: str = "float32", *, check: bool = True):

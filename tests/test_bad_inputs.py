@@ -18,6 +18,7 @@ import soundfile as sf
 from separation import audio, cli
 import evaluate
 import inference
+from separation.stems import song_name
 import unet_model
 from separation.audio import DEFAULT_PARAMS
 
@@ -105,7 +106,7 @@ def test_inference_separates_odd_but_valid_files_correctly(name, corpus, model_d
     out = tmp_path / "separated"
     assert cli.run_cli(inference.main, [str(corpus[name]), "-o", str(out), "--model", str(model_dir)]) == 0
     mixture, sr = audio.load_audio(corpus[name])
-    song = out / inference.song_name(corpus[name])
+    song = out / song_name(corpus[name])
     assert files_under(song.parent) == [f"{song.name}/accompaniment.wav", f"{song.name}/vocals.wav"]
     stems = {}
     for stem in ("vocals", "accompaniment"):

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from separation import audio, cli
+from separation import audio, cli, stems
 import data_generator
 import evaluate
 import inference
@@ -120,11 +120,11 @@ def test_only_the_part_that_start_and_duration_read_counts_against_max_memory(no
 
 def test_memory_needed_grows_with_the_song_and_its_rate(model_dir):
     separator = inference.Separator(model_dir)
-    minute = inference.memory_needed(60 * 44100, 2, 44100, separator)
-    hour = inference.memory_needed(3600 * 44100, 2, 44100, separator)
-    assert inference.BASE_MEMORY < minute < hour < inference.DEFAULT_MAX_MEMORY * 2**30
+    minute = stems.memory_needed(60 * 44100, 2, 44100, separator)
+    hour = stems.memory_needed(3600 * 44100, 2, 44100, separator)
+    assert stems.BASE_MEMORY < minute < hour < stems.DEFAULT_MAX_MEMORY * 2**30
     # 3000 samples at 2^31 - 1 Hz in place of 48 kHz: the window, not the samples, decides
-    absurd, usual = (inference.memory_needed(3000, 1, sr, separator) - inference.BASE_MEMORY for sr in (2**31 - 1, 48000))
+    absurd, usual = (stems.memory_needed(3000, 1, sr, separator) - stems.BASE_MEMORY for sr in (2**31 - 1, 48000))
     assert absurd > 100 * usual
 
 

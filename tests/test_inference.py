@@ -15,6 +15,7 @@ import soundfile as sf
 
 from separation import audio, cli
 import inference
+from separation.stems import STEMS, song_name
 import unet_model
 from separation.audio import AudioParams, DEFAULT_PARAMS
 from separation.cli import UserError
@@ -273,9 +274,9 @@ def test_separate_file_writes_both_stems_and_refuses_to_overwrite(separator, tmp
     song = write(tmp_path / "in" / "My Song.wav", noise(2.0, 22050, 2), 22050)
     paths = separator.separate_file(song, tmp_path / "out")
     folder = tmp_path / "out" / "My Song"
-    assert paths == {stem: folder / f"{stem}.wav" for stem in inference.STEMS}
+    assert paths == {stem: folder / f"{stem}.wav" for stem in STEMS}
     mixture, _ = audio.load_audio(song)
-    stems = {stem: audio.load_audio(folder / f"{stem}.wav")[0] for stem in inference.STEMS}
+    stems = {stem: audio.load_audio(folder / f"{stem}.wav")[0] for stem in STEMS}
     np.testing.assert_allclose(stems["vocals"] + stems["accompaniment"], mixture, atol=2.5 / 32768)
     with pytest.raises(UserError, match="already exists"):
         separator.separate_file(song, tmp_path / "out")
@@ -292,7 +293,7 @@ def test_separate_file_writes_both_stems_and_refuses_to_overwrite(separator, tmp
     ("a.b.flac", "a.b"),
 ])
 def test_song_names_follow_the_contract(path, name):
-    assert inference.song_name(path) == name
+    assert song_name(path) == name
 
 
 def test_cli_separates_files_and_folders(tmp_path, model_dir, capsys):
@@ -424,7 +425,7 @@ def test_cli_wiener_separates_a_file(tmp_path, model_dir, capsys):
     for name, options in (("plain", []), ("wiener", ["--wiener", "--wiener-iterations", "2"])):
         assert inference.main([str(song), "-o", str(tmp_path / name), "--model", str(model_dir)] + options) == 0
         assert f"{song} -> {tmp_path / name / 'song'}/vocals.wav, " in capsys.readouterr().out
-        outputs[name] = {stem: sf.read(str(tmp_path / name / "song" / f"{stem}.wav"))[0] for stem in inference.STEMS}
+        outputs[name] = {stem: sf.read(str(tmp_path / name / "song" / f"{stem}.wav"))[0] for stem in STEMS}
     x = sf.read(str(song))[0]
     np.testing.assert_allclose(outputs["wiener"]["vocals"] + outputs["wiener"]["accompaniment"], x, atol=1e-4)
     assert not np.allclose(outputs["wiener"]["vocals"], outputs["plain"]["vocals"], atol=1e-4)
@@ -569,7 +570,7 @@ def test_command_line_process_writes_the_stems_and_its_exit_status(tmp_path, mod
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "song.wav -> " in proc.stdout and "Traceback" not in proc.stderr
     assert run([str(song), "-o", str(tmp_path / "api"), "--model", str(model_dir)], capsys)[0] == 0
-    for stem in inference.STEMS:
+    for stem in STEMS:
         np.testing.assert_array_equal(sf.read(tmp_path / "cli" / "song" / f"{stem}.wav")[0],
                                       sf.read(tmp_path / "api" / "song" / f"{stem}.wav")[0])
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300)

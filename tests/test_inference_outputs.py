@@ -16,6 +16,7 @@ import soundfile as sf
 
 from separation import audio, cli
 import inference
+from separation.stems import STEMS, Outputs, write_stems
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +56,7 @@ def test_lossless_formats_and_bit_depths(tmp_path, tiny_model_dir, options, subt
     ext = "flac" if "flac" in options else "wav"
     assert files_under(tmp_path / "out") == [f"song/accompaniment.{ext}", f"song/vocals.{ext}"]
     stems = {}
-    for stem in inference.STEMS:
+    for stem in STEMS:
         info = sf.info(str(tmp_path / "out" / "song" / f"{stem}.{ext}"))
         assert (info.format, info.subtype, info.samplerate, info.channels, info.frames) == (ext.upper(), subtype, 22050, 2, 44100)
         stems[stem] = sf.read(str(tmp_path / "out" / "song" / f"{stem}.{ext}"), dtype="float32")[0]
@@ -66,7 +67,7 @@ def test_lossless_formats_and_bit_depths(tmp_path, tiny_model_dir, options, subt
 def test_lossy_formats(tmp_path, tiny_model_dir, fmt, options, subtype):
     song = write(tmp_path / "song.wav", noise(3.0, 44100), 44100)
     assert separate(song, tmp_path / "out", tiny_model_dir, "--format", fmt, *options) == 0
-    for stem in inference.STEMS:
+    for stem in STEMS:
         path = tmp_path / "out" / "song" / f"{stem}.{fmt}"
         info = sf.info(str(path))
         assert (info.subtype, info.samplerate, info.channels) == (subtype, 44100, 2)
@@ -101,9 +102,9 @@ def test_mp3_bitrate_rate_and_ffmpeg_fallback(tmp_path, monkeypatch, libsndfile)
 
 def test_a_stem_beyond_full_scale_is_float_wav_and_clipped_flac_with_a_note(tmp_path, capsys):
     loud = 1.5 * np.sin(np.linspace(0, 100, 8192, dtype=np.float32))[:, None]
-    inference.write_stems({tmp_path / "a" / "vocals.wav": loud}, 8192)
+    write_stems({tmp_path / "a" / "vocals.wav": loud}, 8192)
     assert sf.info(str(tmp_path / "a" / "vocals.wav")).subtype == "FLOAT"
-    inference.write_stems({tmp_path / "b" / "vocals.flac": loud}, 8192, inference.Outputs(format="flac"))
+    write_stems({tmp_path / "b" / "vocals.flac": loud}, 8192, Outputs(format="flac"))
     back = sf.read(str(tmp_path / "b" / "vocals.flac"))[0]
     assert back.max() == pytest.approx(1.0, abs=1e-4)
     notes = capsys.readouterr().err.strip().splitlines()
@@ -171,7 +172,7 @@ def test_start_and_duration_separate_that_part(tmp_path, tiny_model_dir):
     x = noise(4.0, 8192, seed=3)
     song = write(tmp_path / "song.wav", x, 8192)
     assert separate(song, tmp_path / "out", tiny_model_dir, "--start", "1.5", "--duration", "2") == 0
-    stems = {stem: sf.read(str(tmp_path / "out" / "song" / f"{stem}.wav"), dtype="float32")[0] for stem in inference.STEMS}
+    stems = {stem: sf.read(str(tmp_path / "out" / "song" / f"{stem}.wav"), dtype="float32")[0] for stem in STEMS}
     assert len(stems["vocals"]) == 2 * 8192
     mixture = sf.read(str(song), dtype="float32")[0]
     np.testing.assert_allclose(stems["vocals"] + stems["accompaniment"], mixture[int(1.5 * 8192):int(3.5 * 8192)],
@@ -224,7 +225,7 @@ def test_outputs_refuses_bad_values_in_python_too():
                           ({"format": "aac"}, "format"), ({"format": "ogg", "bits": "24"}, "wav and flac"),
                           ({"mp3_bitrate": 100}, "bitrate")):
         with pytest.raises(ValueError, match=words):
-            inference.Outputs(**kwargs)
+            Outputs(**kwargs)
 
 
 # ---------------------------------------------------------------------------- the terminal

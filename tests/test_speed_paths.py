@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import inference
+from separation.stems import STEMS
 from separation import unet_fast
 import unet_model
 from separation.audio import AudioParams, DEFAULT_PARAMS
@@ -231,7 +232,7 @@ def test_command_line_process_writes_the_stems_and_exit_status(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "song.wav -> " in proc.stdout and "Traceback" not in proc.stderr
     assert inference.main([str(tmp_path / "song.wav"), "-o", str(tmp_path / "api"), "--model", str(tmp_path)]) == 0
-    for stem in inference.STEMS:
+    for stem in STEMS:
         np.testing.assert_array_equal(sf.read(tmp_path / "cli" / "song" / f"{stem}.wav")[0],
                                       sf.read(tmp_path / "api" / "song" / f"{stem}.wav")[0])
 
