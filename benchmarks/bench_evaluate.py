@@ -25,6 +25,7 @@ from separation import audio  # noqa: E402
 from separation import cli
 from separation import datasets  # noqa: E402
 import evaluate  # noqa: E402
+from separation import metrics  # noqa: E402
 from separation import synth  # noqa: E402
 
 
@@ -59,14 +60,14 @@ def main(argv=None) -> int:
         refs, est = write_songs(Path(tmp), args.tracks, args.seconds)
         print(f"wrote {args.tracks} songs of {args.seconds:g} s in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         tracks = datasets.find_tracks("stems", refs)
-        configs = [("v3 mir_eval", evaluate.Settings(families=("v3",))),
-                   ("v4 museval", evaluate.Settings(families=("v4",))),
-                   ("v3 + v4", evaluate.Settings())]
+        configs = [("v3 mir_eval", metrics.Settings(families=("v3",))),
+                   ("v4 museval", metrics.Settings(families=("v4",))),
+                   ("v3 + v4", metrics.Settings())]
         if args.native:
-            configs.append(("v4 museval", evaluate.Settings(sr=None, stereo=True, families=("v4",))))
+            configs.append(("v4 museval", metrics.Settings(sr=None, stereo=True, families=("v4",))))
         # imports and first calls (mir_eval, museval, soxr) out of the first row; the --jobs 2
         # rows do include starting the worker processes, as a command-line run does
-        evaluate.run_jobs([evaluate.Job(tracks[0], est, "est", (), evaluate.Settings())], progress=False)
+        evaluate.run_jobs([evaluate.Job(tracks[0], est, "est", (), metrics.Settings())], progress=False)
         rows = []
         for label, settings in configs:
             rate = "44100 Hz stereo" if settings.sr is None else f"{settings.sr} Hz mono"

@@ -4,8 +4,9 @@
 
 Separates ``--tracks`` songs with ``inference.Separator`` twice, the mask computed by
 ``unet_fast.inference_mask_model`` in float32 (the default) and in bfloat16
-(``inference.py --precision bfloat16``), and scores both with ``evaluate.score_methods`` (BSS
-Eval v3, mir_eval, at 8192 Hz mono as ``evaluate.py`` does by default). Songs: MIR-1K's
+(``inference.py --precision bfloat16``), and scores both with
+``separation.metrics.score_methods`` (BSS Eval v3, mir_eval, at 8192 Hz mono as ``evaluate.py``
+does by default). Songs: MIR-1K's
 ``--split`` songs with ``--mir1k`` (at 8192 Hz, spread over the singers), else synthetic
 30 s songs at 44.1 kHz. Prints one table: mean scores of each precision, their difference
 (mean and largest over songs), the largest mask difference, and the model's time per song.
@@ -58,14 +59,14 @@ def songs(args):
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     from separation import audio
-    import evaluate
+    from separation import metrics
     import inference
 
     load_start = load_average()
     with tempfile.TemporaryDirectory(prefix="bench_precision.") as tmp:
         model, params, _ = model_or_untrained(args.model, Path(tmp))
     separators = {p: inference.Separator(model, params, precision=p) for p in PRECISIONS}
-    settings = evaluate.Settings(families=("v3",))
+    settings = metrics.Settings(families=("v3",))
     scores = {p: [] for p in PRECISIONS}
     model_s = {p: 0.0 for p in PRECISIONS}
     mask_diff, seconds, names = 0.0, 0.0, []
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
             vocals = separators[p].apply_mask(refs["mixture"], sr, masks[p])
             estimates[p] = {"vocals": vocals, "accompaniment": refs["mixture"] - vocals}
         mask_diff = max(mask_diff, float(np.abs(masks["bfloat16"] - masks["float32"]).max()))
-        result = evaluate.score_methods(refs, estimates, sr, settings)
+        result = metrics.score_methods(refs, estimates, sr, settings)
         for p in PRECISIONS:
             scores[p].append([float(result[p][c]) for c in COLUMNS])
     table = {p: np.array(scores[p]) for p in PRECISIONS}
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
     print_table(
         "bfloat16 vs float32 inference: separation quality",
         f"{what}, {seconds / 60:.1f} min; model: {args.model or 'untrained full-size U-Net'}; BSS Eval v3 dB "
-        f"(evaluate.score_methods, 8192 Hz mono); largest mask difference {mask_diff:.2e}; CPU: {cpu_summary()}; "
+        f"(separation.metrics.score_methods, 8192 Hz mono); largest mask difference {mask_diff:.2e}; CPU: {cpu_summary()}; "
         f"load average {load_start:.1f} at the start, {load_average():.1f} at the end",
         ["precision"] + [c.replace("v3_", "") for c in COLUMNS] + ["model s/song"], rows)
     return 0

@@ -46,12 +46,12 @@ def main(argv=None) -> int:
                         help="'stempeg' or stems folders with a test/ split")
     args = parser.parse_args(argv)
 
-    import evaluate
+    from separation import metrics
     import inference
     from separation.audio import DEFAULT_PARAMS as PARAMS, magnitude
 
     separator = inference.Separator(args.model, precision="float32")
-    settings = evaluate.Settings(families=("v3",))
+    settings = metrics.Settings(families=("v3",))
     rows = []
     for name in args.sets:
         nsdr, seconds = {p: [] for p in args.powers}, []
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
             for p in args.powers:
                 vocals = separator.apply_mask(mixture[:, None], PARAMS.sample_rate, mask**p)[:, 0]
                 methods[str(p)] = {"vocals": vocals, "accompaniment": mixture - vocals}
-            scores = evaluate.score_methods(refs, methods, PARAMS.sample_rate, settings)
+            scores = metrics.score_methods(refs, methods, PARAMS.sample_rate, settings)
             for p in args.powers:
                 nsdr[p].append(scores[str(p)]["v3_vocals_NSDR"])
             seconds.append(len(mixture) / PARAMS.sample_rate)

@@ -20,8 +20,8 @@ Printed side by side:
 * the largest difference between the two frameworks' masks (over every patch of every song)
   and between their separated vocals (samples);
 * with ``--dataset`` (references available), BSS Eval scores of both from
-  ``evaluate.score_methods``: per track, and the GNSDR/GSIR/GSAR table (v3; ``--v4`` adds the
-  museval medians);
+  ``separation.metrics.score_methods``: per track, and the GNSDR/GSIR/GSAR table (v3; ``--v4``
+  adds the museval medians);
 * speed on this machine: inference and training-step patches per second of each framework at
   the same ``--batch-size`` and ``--threads`` (``torch.set_num_threads`` and TensorFlow's
   intra-op and inter-op thread pools set alike; Keras compiles its steps as ``train.py`` does,
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from separation import datasets
+from separation import datasets, metrics
 from separation.audio import AudioParams, DEFAULT_PARAMS
 from separation.cli import ArgumentParser, UserError, run_cli
 
@@ -215,11 +215,10 @@ def compare_tracks(tracks, model, module, params: AudioParams, batch_size: int, 
     ``method`` = framework, ``seconds``, metrics) and ``diffs`` one dict per track with
     ``mask`` and ``vocals`` (largest absolute differences) and each framework's seconds.
     """
-    import evaluate
     import inference
     from pytorch_twin import unet_torch
 
-    settings = evaluate.Settings(families=("v3", "v4") if v4 else ("v3",))
+    settings = metrics.Settings(families=("v3", "v4") if v4 else ("v3",))
     predictors = {"keras": inference.Separator(model, params).predict,
                   "torch": functools.partial(unet_torch.predict_mask, module)}
     rows, diffs = [], []
@@ -237,33 +236,32 @@ def compare_tracks(tracks, model, module, params: AudioParams, batch_size: int, 
                       "vocals": float(np.abs(estimates["keras"]["vocals"] - estimates["torch"]["vocals"]).max()),
                       **{f"{f}_seconds": seconds[f] for f in FRAMEWORKS}})
         if "vocals" in references:
-            scores = evaluate.score_methods(references, estimates, sr, settings)
+            scores = metrics.score_methods(references, estimates, sr, settings)
             rows += [{"track": name, "method": f, **scores[f]} for f in FRAMEWORKS]
     return rows, diffs
 
 
 def print_comparison(rows: list[dict], diffs: list[dict], v4: bool = False) -> None:
     """Print the differences per track and, when scored, both frameworks' BSS Eval tables."""
-    import evaluate
 
     header = ["track", "max |mask diff|", "max |vocals diff|"]
     table = [[d["track"], f"{d['mask']:.3g}", f"{d['vocals']:.3g}"] for d in diffs]
     print("\nLargest differences between the frameworks (masks over all patches; vocals in samples)")
-    print(evaluate.format_table(header, table))
+    print(metrics.format_table(header, table))
     print(f"overall: mask {max(d['mask'] for d in diffs):.3g}, vocals {max(d['vocals'] for d in diffs):.3g}")
     seconds = {f: sum(d[f"{f}_seconds"] for d in diffs) for f in FRAMEWORKS}
     print("separation time, all tracks (one-off tracing included): "
           + ", ".join(f"{f} {seconds[f]:.2f} s" for f in FRAMEWORKS))
     if not rows:
         return
-    metrics = [f"v3_{s}_{m}" for s in evaluate.SOURCES for m in ("SDR", "SIR", "SAR")]
-    header = ["track", "framework"] + [f"{c.split('_')[1][:3]} {c.split('_')[2]}" for c in metrics]
+    columns = [f"v3_{s}_{m}" for s in metrics.SOURCES for m in ("SDR", "SIR", "SAR")]
+    header = ["track", "framework"] + [f"{c.split('_')[1][:3]} {c.split('_')[2]}" for c in columns]
     print("\nBSS Eval v3 per track, dB")
-    print(evaluate.format_table(header, [[r["track"], r["method"]] + [r[c] for c in metrics] for r in rows]))
+    print(metrics.format_table(header, [[r["track"], r["method"]] + [r[c] for c in columns] for r in rows]))
     families = ("v3", "v4") if v4 else ("v3",)
-    for title, header, table in evaluate.headline_tables(evaluate.summarize(rows), families):
+    for title, header, table in metrics.headline_tables(metrics.summarize(rows), families):
         print(f"\n{title}")
-        print(evaluate.format_table(header, table))
+        print(metrics.format_table(header, table))
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,13 +324,12 @@ def benchmark(model, module, batch_size: int, batches: int, seed: int = 0) -> di
 
 
 def print_speeds(speeds: dict, batch_size: int, threads: str) -> None:
-    import evaluate
 
     rows = [[task] + [speeds[f"{f} {task}"] for f in FRAMEWORKS] + [speeds[f"torch {task}"] / speeds[f"keras {task}"]]
             for task in ("inference", "training")]
     print(f"\nPatches per second (batch {batch_size}; {threads}; Keras jit_compile={speeds['keras jit_compile']}, "
           "PyTorch eager)")
-    print(evaluate.format_table(["task", "keras", "torch", "torch/keras"], rows))
+    print(metrics.format_table(["task", "keras", "torch", "torch/keras"], rows))
 
 
 if __name__ == "__main__":

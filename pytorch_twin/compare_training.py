@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from separation import metrics
 from separation.audio import PARAMS_FILE
 from separation.cli import ArgumentParser, UserError, atomic_output, atomic_write_text, bounded
 
@@ -317,7 +318,6 @@ def score_trainings(run_dir: Path, tracks: list, split: str) -> dict[str, dict[s
     """``{training folder: {"voc GNSDR", "voc GSDR"}}``: each best model separates and BSS Eval v3
     scores ``tracks``; per-track rows are kept in ``<folder>/test-<split>.json`` and reused while
     the model and the tracks are unchanged."""
-    import evaluate
 
     scores = {}
     for training in TRAININGS:
@@ -337,7 +337,7 @@ def score_trainings(run_dir: Path, tracks: list, split: str) -> dict[str, dict[s
             print(f"separating and scoring {len(tracks)} {split} track(s) with the {training.label} model", flush=True)
             rows = score_model(keras_model(folder, training), tracks, training.folder)
             atomic_write_text(saved, json.dumps({"key": key, "rows": rows}, indent=1) + "\n")
-        summary = {s["metric"]: s["weighted"] for s in evaluate.summarize(rows, ["v3_vocals_NSDR", "v3_vocals_SDR"])}
+        summary = {s["metric"]: s["weighted"] for s in metrics.summarize(rows, ["v3_vocals_NSDR", "v3_vocals_SDR"])}
         scores[training.folder] = {"voc GNSDR": summary["v3_vocals_NSDR"], "voc GSDR": summary["v3_vocals_SDR"]}
     return scores
 
@@ -362,16 +362,15 @@ def keras_model(folder: Path, training: Training) -> Path:
 
 def score_model(model_path: Path, tracks: list, method: str) -> list[dict]:
     """evaluate.py's per-track rows (BSS Eval v3) of one model on ``tracks``."""
-    import evaluate
     import inference
 
     separator = inference.Separator(model_path)
-    settings = evaluate.Settings(families=("v3",))
+    settings = metrics.Settings(families=("v3",))
     rows = []
     for track in tracks:
         references, sr = track.load()
         estimates = separator.separate(references["mixture"], sr)
-        scores = evaluate.score_methods(references, {method: estimates}, sr, settings)[method]
+        scores = metrics.score_methods(references, {method: estimates}, sr, settings)[method]
         rows.append({"track": track.name, "method": method, **scores})
     return rows
 
@@ -405,7 +404,6 @@ def summarize(run_dir: Path, patches: int, scores: dict | None = None) -> list[d
 
 
 def print_table(rows: list[dict]) -> None:
-    import evaluate
 
     def shown(column, value):
         if column in ("final val loss", "best val loss"):
@@ -414,7 +412,7 @@ def print_table(rows: list[dict]) -> None:
             return f"{value:.1f}"
         return value
 
-    print(evaluate.format_table(list(COLUMNS), [[shown(c, row[c]) for c in COLUMNS] for row in rows]))
+    print(metrics.format_table(list(COLUMNS), [[shown(c, row[c]) for c in COLUMNS] for row in rows]))
 
 
 def write_table(path: Path, rows: list[dict]) -> None:
@@ -537,7 +535,6 @@ def seed_tables(tables: list[dict]) -> list[dict]:
 
 
 def seeds_main(argv=None) -> int:
-    import evaluate
 
     args = seeds_parser().parse_args(argv)
     tables = [read_comparison(Path(d)) for d in args.run_dirs]
@@ -552,7 +549,7 @@ def seeds_main(argv=None) -> int:
     for metric in SEED_METRICS:
         name = metric + (" (x1e-3)" if metric == "best val loss" else "")
         print(f"\n{name}: each framework, then the difference of each pair run by run")
-        print(evaluate.format_table([name, *header[1:]], [
+        print(metrics.format_table([name, *header[1:]], [
             [r["what"], *(shown(metric, v) for v in r["values"]), shown(metric, r["mean"]),
              shown(metric, r["sd"]) if math.isfinite(r["sd"]) else "-"]
             for r in rows if r["metric"] == metric]))

@@ -1,7 +1,7 @@
 """Reference points for the U-Net: the mixture, oracle masks and two classic separators.
 
 Every baseline maps a mixture ``(samples, channels)`` float32 at rate ``sr`` to estimates
-``{"vocals", "accompaniment"}`` of the same shape and rate, so :mod:`evaluate` scores them exactly
+``{"vocals", "accompaniment"}`` of the same shape and rate, so evaluate.py scores them exactly
 as it scores a model's output. All of them work where the model works: at the model's rate
 (8192 Hz; other rates are resampled there and back) and channel by channel.
 

@@ -1,4 +1,4 @@
-"""evaluate.py and baselines.py: metrics that mean what they say, on stems folders written here."""
+"""evaluate.py, separation.metrics and separation.baselines: metrics that mean what they say, on stems folders written here."""
 
 import math
 import warnings
@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from separation import audio, cli, baselines, datasets
+from separation import audio, cli, baselines, datasets, metrics
 import evaluate
 from separation.cli import UserError
 
@@ -87,7 +87,7 @@ def test_perfect_mixture_and_swapped_estimates(stems, tmp_path):
         assert all(r["method"] == case and r["status"] == "ok" for r in rows)
         cases[case] = rows
     for perfect, mixture, swapped in zip(cases["perfect"], cases["mixture"], cases["swapped"]):
-        for s in evaluate.SOURCES:
+        for s in metrics.SOURCES:
             assert perfect[f"v3_{s}_SDR"] > 60 and perfect[f"v4_{s}_SDR"] > 60
             assert perfect[f"v3_{s}_NSDR"] > 50
             assert mixture[f"v3_{s}_NSDR"] == 0.0
@@ -110,7 +110,7 @@ def test_csv_matches_mir_eval_and_museval_called_directly(stems, tmp_path):
     code, rows = run(stems, tmp_path / "est", tmp_path / "out", "--limit", "1")
     assert code == 0 and len(rows) == 1
     row = rows[0]
-    est = {s: audio.load_audio(tmp_path / "est" / "song_a" / f"{s}.wav")[0] for s in evaluate.SOURCES}
+    est = {s: audio.load_audio(tmp_path / "est" / "song_a" / f"{s}.wav")[0] for s in metrics.SOURCES}
     ref = np.stack([voc[:, 0], acc[:, 0]])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -118,7 +118,7 @@ def test_csv_matches_mir_eval_and_museval_called_directly(stems, tmp_path):
                                                                 compute_permutation=False)
         mix_sdr = mir_eval.separation.bss_eval_sources(ref, np.stack([mix[:, 0], mix[:, 0]]), compute_permutation=False)[0]
     v4 = museval.evaluate(ref[..., None], np.stack([est["vocals"], est["accompaniment"]]), win=SR, hop=SR)
-    for i, s in enumerate(evaluate.SOURCES):
+    for i, s in enumerate(metrics.SOURCES):
         assert row[f"v3_{s}_SDR"] == pytest.approx(sdr[i], abs=0.01)
         assert row[f"v3_{s}_SIR"] == pytest.approx(sir[i], abs=0.01)
         assert row[f"v3_{s}_SAR"] == pytest.approx(sar[i], abs=0.01)
@@ -134,8 +134,8 @@ def test_score_track_resamples_and_folds_to_the_evaluation_rate():
     stereo = {"vocals": np.repeat(voc, 2, 1), "accompaniment": np.repeat(acc, 2, 1)}
     refs = {**stereo, "mixture": stereo["vocals"] + stereo["accompaniment"]}
     est = {"vocals": stereo["vocals"] + 0.1 * stereo["accompaniment"], "accompaniment": stereo["accompaniment"]}
-    fast = evaluate.score_track(refs, est, 44100, evaluate.Settings(families=("v3",)))
-    native = evaluate.score_track(refs, est, 44100, evaluate.Settings(sr=None, stereo=True, families=("v3",)))
+    fast = metrics.score_track(refs, est, 44100, metrics.Settings(families=("v3",)))
+    native = metrics.score_track(refs, est, 44100, metrics.Settings(sr=None, stereo=True, families=("v3",)))
     assert fast["seconds"] == pytest.approx(1.0, abs=1e-3) and native["seconds"] == pytest.approx(1.0)
     # 10% (-20 dB) of accompaniment in the vocals: an SIR near 20 dB at either rate
     assert 15 < fast["v3_vocals_SIR"] < 30 and 15 < native["v3_vocals_SIR"] < 30
@@ -147,13 +147,13 @@ def test_summarize_weights_by_length_and_leaves_out_nan_and_inf():
             {"method": "m", "seconds": 5.0, "v3_vocals_NSDR": math.nan},
             {"method": "m", "seconds": 5.0, "v3_vocals_NSDR": math.inf},
             {"method": "other", "seconds": 1.0, "v3_vocals_NSDR": -2.0}]
-    table = evaluate.summarize(rows, ["v3_vocals_NSDR"])
+    table = metrics.summarize(rows, ["v3_vocals_NSDR"])
     assert [(r["method"], r["n"]) for r in table] == [("m", 2), ("other", 1)]
     m = table[0]
     assert m["mean"] == pytest.approx(2.0) and m["median"] == pytest.approx(2.0)
     assert m["weighted"] == pytest.approx(2.5) and m["std"] == pytest.approx(math.sqrt(2))
     assert math.isnan(table[1]["std"])
-    title, header, lines = evaluate.headline_tables(table, ("v3",))[0]
+    title, header, lines = metrics.headline_tables(table, ("v3",))[0]
     assert "GNSDR" in " ".join(header) and lines[0][:2] == ["m", pytest.approx(2.5)]
 
 
@@ -199,7 +199,7 @@ def test_missing_estimate_is_reported_the_others_scored_and_the_exit_non_zero(st
 
 def test_other_rate_and_length_are_resampled_and_aligned_with_a_note(stems, tmp_path, capsys):
     refs, _ = references(stems, "song_a")
-    up = {s: audio.resample(refs[s], SR, 16000)[: int(1.8 * 16000)] for s in evaluate.SOURCES}
+    up = {s: audio.resample(refs[s], SR, 16000)[: int(1.8 * 16000)] for s in metrics.SOURCES}
     write_estimates(tmp_path / "est", "song_a", up["vocals"], up["accompaniment"], sr=16000)
     code, rows = run(stems, tmp_path / "est", tmp_path / "out", "--limit", "1", "--metrics", "v3")
     row = rows[0]
@@ -302,7 +302,7 @@ def test_box_plots_one_png_per_metric(stems, tmp_path):
                           "--out", str(tmp_path / "out"), "--quiet", "--limit", "1", "--metrics", "v4"])
     assert code == 0
     pngs = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
-    assert pngs == sorted(f"v4_{m}.png" for m in evaluate.METRICS["v4"])
+    assert pngs == sorted(f"v4_{m}.png" for m in metrics.METRICS["v4"])
     assert all((tmp_path / "out" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
     assert not list((tmp_path / "out").glob(".*part*"))  # atomic writes left nothing behind
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from separation import audio, cli
+from separation import audio, cli, metrics
 import evaluate
 import test_evaluate
 from test_evaluate import SR, references
@@ -59,7 +59,7 @@ def test_demucs_spleeter_and_open_unmix_layouts_score_like_ours(stems, tmp_path,
         rows = evaluate.read_csv(out / "per_track.csv")
         assert [r["status"] for r in rows] == ["ok"]
         for row, want in zip(rows, expected):
-            for column in evaluate.metric_columns(("v3",)):
+            for column in metrics.metric_columns(("v3",)):
                 assert row[column] == pytest.approx(want[column], abs=0.01), (names, column)
         settings = json.loads((out / "settings.json").read_text())
         assert settings["stem_names"]["accompaniment"] in ("no_vocals", "accompaniment", "bass+drums+other")
@@ -174,15 +174,15 @@ def test_museval_json_validates_against_its_schema_and_museval_loads_it(stems, t
     for path in folder.rglob("*.json"):
         document = simplejson.loads(path.read_text(), allow_nan=True)
         jsonschema.validate(document, schema)
-        assert [t["name"] for t in document["targets"]] == list(evaluate.SOURCES)
+        assert [t["name"] for t in document["targets"]] == list(metrics.SOURCES)
         assert len(document["targets"][0]["frames"]) == 2  # 2 s in 1-s frames
     # what museval's users do with a results folder: one method, then several side by side
     store = museval.EvalStore()
     store.add_eval_dir(folder / "unet")
     medians = store.agg_frames_scores()
     for row in (r for r in rows if r["method"] == "unet"):
-        for source in evaluate.SOURCES:
-            for metric in evaluate.METRICS["v4"]:
+        for source in metrics.SOURCES:
+            for metric in metrics.METRICS["v4"]:
                 assert medians[(row["track"], source, metric)] == pytest.approx(row[f"v4_{source}_{metric}"], abs=1e-3)
     methods = museval.MethodStore()
     methods.add_eval_dir(folder / "unet")
@@ -207,7 +207,7 @@ def test_settings_record_versions_and_commit_and_the_terminal_shows_two_tables(s
     assert "BSS Eval v3" in out and "BSS Eval v4" in out and "GNSDR" in out
     assert "v3_vocals_SDR" not in out and "len-weighted" not in out
     summary = evaluate.read_csv(tmp_path / "out" / "summary.csv")
-    assert {r["metric"] for r in summary} == set(evaluate.metric_columns())
+    assert {r["metric"] for r in summary} == set(metrics.metric_columns())
     assert len(out.splitlines()) < 20
 
     assert evaluate_main(stems, ours, tmp_path / "verbose", "--verbose", "--metrics", "v4", "--limit", "1") == 0

@@ -2,8 +2,7 @@
 
 import numpy as np
 
-from separation import datasets
-import evaluate
+from separation import datasets, metrics
 import inference
 import unet_model
 
@@ -22,7 +21,7 @@ def test_pretrained_model_separates_unseen_mir1k_singers(mir1k_root):
         refs, sr = clip.load()
         stems = separator.separate(refs["mixture"], sr)
         np.testing.assert_allclose(stems["vocals"] + stems["accompaniment"], refs["mixture"], atol=1e-5)
-        scores = evaluate.score_track(refs, stems, sr, settings=evaluate.Settings(families=("v3",)))
+        scores = metrics.score_track(refs, stems, sr, settings=metrics.Settings(families=("v3",)))
         assert scores["v3_vocals_NSDR"] > 3.0, (clip.name, scores["v3_vocals_NSDR"])
         assert scores["v3_accompaniment_NSDR"] > 3.0, (clip.name, scores["v3_accompaniment_NSDR"])
 

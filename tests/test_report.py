@@ -14,9 +14,9 @@ import shutil
 import numpy as np
 import pytest
 
-from separation import audio
+from separation import audio, metrics
+from separation.report import EXCERPT_SECONDS, PLAYER_RATE, loudest_excerpt
 import evaluate
-from separation import html_report
 from test_evaluate import SR, references, voice_and_band, write_track
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -51,23 +51,23 @@ def test_report_is_self_contained_worst_first_with_players_and_images(report):
     sections = re.findall(r'<section class="track"><h3>([^<]+)</h3>', page)
     assert sections == ["song_b", "song_c", "song_a"]  # worst vocals SDR first
     assert page.count('<audio controls') == 9 and page.count('class="spec"') == 9
-    assert page.count('class="plot"') == len(evaluate.METRICS["v3"])  # one box plot per metric
+    assert page.count('class="plot"') == len(metrics.METRICS["v3"])  # one box plot per metric
     # the excerpt of the 11-s song: 10 s, the players' MP3 decodes to that length
     excerpt = re.search(r"song_a</h3>.*?Excerpt: ([\d.]+) to ([\d.]+) s", page, re.S)
-    assert float(excerpt[2]) - float(excerpt[1]) == pytest.approx(html_report.EXCERPT_SECONDS)
+    assert float(excerpt[2]) - float(excerpt[1]) == pytest.approx(EXCERPT_SECONDS)
     clip = re.search(r'song_a</h3>.*?data:audio/mpeg;base64,([^"]+)', page, re.S)[1]
     (report.parent / "clip.mp3").write_bytes(base64.b64decode(clip))
     decoded, rate = audio.load_audio(report.parent / "clip.mp3")
-    assert rate == html_report.PLAYER_RATE and abs(decoded.shape[0] / rate - html_report.EXCERPT_SECONDS) < 0.2
+    assert rate == PLAYER_RATE and abs(decoded.shape[0] / rate - EXCERPT_SECONDS) < 0.2
     assert report.stat().st_size < 2_000_000
 
 
 def test_loudest_excerpt_finds_the_loud_passage():
     quiet, loud = 0.01 * np.ones(5 * SR), np.ones(3 * SR)
     signal = np.concatenate([quiet, loud, quiet])
-    span = html_report.loudest_excerpt(signal, SR, 4.0)
+    span = loudest_excerpt(signal, SR, 4.0)
     assert span.stop - span.start == 4 * SR and span.start <= 5 * SR and span.stop >= 8 * SR
-    assert html_report.loudest_excerpt(signal[: 2 * SR], SR, 4.0) == slice(0, 2 * SR)
+    assert loudest_excerpt(signal[: 2 * SR], SR, 4.0) == slice(0, 2 * SR)
 
 
 def test_report_tracks_zero_keeps_the_tables_only(tmp_path):
@@ -131,7 +131,7 @@ def test_report_in_headless_chromium(report):
         assert all(error is None and duration > 2.5 for error, duration in players), players
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
-        assert len(images) == 9 + len(evaluate.METRICS["v3"]) and all(done and width > 0 for _, done, width in images), images
+        assert len(images) == 9 + len(metrics.METRICS["v3"]) and all(done and width > 0 for _, done, width in images), images
 
         # sorting: the SDR column ascending, then descending, then the track names
         initial = column(driver, "track")

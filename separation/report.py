@@ -4,8 +4,11 @@ The page holds the two summary tables, the box plots, a per-track table that sor
 on any column, and, for the worst tracks first, spectrograms of the mixture, the reference
 vocals and the estimated vocals with a player for each: 10 s around the track's loudest vocal
 passage, at the model's rate folded to mono. Everything is embedded (``data:`` URIs), so the
-file opens anywhere without a network or the folder beside it; a track's media cost about
-0.15 MB (JPEG images, 16 kHz MP3 excerpts), hence ``--report-tracks``.
+file opens anywhere without a network or the folder beside it; every track with media (JPEG
+images, 16 kHz MP3 excerpts) makes the file larger, hence ``--report-tracks``.
+
+It reads the scores evaluate.py computed and reads the tracks again for their audio, through
+``separation.metrics`` and ``separation.baselines``.
 """
 
 from __future__ import annotations
@@ -19,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from separation import audio, cli
-import evaluate
+from separation import audio, cli, metrics
 from separation.audio import DEFAULT_PARAMS
 
 #: Length of the excerpt shown and played for each track.
@@ -31,21 +33,24 @@ PLAYER_RATE = 16000
 TOP_DB = 80.0
 
 
-def write_report(path: Path, rows: list[dict], summary: list[dict], settings: evaluate.Settings,
-                 plots: list[Path], jobs: list, media_tracks: int) -> Path:
-    """Write ``path`` (atomically) from evaluate.py's rows, summary, box plot files and jobs
-    (:class:`evaluate.Job`, for the tracks' audio); media for the ``media_tracks`` worst tracks."""
-    method = jobs[0].name if jobs and jobs[0].estimates is not None else rows[0]["method"]
+def write_report(path: Path, rows: list[dict], summary: list[dict], settings: metrics.Settings, plots: list[Path],
+                 tracks: list, method: str, estimates: Path | None, stem_names: dict | None, media_tracks: int) -> Path:
+    """Write ``path`` (atomically) from evaluate.py's per-track ``rows``, ``summary`` and box plot
+    files, with media of ``method`` for the ``media_tracks`` worst of ``tracks`` (``datasets.Track``).
+
+    ``method`` is the estimates' name when ``estimates`` (their folder, files named by
+    ``stem_names`` as :func:`metrics.estimate_files` takes them) is given, else a baseline.
+    """
     key = f"{settings.families[0]}_vocals_SDR"
     order = worst_first(rows, method, key)
-    by_name = {job.track.name: job for job in jobs}
-    sections = [track_section(by_name[name], method, rows) for name in order[:media_tracks]]
+    by_name = {track.name: track for track in tracks}
+    sections = [track_section(by_name[name], method, rows, estimates, stem_names) for name in order[:media_tracks]]
     body = [
         f"<h1>Evaluation of {html.escape(method)}</h1>",
         f"<p>{len(order)} track(s). {html.escape(settings_line(settings))}</p>",
         "<h2>Summary</h2>",
         *(f"<h3>{html.escape(title)}</h3>{table_html(header, rows_)}"
-          for title, header, rows_ in evaluate.headline_tables(summary, settings.families)),
+          for title, header, rows_ in metrics.headline_tables(summary, settings.families)),
         "<h2>Box plots</h2>",
         "".join(f'<img class="plot" alt="{html.escape(p.stem)}" src="{data_uri(p.read_bytes(), "image/png")}">'
                 for p in plots) or "<p>None drawn (--no-plots).</p>",
@@ -70,7 +75,7 @@ def worst_first(rows: list[dict], method: str, key: str) -> list[str]:
     return sorted(tracks, key=lambda t: (math.isfinite(score.get(t, math.nan)), score.get(t, math.nan)))
 
 
-def settings_line(settings: evaluate.Settings) -> str:
+def settings_line(settings: metrics.Settings) -> str:
     rate = f"{settings.sr} Hz" if settings.sr else "the references' own rate"
     channels = "stereo for v4" if settings.stereo else "mono"
     return f"Evaluated at {rate}, {channels}; v4 frames {settings.window:g} s, hop {settings.hop:g} s."
@@ -91,8 +96,8 @@ def table_html(header: list[str], rows: list[list], cls: str = "") -> str:
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def per_track_table(rows: list[dict], order: list[str], settings: evaluate.Settings) -> str:
-    columns = evaluate.metric_columns(settings.families)
+def per_track_table(rows: list[dict], order: list[str], settings: metrics.Settings) -> str:
+    columns = metrics.metric_columns(settings.families)
     rank = {t: i for i, t in enumerate(order)}
     ordered = sorted(rows, key=lambda r: rank[r["track"]])  # stable: methods keep their order
     table = [[r["track"], r["method"], float(r["seconds"]), r["status"]]
@@ -105,15 +110,15 @@ def per_track_table(rows: list[dict], order: list[str], settings: evaluate.Setti
 # --------------------------------------------------------------------------------------------
 
 
-def track_section(job, method: str, rows: list[dict]) -> str:
+def track_section(track, method: str, rows: list[dict], estimates: Path | None, stem_names: dict | None) -> str:
     """A track's heading, scores and three spectrogram-and-player panels (or why there are none)."""
-    name = job.track.name
+    name = track.name
     mine = next((r for r in rows if r["track"] == name and r["method"] == method), {})
     scores = ", ".join(f"{c} {mine[c]:.2f}" for c in mine if c.endswith("vocals_SDR") and isinstance(mine[c], float))
     head = f"<h3>{html.escape(name)}</h3><p>{html.escape(method)}: {html.escape(scores or mine.get('status', ''))}</p>"
     try:
-        signals, span = excerpt_signals(job, method)
-    except (audio.AudioError, evaluate.UserError) as err:
+        signals, span = excerpt_signals(track, method, estimates, stem_names)
+    except (audio.AudioError, cli.UserError) as err:
         return f'<section class="track">{head}<p>No excerpt: {html.escape(cli.first_line(err))}</p></section>'
     rate = DEFAULT_PARAMS.sample_rate
     peak = float(np.abs(audio.stft(signals["mixture"][:, 0], hop_length=DEFAULT_PARAMS.n_fft // 4)).max())
@@ -129,24 +134,26 @@ def track_section(job, method: str, rows: list[dict]) -> str:
     return f'<section class="track">{head}<p>Excerpt: {when}</p><div class="panels">{"".join(panels)}</div></section>'
 
 
-def excerpt_signals(job, method: str) -> tuple[dict[str, np.ndarray], slice]:
+def excerpt_signals(track, method: str, estimates: Path | None, stem_names: dict | None
+                    ) -> tuple[dict[str, np.ndarray], slice]:
     """Mixture, reference vocals and ``method``'s vocals over the loudest-vocals excerpt, at the
-    model's rate folded to mono: ``({label: (samples, 1)}, excerpt)``. A baseline's estimate is
-    computed on the excerpt itself (it was not kept)."""
+    model's rate folded to mono: ``({label: (samples, 1)}, excerpt)``. The vocals are read from
+    ``estimates`` (as :func:`write_report` takes it) or, without it, computed by the baseline
+    ``method`` on the excerpt itself (a baseline's estimate was not kept)."""
     from separation import baselines
 
     rate = DEFAULT_PARAMS.sample_rate
-    mono = evaluate.Settings(sr=rate)
-    references, sr = job.track.load()
-    refs, _ = evaluate.prepare_references(references, sr, mono)
+    mono = metrics.Settings(sr=rate)
+    references, sr = track.load()
+    refs, _ = metrics.prepare_references(references, sr, mono)
     span = loudest_excerpt(refs["vocals"][:, 0], rate, EXCERPT_SECONDS)
-    if job.estimates is not None and method == job.name:
-        files, missing = evaluate.estimate_files(job.estimates, job.track.name, job.stem_names)
+    if estimates is not None:
+        files, missing = metrics.estimate_files(estimates, track.name, stem_names)
         if missing:
-            raise audio.AudioError(f"missing estimate {job.estimates / job.track.name / missing[0]}")
+            raise audio.AudioError(f"missing estimate {estimates / track.name / missing[0]}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # resampling notes are already in the CSV
-            vocals = evaluate.load_estimates(files, references, sr, mono, rate)["vocals"]
+            vocals = metrics.load_estimates(files, references, sr, mono, rate)["vocals"]
         vocals = audio.fit_length(vocals, refs["vocals"].shape[0])[span]
     else:
         cut = {k: v[span] for k, v in refs.items()}
