@@ -34,10 +34,11 @@ Run folder (``--run-dir``)::
     backup/             the resume point: state.json and the weights + optimizer of the last two epochs
                         (a damaged last one is passed over for the one before, with a note)
 
-Every file is written to a temporary file and renamed into place (callbacks.py), so a run
-killed at any moment (SIGKILL, power loss) leaves the previous version of each file intact, and
-running the same command again resumes after the last completed epoch. An epoch with a NaN or infinite loss stops
-the run without writing any checkpoint, so the files keep the last good epoch.
+Every file is written to a temporary file and renamed into place (separation/runs.py,
+separation/callbacks.py), so a run killed at any moment (SIGKILL, power loss) leaves the previous
+version of each file intact, and running the same command again resumes after the last completed
+epoch. An epoch with a NaN or infinite loss stops the run without writing any checkpoint, so the
+files keep the last good epoch.
 
 ``--distribute mirrored`` trains on all GPUs of the machine (all CPU devices when there is no
 GPU) with ``tf.distribute.MirroredStrategy``; ``--distribute multiworker`` trains across the
@@ -45,8 +46,8 @@ machines described by the ``TF_CONFIG`` environment variable
 (``tf.distribute.MultiWorkerMirroredStrategy``), the chief (or worker 0) writing the run folder
 and every other worker writing to ``<run-dir>.<task><index>`` beside it; they resume from the
 chief's ``backup/`` when they can read it (one machine, or a shared file system), else from their
-own. When a worker stops, the others stop with one line within TensorFlow's heartbeat timeout (15
-to 30 s measured on one machine); the same command on every worker resumes the run.
+own (separation/distributed.py). When a worker stops, the others stop with one line within
+TensorFlow's heartbeat timeout; the same command on every worker resumes the run.
 ``--batch-size`` is the global batch, split over the replicas.
 """
 
@@ -54,29 +55,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import dataclasses
 import functools
 import importlib.util
 import json
-import math
-import re
 import sys
 from pathlib import Path
 
-from separation import cli
-from separation.audio import PARAMS_FILE, AudioParams
-from separation.cli import ArgumentParser, UserError, atomic_output, atomic_write_text, bounded, first_line, run_cli
+from separation.audio import AudioParams
+from separation.cli import ArgumentParser, UserError, bounded, run_cli
+from separation.distributed import lost_worker_errors, lost_workers, make_strategy, worker_run_dir
+from separation.runs import (BACKUP_DIR, BEST_FILE, HISTORY_FILE, LAST_FILE, PLOT_FILE, STATE_FILE, plot_history,
+                             prepare_run_dir, read_state, resume_epoch)
 from data_generator import MAX_PITCH
 from unet_model import FILTERS
 
-CONFIG_FILE = "config.json"
-HISTORY_FILE = "history.csv"
-PLOT_FILE = "loss.png"
-BEST_FILE = "best.keras"
-LAST_FILE = "last.keras"
-BACKUP_DIR = "backup"
-STATE_FILE = "state.json"
 LOSSES = {"mse": "mean_squared_error", "l1": "mean_absolute_error"}
 
 
@@ -270,7 +263,7 @@ def main(argv=None) -> int:
     if config.batch_size % replicas:
         raise UserError(f"--batch-size {config.batch_size} does not divide over {replicas} replicas; "
                         f"use a multiple of {replicas}")
-    run_dir = _worker_run_dir(Path(args.run_dir), strategy)
+    run_dir = worker_run_dir(Path(args.run_dir), strategy)
     init_weights = None
     if config.init_from is not None and not (run_dir / BACKUP_DIR / STATE_FILE).is_file():
         # checked before the run folder is written; a run that resumes takes its checkpoint instead
@@ -279,17 +272,9 @@ def main(argv=None) -> int:
     if run_dir != Path(args.run_dir) and Path(args.run_dir).is_dir():
         # another worker of a multi-worker run: resume where the chief does, from its folder when shared
         state = read_state(Path(args.run_dir) / BACKUP_DIR)
-    if state is not None and state.get("finished") == "early stopping":
-        print(f"{run_dir}: stopped early after epoch {state['epoch']}; nothing to do (best model: "
-              f"{run_dir / BEST_FILE})")
+    done = resume_epoch(run_dir, state, config.epochs)  # epochs already trained
+    if done is None:  # nothing left to do
         return 0
-    if state is not None and state["epoch"] >= config.epochs:
-        print(f"{run_dir}: already trained for {state['epoch']} epochs; raise --epochs to train further")
-        return 0
-    done = state["epoch"] if state else 0
-    _truncate_history(run_dir / HISTORY_FILE, done)
-    if done:
-        print(f"{run_dir}: resuming after epoch {done} of {config.epochs}")
 
     import keras
 
@@ -326,8 +311,8 @@ def main(argv=None) -> int:
     try:
         model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=done, callbacks=callbacks,
                   verbose=config.verbose)
-    except _lost_worker_errors(strategy) as err:
-        raise UserError(f"--distribute multiworker: {_lost_workers(err, strategy)} of the cluster stopped during epoch "
+    except lost_worker_errors(strategy) as err:
+        raise UserError(f"--distribute multiworker: {lost_workers(err, strategy)} of the cluster stopped during epoch "
                         f"{backup.epoch + 1}; start the same command again on every worker to resume after epoch "
                         f"{backup.epoch}") from None
 
@@ -348,17 +333,20 @@ def main(argv=None) -> int:
 
 def make_callbacks(run_dir: Path, monitor: str, config: TrainConfig, state: dict | None,
                    params: AudioParams | None = None) -> list:
-    """The training callbacks (callbacks.py, and Keras' own); the resume point comes last, so that
+    """The training callbacks (separation/callbacks.py, and Keras' own); the resume point comes last, so that
     it saves the other callbacks' state after their end-of-epoch updates and restores it after
     their start-of-training resets. The models are saved with ``params`` inside."""
     import keras
 
     from separation.callbacks import AtomicBackup, AtomicCheckpoint, LossPlot, TimeLimit
+    from unet_model import save_model
+
+    save = None if params is None else functools.partial(save_model, params=params)
 
     reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=config.lr_patience,
                                                   min_lr=1e-7, verbose=1)
     early_stopping = keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience, verbose=1)
-    best = AtomicCheckpoint(run_dir / BEST_FILE, monitor=monitor, best_only=True, audio_params=params)
+    best = AtomicCheckpoint(run_dir / BEST_FILE, monitor=monitor, best_only=True, save=save)
     if importlib.util.find_spec("tensorboard") is not None:
         tensorboard = [keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"))]
     else:  # TensorFlow does not depend on it; training does not need it
@@ -369,7 +357,7 @@ def make_callbacks(run_dir: Path, monitor: str, config: TrainConfig, state: dict
         reduce_lr,
         early_stopping,
         best,
-        AtomicCheckpoint(run_dir / LAST_FILE, audio_params=params),
+        AtomicCheckpoint(run_dir / LAST_FILE, save=save),
         keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
         LossPlot(functools.partial(plot_history, run_dir / HISTORY_FILE, run_dir / PLOT_FILE)),
         *tensorboard,
@@ -472,222 +460,6 @@ def split_tracks(cache, split: str, validation_split: float, seed: int,
     order = np.random.default_rng(seed).permutation(len(names))
     val = {names[i] for i in order[:n_val]}
     return [n for n in names if n not in val], sorted(val)
-
-
-def prepare_run_dir(run_dir: Path, config: TrainConfig, params: AudioParams, config_file: str = CONFIG_FILE,
-                    script: str = "train.py") -> dict | None:
-    """Create the run folder, or check that an existing one was made by the same configuration.
-
-    Returns the saved training state (``backup/state.json``) of an earlier run, or None when
-    training starts from scratch. Refuses (UserError) a folder of another configuration, other
-    audio parameters or not made by train.py, so nothing is ever overwritten. pytorch_twin/train_torch.py
-    passes its own ``config_file`` and ``script`` name, so neither script takes the other's folder.
-    """
-    config_path = run_dir / config_file
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--run-dir {run_dir}: is a file; give a folder")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not config_path.is_file():
-        raise UserError(f"--run-dir {run_dir}: not empty and has no {config_file}, so it is not a run of "
-                        f"{script}; give a new folder")
-    if config_path.is_file():
-        diffs = config.differences(TrainConfig.load(config_path))
-        if diffs:
-            shown = "; ".join(d if len(d) < 160 else d[:157] + "..." for d in diffs)
-            raise UserError(f"--run-dir {run_dir}: made by another configuration ({shown}); "
-                            "give a new --run-dir or the original options")
-        AudioParams.load(run_dir / PARAMS_FILE).check_same(
-            params, f"--run-dir {run_dir}", "use the cache this run was trained on or a new --run-dir")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"--run-dir {run_dir}: cannot create ({err.strerror})") from None
-    cli.lock_folder(run_dir, "two runs in one folder would mix their history.csv and checkpoints; wait for it "
-                             "to finish or give another --run-dir")
-    _remove_partial_files(run_dir)
-    params.save(run_dir / PARAMS_FILE)
-    atomic_write_text(config_path, json.dumps(config.to_dict(), indent=2) + "\n")
-    return read_state(run_dir / BACKUP_DIR)
-
-
-def _remove_partial_files(run_dir: Path) -> None:
-    """Delete the temporary files of writes that a kill interrupted (cli.atomic_output's names)."""
-    for folder in (run_dir, run_dir / BACKUP_DIR):
-        for path in folder.glob(".*.part*"):
-            path.unlink(missing_ok=True)
-
-
-def _truncate_history(path: Path, epochs: int) -> None:
-    """Keep the header and the rows of the first ``epochs`` epochs: rows written after the
-    resume point (a kill between the CSV row and the backup) are trained again."""
-    if not path.is_file():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows or "epoch" not in rows[0]:
-        path.unlink()
-        return
-    col = rows[0].index("epoch")
-    kept = [rows[0]] + [r for r in rows[1:] if len(r) == len(rows[0]) and r[col].isdigit() and int(r[col]) < epochs]
-    if len(kept) == 1:
-        path.unlink()
-        return
-    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
-        csv.writer(f).writerows(kept)
-
-
-def read_history(path) -> dict[str, list[float]]:
-    """The columns of a run's history.csv as lists of floats (empty when there is none)."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {key: [_float(r[key]) for r in rows] for key in (rows[0] if rows else {})}
-
-
-def _float(text) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):  # CSVLogger writes "NA" for a value missing from an epoch's logs
-        return math.nan
-
-
-def plot_history(history_path, png_path) -> None:
-    """Draw the loss curves (and the learning rate) of ``history.csv`` into a PNG (Agg, atomic)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    history = read_history(history_path)
-    if not history.get("epoch"):
-        return
-    epochs = [e + 1 for e in history["epoch"]]
-    fig = Figure(figsize=(7, 5), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax, ax_lr = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
-    for key, label in (("loss", "training"), ("val_loss", "validation")):
-        if any(math.isfinite(v) for v in history.get(key, [])):
-            ax.plot(epochs, history[key], marker=".", label=label)
-    ax.set_yscale("log")
-    ax.set_ylabel("loss")
-    ax.legend()
-    ax.grid(True, which="both", alpha=0.3)
-    if "learning_rate" in history:
-        ax_lr.plot(epochs, history["learning_rate"], color="tab:gray")
-        ax_lr.set_yscale("log")
-    ax_lr.set_ylabel("learning rate")
-    ax_lr.set_xlabel("epoch")
-    with atomic_output(png_path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-
-
-def read_state(backup_dir) -> dict | None:
-    """The resume point saved in ``backup_dir/state.json`` (see callbacks.AtomicBackup), or None.
-
-    Its weights file is read through first; when it is damaged (a truncated copy), the resume
-    point of the epoch before, kept beside it, is taken instead with a note; when that one is
-    missing or damaged too, a UserError names the file and how to start again. The state has
-    ``folder`` added: where its weights are.
-    """
-    folder = Path(backup_dir)
-    path = folder / STATE_FILE
-    if not path.is_file():
-        return None
-    try:
-        state = json.loads(path.read_text())
-        problem = _weights_problem(folder / state["weights"])
-        previous = state.get("previous")
-        if problem is None:
-            return dict(state, folder=str(folder))
-        if previous and _weights_problem(folder / previous["weights"]) is None:
-            print(f"note: {folder / state['weights']}: {problem}; resuming from epoch {previous['epoch']}, "
-                  "the checkpoint before it")
-            return dict(previous, previous=None, folder=str(folder))
-        raise ValueError(problem)
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UserError(f"{path}: damaged resume point ({err}); delete {folder} to train this run again from "
-                        "epoch 0, or give a new --run-dir") from None
-
-
-def _weights_problem(path: Path) -> str | None:
-    """Why the weights file ``path`` cannot be resumed from ("... is missing", "... is damaged
-    (...)"), or None when every array in it reads back."""
-    import h5py
-
-    if not path.is_file():
-        return f"{path.name} is missing"
-    try:
-        with h5py.File(path, "r") as f:
-            f.visititems(lambda _, item: item[()] if isinstance(item, h5py.Dataset) else None)
-    except Exception as err:  # h5py raises OSError, KeyError or RuntimeError for damaged files
-        return f"{path.name} is damaged ({type(err).__name__}: {first_line(err)})"
-    return None
-
-
-def make_strategy(name: str):
-    """The tf.distribute strategy for ``--distribute`` (None for "none").
-
-    MirroredStrategy replicates over the machine's GPUs, or over its CPU devices when it has no
-    GPU (one, unless logical devices were configured); MultiWorkerMirroredStrategy reads the
-    cluster from TF_CONFIG.
-    """
-    if name == "none":
-        return None
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        raise UserError(f"--distribute {name} needs the TensorFlow backend (KERAS_BACKEND=tensorflow)")
-    import tensorflow as tf
-
-    if name == "multiworker":
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        strategy.reduce = functools.partial(_reduce_each, strategy.reduce, strategy)
-        return strategy
-    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-    return tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
-
-
-def _reduce_each(reduce, strategy, reduce_op, value, axis=None):
-    """``strategy.reduce`` for Keras 3's ``fit`` under MultiWorkerMirroredStrategy, which without it
-    fails (keras-team/keras#20585): Keras reduces a whole (x, y) batch at once, which the strategy's
-    cross-worker reduce does not take, and reduces scalar losses along an axis 0 they lack. Here
-    each value of the structure is reduced alone, scalars over the replicas only."""
-    import tensorflow as tf
-
-    def one(v):
-        scalar = strategy.experimental_local_results(v)[0].shape.rank == 0
-        return reduce(reduce_op, v, None if scalar else axis)
-
-    return tf.nest.map_structure(one, value)
-
-
-def _lost_worker_errors(strategy) -> tuple:
-    """The TensorFlow errors by which a multi-worker run learns that another worker stopped
-    (its collective operations are aborted when the peer misses its heartbeats); () otherwise."""
-    if strategy is None:
-        return ()
-    import tensorflow as tf
-
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return ()
-    return tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError
-
-
-def _lost_workers(err, strategy) -> str:
-    """The other tasks that TensorFlow's error names, e.g. "worker 1", else "another worker"."""
-    resolver = strategy.cluster_resolver
-    tasks = sorted(set(re.findall(r"/job:(\w+)(?:/replica:\d+)?/task:(\d+)", str(err)))
-                   - {(resolver.task_type, str(resolver.task_id))})
-    return " and ".join(f"{job} {task}" for job, task in tasks) or "another worker"
-
-
-def _worker_run_dir(run_dir: Path, strategy) -> Path:
-    """The chief writes the run folder; other workers of a multi-worker run write beside it."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    task_type = getattr(resolver, "task_type", None)
-    task_id = getattr(resolver, "task_id", 0) or 0
-    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
-    is_chief = task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and "chief" not in cluster)
-    return run_dir if is_chief else run_dir.with_name(f"{run_dir.name}.{task_type}{task_id}")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from separation import metrics
+from separation import metrics, runs
 from separation.audio import PARAMS_FILE
 from separation.cli import ArgumentParser, UserError, atomic_output, atomic_write_text, bounded
 
@@ -221,8 +221,6 @@ def run_training(run_dir: Path, training: Training, argv: list[str], threads: in
     or the previous epoch's row, to the moment its row appears in history.csv. A training
     that fails raises UserError (its own message is above); the same command resumes it.
     """
-    import train
-
     env = dict(os.environ)
     if training.backend is not None:
         env["KERAS_BACKEND"] = training.backend
@@ -234,7 +232,7 @@ def run_training(run_dir: Path, training: Training, argv: list[str], threads: in
         command = [sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()), *command[1:]]
     print(f"\n== {training.label}: {'KERAS_BACKEND=' + training.backend + ' ' if training.backend else ''}"
           f"{shlex.join(['python', training.script, *argv])}", flush=True)
-    history = run_dir / training.folder / train.HISTORY_FILE
+    history = run_dir / training.folder / runs.HISTORY_FILE
     timing = read_timing(run_dir)
     mine = timing.setdefault(training.folder, {})
     seen = set(_epochs(history))
@@ -267,9 +265,7 @@ def run_training(run_dir: Path, training: Training, argv: list[str], threads: in
 
 
 def _epochs(history: Path) -> list[int]:
-    import train
-
-    return [int(e) for e in train.read_history(history).get("epoch", []) if math.isfinite(e)]
+    return [int(e) for e in runs.read_history(history).get("epoch", []) if math.isfinite(e)]
 
 
 def read_timing(run_dir: Path) -> dict:
@@ -382,11 +378,9 @@ def score_model(model_path: Path, tracks: list, method: str) -> list[dict]:
 
 def summarize(run_dir: Path, patches: int, scores: dict | None = None) -> list[dict]:
     """One row per training (the keys of :data:`COLUMNS`), from its history.csv and timing.json."""
-    import train
-
     timing, rows = read_timing(run_dir), []
     for training in TRAININGS:
-        history = train.read_history(run_dir / training.folder / train.HISTORY_FILE)
+        history = runs.read_history(run_dir / training.folder / runs.HISTORY_FILE)
         epochs = [int(e) for e in history.get("epoch", [])]
         val = [v for v in history.get("val_loss", []) if math.isfinite(v)]
         seconds = [timing.get(training.folder, {}).get(str(e)) for e in epochs]
@@ -429,10 +423,8 @@ def write_table(path: Path, rows: list[dict]) -> None:
 
 def draw_curves(ax, run_dir: Path) -> None:
     """The three trainings' validation (solid) and training (dashed) losses on one matplotlib axes."""
-    import train
-
     for i, training in enumerate(TRAININGS):
-        history = train.read_history(Path(run_dir) / training.folder / train.HISTORY_FILE)
+        history = runs.read_history(Path(run_dir) / training.folder / runs.HISTORY_FILE)
         epochs = [e + 1 for e in history.get("epoch", [])]
         color = f"C{i}"
         if any(math.isfinite(v) for v in history.get("val_loss", [])):

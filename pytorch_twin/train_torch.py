@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import train
+from separation import runs
 from separation.cli import UserError, atomic_output, run_cli
 
 CONFIG_FILE = "torch_config.json"
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
     run_dir = Path(args.run_dir)
     fresh = not (run_dir / CHECKPOINT_FILE).is_file()
     init_state = load_init_state(config.init_from) if config.init_from and fresh else None
-    train.prepare_run_dir(run_dir, config, cache.params, CONFIG_FILE, "pytorch_twin/train_torch.py")  # refuses a Keras run's folder
+    runs.prepare_run_dir(run_dir, config, cache.params, CONFIG_FILE, "pytorch_twin/train_torch.py")  # refuses a Keras run's folder
 
     from data_generator import PatchSampler
 
@@ -115,24 +116,18 @@ def fit(run_dir: Path, config, train_data, val_data, init_state: dict | None = N
         optimizer, mode="min", factor=0.5, patience=config.lr_patience - 1, threshold=MIN_DELTA,
         threshold_mode="abs", min_lr=MIN_LR)
     criterion = nn.L1Loss() if config.loss == "l1" else nn.MSELoss()
-    best, bad_epochs, start = math.inf, 0, 0
+    best, bad_epochs = math.inf, 0
 
     checkpoint = load_checkpoint(run_dir)
+    start = runs.resume_epoch(run_dir, checkpoint, config.epochs, BEST_FILE)  # epochs already trained
+    if start is None:  # nothing left to do
+        return 0
     if checkpoint is not None:
-        if checkpoint["finished"] == "early stopping":
-            print(f"{run_dir}: stopped early after epoch {checkpoint['epoch']}; nothing to do "
-                  f"(best model: {run_dir / BEST_FILE})")
-            return 0
-        if checkpoint["epoch"] >= config.epochs:
-            print(f"{run_dir}: already trained for {checkpoint['epoch']} epochs; raise --epochs to train further")
-            return 0
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         torch.set_rng_state(checkpoint["rng"])
-        best, bad_epochs, start = checkpoint["best"], checkpoint["bad_epochs"], checkpoint["epoch"]
-        print(f"{run_dir}: resuming after epoch {start} of {config.epochs}")
-    train._truncate_history(run_dir / train.HISTORY_FILE, start)
+        best, bad_epochs = checkpoint["best"], checkpoint["bad_epochs"]
     n_params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for n, b in model.named_buffers()
                                                                  if not n.endswith("num_batches_tracked"))
     print(f"training {n_params:,} parameters on {len(config.train_tracks)} tracks "
@@ -156,8 +151,8 @@ def fit(run_dir: Path, config, train_data, val_data, init_state: dict | None = N
         else:
             bad_epochs += 1
         save(model.state_dict(), run_dir / LAST_FILE)
-        append_history(run_dir / train.HISTORY_FILE, epoch, learning_rate, loss, val_loss)
-        train.plot_history(run_dir / train.HISTORY_FILE, run_dir / train.PLOT_FILE)
+        append_history(run_dir / runs.HISTORY_FILE, epoch, learning_rate, loss, val_loss)
+        runs.plot_history(run_dir / runs.HISTORY_FILE, run_dir / runs.PLOT_FILE)
         stop = bad_epochs >= config.patience and epoch > 0
         save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
               "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "best": best,
@@ -221,7 +216,7 @@ def save(obj, path: Path) -> None:
 
 def append_history(path: Path, epoch: int, learning_rate: float, loss: float, val_loss: float) -> None:
     """One row of history.csv, with the header of Keras' CSVLogger on a new file (a row cut by
-    a kill is dropped by train._truncate_history when the run resumes); without validation
+    a kill is dropped by runs.truncate_history when the run resumes); without validation
     there is no val_loss column, as in Keras'."""
     values = [str(epoch), repr(learning_rate), repr(loss)] + ([] if math.isnan(val_loss) else [repr(val_loss)])
     header = ",".join(HISTORY_COLUMNS[:len(values)]) + "\n" if not path.is_file() else ""

@@ -4,7 +4,8 @@ Plain ``keras.callbacks.Callback`` subclasses using Keras' public hooks only. Ev
 written to a temporary file and renamed into place (``cli.atomic_output``), so a run killed at
 any moment keeps the previous version of each file; an epoch whose loss is NaN or infinite is
 never saved. This module defines Keras classes, so it imports Keras at the top; train.py
-imports it inside ``main``.
+imports it inside the function that builds its callbacks. The run folder's files and reading the
+resume point back are separation/runs.py's.
 """
 
 from __future__ import annotations
@@ -17,18 +18,20 @@ from pathlib import Path
 import keras
 
 from separation.cli import UserError, atomic_output, atomic_write_text, first_line
-from unet_model import save_model
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):
     """Save the model to ``path`` after each epoch, or with ``best_only`` only when ``monitor``
-    (a loss: lower is better) beats :attr:`best`; through a temporary file and a rename. With
-    ``audio_params``, the file carries them too (``unet_model.save_model``)."""
+    (a loss: lower is better) beats :attr:`best`; through a temporary file and a rename.
 
-    def __init__(self, path, monitor: str = "val_loss", best_only: bool = False, audio_params=None):
+    ``save(model, path)`` writes the file (default ``model.save``); train.py passes
+    ``unet_model.save_model`` with the audio parameters, so that the file carries them too.
+    """
+
+    def __init__(self, path, monitor: str = "val_loss", best_only: bool = False, save=None):
         super().__init__()
         self.path, self.monitor, self.best_only = Path(path), monitor, best_only
-        self.audio_params = audio_params  # not "params": Keras sets that one to fit's settings
+        self.save = save
         self.best = math.inf  # the best value saved so far (restored on resume by AtomicBackup)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -42,10 +45,10 @@ class AtomicCheckpoint(keras.callbacks.Callback):
             self.best = float(current)
         try:
             with atomic_output(self.path) as tmp:
-                if self.audio_params is None:
+                if self.save is None:
                     self.model.save(tmp)
                 else:
-                    save_model(self.model, tmp, self.audio_params)
+                    self.save(self.model, tmp)
         except OSError as err:
             raise UserError(f"{self.path}: cannot save the checkpoint ({err}); the previous one is intact") from None
 
@@ -81,15 +84,14 @@ class AtomicBackup(keras.callbacks.Callback):
     """The resume point of a run: weights, optimizer and callback state after each epoch.
 
     After epoch N the weights and optimizer state go to a new file ``epoch-000N.weights.h5``
-    beside ``state_path`` (through a temporary file), then ``state_path`` (train.py's
-    ``backup/state.json``) is renamed into place naming that file, the
-    epoch and the state of the stateful callbacks (``stateful``: name -> (callback, attribute
-    names), e.g. the best values and patience counters of EarlyStopping and
-    ReduceLROnPlateau), and only then the weights files older than the previous epoch's are
-    deleted: a kill at any moment leaves a complete resume point, and the previous one is kept
-    under ``"previous"`` for when the last weights file is damaged later (train.read_state
+    beside ``state_path`` (through a temporary file), then ``state_path`` (the run folder's
+    ``backup/state.json``) is renamed into place naming that file, the epoch and the state of
+    the stateful callbacks (``stateful``: name -> (callback, attribute names), e.g. the best
+    values and patience counters of EarlyStopping and ReduceLROnPlateau), and only then the
+    weights files older than the previous epoch's are deleted: a kill at any moment leaves a complete resume point, and the previous one is kept
+    under ``"previous"`` for when the last weights file is damaged later (runs.read_state
     falls back to it). ``state`` is the resume point read before training
-    (train.read_state), restored when training begins (its weights from ``state["folder"]``
+    (runs.read_state), restored when training begins (its weights from ``state["folder"]``
     when given: the chief's, for the other workers of a multi-worker run);
     ``model.fit(initial_epoch=...)`` starts after its epoch. Put this callback last, so that it
     saves the others' state after their end-of-epoch updates and restores it after their
@@ -158,7 +160,7 @@ class AtomicBackup(keras.callbacks.Callback):
 
 def resume_point(state: dict | None) -> dict | None:
     """One resume point of state.json (its epoch, weights file, callback state and why it
-    finished), without the one before it, nor where read_state found it."""
+    finished), without the one before it, nor where runs.read_state found it."""
     if state is None:
         return None
     return {key: state.get(key) for key in ("epoch", "weights", "callbacks", "finished")}

@@ -24,6 +24,7 @@ import data_generator  # noqa: E402
 import train  # noqa: E402
 from pytorch_twin import train_torch  # noqa: E402
 import unet_model  # noqa: E402
+from separation import runs  # noqa: E402
 from separation.cli import UserError  # noqa: E402
 from test_train import TINY_PARAMS, write_stems  # noqa: E402
 
@@ -54,7 +55,7 @@ def recipe(cache, run_dir, epochs=3, steps=4, *extra):
 
 
 def history(run_dir) -> dict:
-    return train.read_history(Path(run_dir) / train.HISTORY_FILE)
+    return runs.read_history(Path(run_dir) / runs.HISTORY_FILE)
 
 
 def subprocess_env() -> dict:

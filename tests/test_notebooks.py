@@ -102,11 +102,11 @@ def test_separation_demo(tiny_pipeline):
 
 @pytest.mark.slow
 def test_training_and_evaluation(tiny_pipeline):
-    import train
+    from separation import runs
 
     run_dir = tiny_pipeline / "runs" / "builtin"
     run = execute(RESULTS, UNET_RUN_DIR=str(run_dir), UNET_RESULTS=str(tiny_pipeline / "results" / "builtin"))
-    history = train.read_history(run_dir / "history.csv")
+    history = runs.read_history(run_dir / "history.csv")
     best = min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)
     assert f"best.keras holds epoch {best + 1} (val_loss" in run.text
     assert "1 tracks; methods: unet, mixture, irm, ibm, hpss, nmf" in run.text

@@ -21,6 +21,7 @@ import data_generator
 from separation import keras_data
 import train
 import unet_model
+from separation import distributed, runs
 from separation.audio import AudioParams, save_audio
 from separation.cli import UserError
 
@@ -72,13 +73,13 @@ def tiny_args(cache, run_dir, epochs=3, steps=8, *extra):
 
 
 def history(run_dir) -> dict:
-    return train.read_history(Path(run_dir) / train.HISTORY_FILE)
+    return runs.read_history(Path(run_dir) / runs.HISTORY_FILE)
 
 
 def resume_epoch(run_dir) -> int:
     """The epoch saved in the run's resume point (0 before the first one); read as train.py does."""
     try:
-        state = train.read_state(Path(run_dir) / "backup")
+        state = runs.read_state(Path(run_dir) / "backup")
     except UserError:  # not there yet
         return 0
     return state["epoch"] if state else 0
@@ -389,10 +390,10 @@ def test_a_run_made_before_the_config_dataclass_and_pitch_tempo_resumes(tmp_path
     assert (old.pitch, old.tempo, old.filters, old.train_tracks) == (0.0, 0.0, (16, 32, 64, 128, 256, 512),
                                                                     ("abjones_1", "amy_2"))
     with pytest.raises(UserError, match=r"another configuration \(tempo: 0.0 -> 0.1\)"):
-        train.prepare_run_dir(run, dataclasses.replace(old, tempo=0.1), TINY_PARAMS)
+        runs.prepare_run_dir(run, dataclasses.replace(old, tempo=0.1), TINY_PARAMS)
     assert json.loads((run / "config.json").read_text()) == OLD_CONFIG
     resumed = dataclasses.replace(old, epochs=200, cache="/elsewhere/cache", workers=1)
-    assert train.prepare_run_dir(run, resumed, TINY_PARAMS) is None
+    assert runs.prepare_run_dir(run, resumed, TINY_PARAMS) is None
     assert json.loads((run / "config.json").read_text()) == dict(OLD_CONFIG, epochs=200, cache="/elsewhere/cache",
                                                                  workers=1, pitch=0.0, tempo=0.0,
                                                                  **dict.fromkeys(MIXING_KEYS))
@@ -443,13 +444,13 @@ def test_validation_from_another_split(tmp_path):
 def test_damaged_resume_point_is_refused(tmp_path):
     backup = tmp_path / "backup"
     backup.mkdir()
-    assert train.read_state(backup) is None
+    assert runs.read_state(backup) is None
     (backup / "state.json").write_text(json.dumps({"epoch": 3, "weights": "epoch-0003.weights.h5"}))
     with pytest.raises(UserError, match="damaged resume point .*epoch-0003.weights.h5 is missing"):
-        train.read_state(backup)
+        runs.read_state(backup)
     (backup / "state.json").write_text("{")
     with pytest.raises(UserError, match="damaged resume point"):
-        train.read_state(backup)
+        runs.read_state(backup)
 
 
 def write_weights(path, value: float) -> None:
@@ -468,17 +469,17 @@ def test_a_damaged_resume_checkpoint_falls_back_to_the_previous_one_or_is_named(
                                                        previous=previous)))
     write_weights(backup / "epoch-0004.weights.h5", 4)
     write_weights(backup / "epoch-0005.weights.h5", 5)
-    assert train.read_state(backup)["epoch"] == 5
+    assert runs.read_state(backup)["epoch"] == 5
     latest = backup / "epoch-0005.weights.h5"
     latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])  # truncated by a failing copy
-    state = train.read_state(backup)
+    state = runs.read_state(backup)
     assert (state["epoch"], state["weights"], state["previous"]) == (4, "epoch-0004.weights.h5", None)
     assert "epoch-0005.weights.h5 is damaged" in capsys.readouterr().out
     for damaged in (b"", b"\x89HDF\r\n"):  # both damaged: refused, naming the file and how to restart
         (backup / "epoch-0004.weights.h5").write_bytes(damaged)
         with pytest.raises(UserError, match=rf"{backup / 'state.json'}: damaged resume point \(epoch-0005.weights.h5 "
                                             rf"is damaged .*\); delete {backup} to train this run again"):
-            train.read_state(backup)
+            runs.read_state(backup)
 
 
 @pytest.mark.slow
@@ -513,12 +514,12 @@ def test_only_the_chief_writes_the_run_dir(tmp_path):
 
     run = tmp_path / "run"
     workers = {"worker": ["a:1", "b:1"]}
-    assert train._worker_run_dir(run, None) == run
-    assert train._worker_run_dir(run, strategy("worker", 0, workers)) == run
-    assert train._worker_run_dir(run, strategy("worker", 1, workers)) == tmp_path / "run.worker1"
+    assert distributed.worker_run_dir(run, None) == run
+    assert distributed.worker_run_dir(run, strategy("worker", 0, workers)) == run
+    assert distributed.worker_run_dir(run, strategy("worker", 1, workers)) == tmp_path / "run.worker1"
     with_chief = dict(workers, chief=["c:1"])
-    assert train._worker_run_dir(run, strategy("chief", 0, with_chief)) == run
-    assert train._worker_run_dir(run, strategy("worker", 0, with_chief)) == tmp_path / "run.worker0"
+    assert distributed.worker_run_dir(run, strategy("chief", 0, with_chief)) == run
+    assert distributed.worker_run_dir(run, strategy("worker", 0, with_chief)) == tmp_path / "run.worker0"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -609,9 +610,9 @@ def test_a_run_made_before_the_restructure_with_the_mixing_options_resumes(tmp_p
     assert (old.vocal_level, old.vocal_fx[:2], old.init_from) == ((-4.0, 6.0), ("highpass", "eq"), MIXING_CONFIG["init_from"])
     assert config.differences(old) == []
     with pytest.raises(UserError, match=r"another configuration \(vocal_level: \[-4.0, 6.0\] -> \[0.0, 6.0\]\)"):
-        train.prepare_run_dir(run, dataclasses.replace(config, vocal_level=(0.0, 6.0)), TINY_PARAMS)
+        runs.prepare_run_dir(run, dataclasses.replace(config, vocal_level=(0.0, 6.0)), TINY_PARAMS)
     assert json.loads((run / "config.json").read_text()) == MIXING_CONFIG
-    assert train.prepare_run_dir(run, config, TINY_PARAMS) is None
+    assert runs.prepare_run_dir(run, config, TINY_PARAMS) is None
     assert json.loads((run / "config.json").read_text()) == MIXING_CONFIG
 
     # a run made before the mixing options existed had them off
@@ -619,7 +620,7 @@ def test_a_run_made_before_the_restructure_with_the_mixing_options_resumes(tmp_p
     older = train.TrainConfig.load(run / "config.json")
     assert [getattr(older, key) for key in MIXING_KEYS] == [None] * len(MIXING_KEYS)
     with pytest.raises(UserError, match=r"another configuration \(init_from: None -> 'm.keras'\)"):
-        train.prepare_run_dir(run, dataclasses.replace(older, init_from="m.keras"), TINY_PARAMS)
+        runs.prepare_run_dir(run, dataclasses.replace(older, init_from="m.keras"), TINY_PARAMS)
 
 
 @pytest.fixture(scope="module")
