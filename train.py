@@ -63,11 +63,11 @@ import sys
 from pathlib import Path
 
 from separation.audio import AudioParams
+from separation.augment import MAX_PITCH, Augmentation, AugmentationError, production_effects
 from separation.cli import ArgumentParser, UserError, bounded, run_cli
 from separation.distributed import lost_worker_errors, lost_workers, make_strategy, worker_run_dir
 from separation.runs import (BACKUP_DIR, BEST_FILE, HISTORY_FILE, LAST_FILE, PLOT_FILE, STATE_FILE, plot_history,
                              prepare_run_dir, read_state, resume_epoch)
-from data_generator import MAX_PITCH
 from unet_model import FILTERS
 
 LOSSES = {"mse": "mean_squared_error", "l1": "mean_absolute_error"}
@@ -97,8 +97,6 @@ def filter_list(text: str) -> tuple[int, ...]:
 
 def effect_names(text: str) -> tuple[str, ...]:
     """``--vocal-fx``: comma-separated names of production.py's effects, or ``all`` (every one, in its order)."""
-    from data_generator import production_effects  # numpy only
-
     known = production_effects()
     names = known if text.strip() == "all" else tuple(n.strip() for n in text.split(",") if n.strip())
     unknown = [n for n in names if n not in known]
@@ -207,6 +205,13 @@ class TrainConfig:
         except (OSError, ValueError, TypeError, AttributeError) as err:
             raise UserError(f"{path}: unreadable ({err}); give a new --run-dir") from None
 
+    def augmentation(self) -> Augmentation:
+        """The augmentation settings of the run, checked (AugmentationError), the accompaniment drawn
+        from every training track (:func:`make_augmentation` narrows it to ``accompaniment_from``)."""
+        return Augmentation(remix=self.remix, gain=self.gain, pitch=self.pitch, tempo=self.tempo,
+                            input_dropout=self.input_dropout, instrumental_share=self.instrumental_share,
+                            vocal_level=self.vocal_level, effects=self.vocal_fx or ())
+
     def differences(self, other: "TrainConfig") -> list[str]:
         """``"name: theirs -> ours"`` for each setting that must not change on resume but does."""
         return [f"{f.name}: {_shown(getattr(other, f.name))} -> {_shown(getattr(self, f.name))}"
@@ -250,8 +255,7 @@ def main(argv=None) -> int:
     train_tracks, val_tracks = split_tracks(cache, config.split, config.validation_split, config.seed,
                                             config.validation_from)
     config = dataclasses.replace(config, train_tracks=tuple(train_tracks), validation_tracks=tuple(val_tracks))
-    check_mixing_options(config)
-    accompaniment_tracks = _accompaniment_tracks(cache, train_tracks, config.accompaniment_from)
+    augmentation = make_augmentation(config, cache, train_tracks)
 
     depth = 2 ** len(config.filters)
     if cache.params.n_bins % depth or cache.params.patch_frames % depth:
@@ -278,16 +282,13 @@ def main(argv=None) -> int:
 
     import keras
 
-    from separation.keras_data import DataGenerator
+    from data_generator import DataGenerator
     from unet_model import build_unet
 
     keras.utils.set_random_seed(config.seed)  # initial weights and dropout
     loader = dict(batch_size=config.batch_size, seed=config.seed, workers=config.workers)
     train_data = DataGenerator(cache, tracks=train_tracks, mode="train", steps_per_epoch=config.steps_per_epoch,
-                               remix=config.remix, gain=config.gain, input_dropout=config.input_dropout,
-                               pitch=config.pitch, tempo=config.tempo, instrumental_share=config.instrumental_share,
-                               vocal_level=config.vocal_level, effects=config.vocal_fx,
-                               accompaniment_tracks=accompaniment_tracks, **loader)
+                               augmentation=augmentation, **loader)
     train_data.epoch = done  # a resumed run draws its next epochs' batches, not its first ones again
     val_data = None
     if val_tracks:
@@ -370,19 +371,24 @@ def make_callbacks(run_dir: Path, monitor: str, config: TrainConfig, state: dict
     ]
 
 
-def check_mixing_options(config: TrainConfig) -> None:
-    """Refuse mixing options that contradict each other or the other augmentations (UserError);
-    their bounds are checked by argparse."""
-    waveform = config.vocal_level is not None or config.vocal_fx is not None
-    if config.vocal_level is not None:
-        low, high = config.vocal_level
-        if low > high:
-            raise UserError(f"--vocal-level {low:g} {high:g}: give LO HI in dB with LO <= HI, e.g. -4 6")
-        if config.gain:
-            raise UserError("--vocal-level sets the vocal-to-accompaniment level; drop --gain")
-    if waveform and (config.pitch or config.tempo):
-        raise UserError("--pitch/--tempo act on magnitudes and cannot be combined with --vocal-level/--vocal-fx; "
-                        "use --vocal-fx pitch (a time-domain pitch shift) instead")
+#: The option that sets each field of separation.augment.Augmentation, to name it in a refusal.
+AUGMENTATION_OPTIONS = {
+    "remix": "--remix", "gain": "--gain", "pitch": "--pitch", "tempo": "--tempo", "input_dropout": "--input-dropout",
+    "instrumental_share": "--instrumental-share", "vocal_level": "--vocal-level", "effects": "--vocal-fx",
+    "accompaniment_tracks": "--accompaniment-from",
+}
+
+
+def make_augmentation(config: TrainConfig, cache, train_tracks: list[str]) -> Augmentation:
+    """The run's augmentation settings, checked once (separation.augment.Augmentation; their bounds
+    were checked by argparse): options that contradict each other are a UserError that names them,
+    and ``--accompaniment-from`` becomes the names of that dataset's training tracks."""
+    try:
+        augmentation = config.augmentation()
+    except AugmentationError as err:
+        raise UserError(err.worded(AUGMENTATION_OPTIONS)) from None
+    accompaniment = _accompaniment_tracks(cache, train_tracks, config.accompaniment_from)
+    return dataclasses.replace(augmentation, accompaniment_tracks=accompaniment)
 
 
 def _accompaniment_tracks(cache, train_tracks: list[str], dataset: str | None) -> list[str] | None:
@@ -420,7 +426,7 @@ def load_init_weights(path, params: AudioParams, filters: tuple[int, ...], kerne
 
 def _open_cache(path):
     """Open the cache folder, or explain how to make one."""
-    from data_generator import Cache
+    from separation.cache import Cache
 
     path = Path(path)
     if not path.is_dir():

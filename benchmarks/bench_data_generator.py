@@ -28,6 +28,8 @@ import numpy as np  # noqa: E402
 
 from separation import audio  # noqa: E402
 from separation import cli
+from separation.augment import Augmentation, production_effects  # noqa: E402
+from separation.cache import Cache, prepare  # noqa: E402
 import data_generator as dg  # noqa: E402
 
 #: How many times faster than training consumes them the generator must make patches.
@@ -58,20 +60,23 @@ def synthetic_cache(folder: Path, tracks: int = 8, seconds: float = 30.0) -> Pat
         audio.save_audio(song / "vocals.wav", vocals, sr)
         audio.save_audio(song / "accompaniment.wav", accompaniment, sr)
         audio.save_audio(song / "mixture.wav", vocals + accompaniment, sr)
-    dg.prepare("stems", folder / "stems", folder / "cache", progress=False)
+    prepare("stems", folder / "stems", folder / "cache", progress=False)
     return folder / "cache"
 
 
 def waveform_modes(effect_batches: int) -> list[tuple[str, dict, int | None]]:
     """The rows of the waveform mode: level only, then each production effect and all of them."""
     mixing = dict(instrumental_share=0.1, vocal_level=(-4.0, 6.0))
-    rows = [("generator, training + instrumental share 0.1, vocal level -4..6 dB (waveforms)", mixing, None)]
+    rows = [("generator, training + instrumental share 0.1, vocal level -4..6 dB (waveforms)",
+             dict(augmentation=Augmentation(**mixing)), None)]
     try:
-        effects = dg.production_effects()
+        effects = production_effects()
     except cli.UserError:
         return rows  # no production.py in this checkout
-    rows += [(f"  ... + effect {name}", dict(mixing, effects=(name,)), effect_batches) for name in effects]
-    rows.append((f"  ... + all effects ({', '.join(effects)})", dict(mixing, effects=effects), effect_batches))
+    rows += [(f"  ... + effect {name}", dict(augmentation=Augmentation(effects=(name,), **mixing)), effect_batches)
+             for name in effects]
+    rows.append((f"  ... + all effects ({', '.join(effects)})", dict(augmentation=Augmentation(effects=effects, **mixing)),
+                 effect_batches))
     return rows
 
 
@@ -110,14 +115,16 @@ def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     load_start = load_average()
     with tempfile.TemporaryDirectory() as tmp:
-        cache = dg.Cache(args.cache or synthetic_cache(Path(tmp)))
+        cache = Cache(args.cache or synthetic_cache(Path(tmp)))
         hours = sum(t["seconds"] for t in cache.tracks if "seconds" in t) / 3600
         what = f"{args.cache or 'synthetic cache'} ({len(cache)} tracks, {hours:.2f} h)"
         rows = []
         for label, kwargs, batches in (
             ("generator, training", {}, None),
-            ("generator, training + remix, gain, input dropout", dict(remix=True, gain=True, input_dropout=0.1), None),
-            ("generator, training + remix, gain, pitch 2, tempo 0.1", dict(remix=True, gain=True, pitch=2.0, tempo=0.1), None),
+            ("generator, training + remix, gain, input dropout",
+             dict(augmentation=Augmentation(remix=True, gain=True, input_dropout=0.1)), None),
+            ("generator, training + remix, gain, pitch 2, tempo 0.1",
+             dict(augmentation=Augmentation(remix=True, gain=True, pitch=2.0, tempo=0.1)), None),
             ("generator, validation", dict(mode="validation"), None),
             *(waveform_modes(args.effect_batches) if cache.format >= 2 else []),
         ):

@@ -7,7 +7,7 @@ On the real song the shipped model's vocals are too quiet (`level_probe.py`: RMS
 mask once, applies ``mask ** p`` for several powers at the model's rate (mono 8192 Hz, the
 accompaniment being the rest) and gives BSS Eval v3 vocal GNSDR (mir_eval, vocals and
 accompaniment scored together, weighted by length) on stempeg's sample and the development sets
-of issue 18 (``data/produced-dev-low``, ``data/produced-dev``: ``production.py devset``). p < 1
+of issue 18 (``data/produced-dev-low``, ``data/produced-dev``: ``python -m separation.production devset``). p < 1
 passes more of every bin, p > 1 less; p = 1 is inference.py.
 """
 

@@ -12,10 +12,10 @@ the row (``--header`` prints the table's header above it). Columns:
   stems; never trained on): BSS Eval v4 vocal SDR (median over 1 s frames) at 44.1 kHz stereo
   (``evaluate.py --sr native --stereo``), and v3 vocal SDR at 8192 Hz mono (``evaluate.py``'s
   default rate);
-* the produced-music development set (``python production.py devset ...``, a stems folder):
+* the produced-music development set (``python -m separation.production devset ...``, a stems folder):
   v4 vocal SDR, median over tracks, at 44.1 kHz stereo, and v3 vocal GNSDR at 8192 Hz;
 * the same development set with the voices 10 to 0 dB *below* the accompaniment, as in produced
-  songs (``production.py devset ... --levels -10 0 --out data/produced-dev-low``: the same
+  songs (``python -m separation.production devset ... --levels -10 0 --out data/produced-dev-low``: the same
   excerpts and presets, only the levels differ; the first set's -4..+6 dB missed that the real
   song's voice sits 7.2 dB under its accompaniment): v4 vocal SDR, median over tracks;
 * MIR-1K's singer-disjoint test split (195 clips of Ani, davidson, heycat, yifen): v3 vocal
@@ -99,7 +99,7 @@ def devset_tracks(devset: Path, levels: str) -> tuple[Path, int]:
     tracks = devset / "test"
     n = sum(1 for p in tracks.iterdir() if p.is_dir()) if tracks.is_dir() else 0
     if n == 0:
-        raise SystemExit(f"error: {tracks}: no tracks; write the dev set first: python production.py devset "
+        raise SystemExit(f"error: {tracks}: no tracks; write the dev set first: python -m separation.production devset "
                          f"--mir1k ../shared/data/mir1k --instrumental data/instrumental --out {devset}{levels}")
     return tracks, n
 

@@ -294,7 +294,7 @@ def find_test_tracks(cache, train_split: str, split: str, limit: int | None = No
     """The tracks of ``split`` of the dataset the cache's ``train_split`` was prepared from
     (datasets.Track objects); UserError when the cache does not say which one, or it has none."""
     from separation import datasets
-    from data_generator import INDEX_FILE
+    from separation.cache import INDEX_FILE
 
     runs = json.loads((cache.path / INDEX_FILE).read_text()).get("runs", [])
     sources = {(r["dataset"], r["root"], r.get("unit", "track")) for r in runs

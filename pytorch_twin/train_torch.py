@@ -10,7 +10,7 @@ improvement, the best and the last model kept. The same command resumes a run th
 interrupted (killed at any moment: every file is written to a temporary file and renamed).
 
 The data are train.py's too: :class:`data_generator.PatchSampler` is the NumPy half of
-``keras_data.DataGenerator``, and its batch ``i`` of epoch ``e`` is drawn from ``(seed, e, i)``,
+``data_generator.DataGenerator``, and its batch ``i`` of epoch ``e`` is drawn from ``(seed, e, i)``,
 so epoch ``n`` here trains on the batches that Keras' ``fit`` draws for epoch ``n`` (it visits
 them in a shuffled order, ``fit``'s ``shuffle=True``), and validation uses the same patches.
 
@@ -69,8 +69,7 @@ def main(argv=None) -> int:
     train_tracks, val_tracks = train.split_tracks(cache, config.split, config.validation_split, config.seed,
                                                   config.validation_from)
     config = dataclasses.replace(config, train_tracks=tuple(train_tracks), validation_tracks=tuple(val_tracks))
-    train.check_mixing_options(config)
-    accompaniment_tracks = train._accompaniment_tracks(cache, train_tracks, config.accompaniment_from)
+    augmentation = train.make_augmentation(config, cache, train_tracks)
     size = 2 ** len(config.filters)
     if cache.params.n_bins % size or cache.params.patch_frames % size:
         raise UserError(f"--filters: {len(config.filters)} layers need patches divisible by {size}, the cache's "
@@ -85,10 +84,7 @@ def main(argv=None) -> int:
 
     loader = dict(batch_size=config.batch_size, seed=config.seed)
     train_data = PatchSampler(cache, train_tracks, mode="train", steps_per_epoch=config.steps_per_epoch,
-                              remix=config.remix, gain=config.gain, input_dropout=config.input_dropout,
-                              pitch=config.pitch, tempo=config.tempo, instrumental_share=config.instrumental_share,
-                              vocal_level=config.vocal_level, effects=config.vocal_fx,
-                              accompaniment_tracks=accompaniment_tracks, **loader)
+                              augmentation=augmentation, **loader)
     val_data = None
     if val_tracks:
         val_data = PatchSampler(cache, val_tracks, mode="validation", steps_per_epoch=config.validation_steps,

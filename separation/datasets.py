@@ -2,8 +2,8 @@
 
 :func:`find_tracks` lists a dataset split as :class:`Track` objects; ``Track.load()`` reads one
 track as ``{"mixture", "vocals", "accompaniment"}``, each ``(samples, channels)`` float32 at the
-file's own rate. Nothing here resamples, folds channels or takes an STFT: that is
-data_generator.py's job (through audio.py), so evaluation can read the references untouched.
+file's own rate. Nothing here resamples, folds channels or takes an STFT: that is the cache's
+job (``separation/cache.py``, through audio.py), so evaluation can read the references untouched.
 
 Datasets
 --------

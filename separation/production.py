@@ -14,9 +14,9 @@ the processing; frequencies that do not exist at the given rate (an 8 kHz "air" 
 8192 Hz) are moved just below its Nyquist frequency. Speed at 8192 Hz:
 ``benchmarks/bench_production.py``.
 
-The produced-music development set (issue 18, part 1)::
+The produced-music development set::
 
-    python production.py devset --mir1k ROOT --instrumental DIR --out data/produced-dev [--seed 0]
+    python -m separation.production devset --mir1k ROOT --instrumental DIR --out data/produced-dev [--seed 0]
 
 writes ``<out>/test/<track>/{mixture,vocals,accompaniment}.wav`` (a ``stems`` folder for
 ``inference.py`` and ``evaluate.py --references <out>/test``): each song of MIR-1K's four
@@ -347,7 +347,8 @@ def make_devset(mir1k_root: Path, instrumental: Path, out: Path, seed: int = 0,
 def get_parser() -> argparse.ArgumentParser:
     from separation.cli import ArgumentParser  # every script's: one-line errors, --verbose
 
-    parser = ArgumentParser(description="Production-style vocal effects; `devset` writes the produced-music development set.")
+    parser = ArgumentParser(prog="python -m separation.production",
+                            description="Production-style vocal effects; `devset` writes the produced-music development set.")
     sub = parser.add_subparsers(dest="command", required=True)
     dev = sub.add_parser("devset", help="write <out>/test/<track>/{mixture,vocals,accompaniment}.wav (44.1 kHz stereo)")
     dev.add_argument("--mir1k", required=True, type=Path, help="MIR-1K folder (its test singers give the voices)")

@@ -25,6 +25,7 @@ import train  # noqa: E402
 from pytorch_twin import train_torch  # noqa: E402
 import unet_model  # noqa: E402
 from separation import runs  # noqa: E402
+from separation.cache import prepare  # noqa: E402
 from separation.cli import UserError  # noqa: E402
 from test_train import TINY_PARAMS, write_stems  # noqa: E402
 
@@ -43,7 +44,7 @@ def stems(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cache(stems, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("caches") / "tiny"
-    data_generator.prepare("stems", stems, path, split="train", params=TINY_PARAMS, progress=False)
+    prepare("stems", stems, path, split="train", params=TINY_PARAMS, progress=False)
     return path
 
 

@@ -1,4 +1,5 @@
-"""data_generator.py: prepare/export CLI, the memory-mapped cache, and the DataGenerator batches."""
+"""data_generator.py and separation/cache.py, separation/augment.py: prepare/export CLI, the memory-mapped
+cache, and the PatchSampler/DataGenerator batches with their augmentations."""
 
 import json
 import pickle
@@ -13,9 +14,11 @@ import pytest
 
 import separation
 
-from separation import audio, cli
 import data_generator as dg
-from separation import datasets, keras_data
+import separation.cache as cache_module
+from separation import audio, augment, cli, datasets
+from separation.augment import Augmentation
+from separation.cache import PARTS, WAVES, Cache, export, prepare
 from separation.cli import UserError
 from test_datasets import write_stems
 
@@ -54,7 +57,7 @@ def _names_of(mix: np.ndarray) -> list[str]:
 
 
 def test_prepare_writes_index_and_magnitudes(cache_dir, stems_root):
-    cache = dg.Cache(cache_dir)
+    cache = Cache(cache_dir)
     assert cache.params == P and audio.AudioParams.load(cache_dir / "audio_params.json") == P
     assert [(t["name"], t["split"], t["dataset"]) for t in cache.tracks] == [
         ("hifi", "test", "stems"), ("long", "train", "stems"), ("short", "train", "stems")]
@@ -62,7 +65,7 @@ def test_prepare_writes_index_and_magnitudes(cache_dir, stems_root):
     assert by_name["long"]["samples"] == 40 * 8192 and by_name["hifi"]["samples"] == 2 * 8192
     for t in cache.tracks:
         assert t["frames"] == audio.n_frames(t["samples"]) and not t["vocals_silent"]
-        for part in dg.PARTS:
+        for part in PARTS:
             arr = cache.array(t["name"], part)
             assert isinstance(arr, np.memmap) and arr.dtype == np.float32 and arr.shape == (512, t["frames"])
     assert cache.names(split="train") == ["long", "short"]
@@ -86,7 +89,7 @@ def test_prepare_rerun_skips_done_tracks(cache_dir, stems_root, capsys):
 def test_interrupted_prepare_resumes(stems_root, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     argv = ["prepare", "--dataset", "stems", "--root", str(stems_root), "--cache", str(cache), "--quiet"]
-    real_magnitude = dg.magnitude
+    real_magnitude = cache_module.magnitude
     calls = []
 
     def interrupted(*args, **kwargs):  # Ctrl-C in the middle of the second track
@@ -95,19 +98,19 @@ def test_interrupted_prepare_resumes(stems_root, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_magnitude(*args, **kwargs)
 
-    monkeypatch.setattr(dg, "magnitude", interrupted)
+    monkeypatch.setattr(cache_module, "magnitude", interrupted)
     assert cli.run_cli(dg.main, argv) == 130
-    monkeypatch.setattr(dg, "magnitude", real_magnitude)
-    assert dg.Cache(cache).names() == ["hifi"]  # a valid cache holding the finished track only
+    monkeypatch.setattr(cache_module, "magnitude", real_magnitude)
+    assert Cache(cache).names() == ["hifi"]  # a valid cache holding the finished track only
     first = sorted((cache / "tracks").glob("hifi-*"))
     mtimes = [f.stat().st_mtime_ns for f in first]
     (cache / "tracks" / ".long-x.mixture.npy.abc.part.npy").write_bytes(b"half")  # as a killed run leaves
 
     assert dg.main(argv) == 0
-    assert dg.Cache(cache).names() == ["hifi", "long", "short"]
+    assert Cache(cache).names() == ["hifi", "long", "short"]
     assert [f.stat().st_mtime_ns for f in first] == mtimes  # not redone
     assert not list((cache / "tracks").glob(".*"))  # stale temporary files removed
-    assert len(list((cache / "tracks").glob("*.npy"))) == 3 * (len(dg.PARTS) + len(dg.WAVES))  # magnitudes + waveforms
+    assert len(list((cache / "tracks").glob("*.npy"))) == 3 * (len(PARTS) + len(WAVES))  # magnitudes + waveforms
 
 
 def test_prepare_subprocess_killed_then_resumed(stems_root, tmp_path):
@@ -127,12 +130,12 @@ def test_prepare_subprocess_killed_then_resumed(stems_root, tmp_path):
         time.sleep(0.01)
     proc.kill()
     proc.communicate()
-    done = dg.Cache(cache).names()
+    done = Cache(cache).names()
     assert len(done) < 3 or proc.returncode == 0  # killed mid-way (or, on a fast machine, already finished)
     out = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert f"added {3 - len(done)} track(s), {len(done)} already there" in out.stdout
-    assert dg.Cache(cache).names() == ["hifi", "long", "short"]
+    assert Cache(cache).names() == ["hifi", "long", "short"]
 
 
 def test_cache_with_other_params_is_refused(stems_root, tmp_path):
@@ -140,7 +143,7 @@ def test_cache_with_other_params_is_refused(stems_root, tmp_path):
     dg.main(["prepare", "--dataset", "stems", "--root", str(stems_root), "--split", "test", "--cache", str(cache), "--quiet"])
     audio.AudioParams(hop_length=512).save(cache / "audio_params.json")
     with pytest.raises(UserError, match=r"cache .* other audio parameters \(hop_length: 512 vs 768\); prepare into a new --cache"):
-        dg.prepare("stems", stems_root, cache, split="test", progress=False)
+        prepare("stems", stems_root, cache, split="test", progress=False)
 
 
 def test_bad_input(tmp_path, capsys):
@@ -162,7 +165,7 @@ def test_bad_input(tmp_path, capsys):
     assert "warning: skipping track broken:" in captured.err and "broken/mixture.wav" in captured.err
     assert "skipped 1 unreadable track(s): broken" in captured.out
     assert "1 track(s) with silent vocals (kept): instrumental" in captured.out
-    cache_obj = dg.Cache(cache)
+    cache_obj = Cache(cache)
     assert cache_obj.names() == ["good", "instrumental"]
     assert cache_obj.track("instrumental")["vocals_silent"] and "broken" in cache_obj.skipped
 
@@ -170,9 +173,9 @@ def test_bad_input(tmp_path, capsys):
     assert cli.run_cli(dg.main, ["prepare", "--dataset", "stems", "--root", str(tmp_path / "nope"), "--cache", str(cache)]) == 2
     assert "expected <root>/<split>/<track>/{mixture,vocals,accompaniment}" in capsys.readouterr().err
     with pytest.raises(UserError, match="exists and is not a cache"):
-        dg.prepare("stems", root, root / "train", progress=False)
+        prepare("stems", root, root / "train", progress=False)
     with pytest.raises(UserError, match=r"not a prepared cache \(no index.json\); make one with"):
-        dg.Cache(root)
+        Cache(root)
 
 
 def test_prepare_mir1k_subset(mir1k_root, tmp_path):
@@ -185,7 +188,7 @@ def test_prepare_mir1k_subset(mir1k_root, tmp_path):
     cache = tmp_path / "cache"
     assert dg.main(["prepare", "--dataset", "mir1k", "--root", str(wav.parent), "--split", "huang-train",
                     "--cache", str(cache), "--quiet"]) == 0
-    entries = dg.Cache(cache).tracks
+    entries = Cache(cache).tracks
     assert [(t["name"], t["split"]) for t in entries] == [("abjones_1", "huang-train")]
     total = sum(audio.load_audio(c)[0].shape[0] for c in clips if c.name.startswith("abjones"))
     assert entries[0]["samples"] == total and entries[0]["frames"] == audio.n_frames(total)
@@ -197,9 +200,9 @@ def test_prepare_musdb_sample(tmp_path):
     (root / "test").mkdir(parents=True)
     (root / "test" / "Falcon.stem.mp4").symlink_to(stempeg.example_stem_path())
     cache = tmp_path / "cache"
-    summary = dg.prepare("musdb", root, cache, split="test", progress=False)
+    summary = prepare("musdb", root, cache, split="test", progress=False)
     assert summary["added"] == ["Falcon"]
-    (entry,) = dg.Cache(cache).tracks
+    (entry,) = Cache(cache).tracks
     assert entry["dataset"] == "musdb" and entry["frames"] == audio.n_frames(entry["samples"]) < P.patch_frames
     mix, voc = dg.PatchSampler(cache, batch_size=2)[0]
     frames = entry["frames"]
@@ -227,10 +230,10 @@ def test_export_mir1k_clips_as_stems(mir1k_root, tmp_path):
     assert set(stems) == {"Ani_1_01", "Ani_1_02"}
     got, sr = stems["Ani_1_02"].load()
     assert sr == 8192
-    for part in dg.PARTS:  # written as read (float WAV where the mixture exceeds full scale)
+    for part in PARTS:  # written as read (float WAV where the mixture exceeds full scale)
         np.testing.assert_allclose(got[part], ref[part], atol=1e-4)
     mtime = (out / "Ani_1_01" / "vocals.wav").stat().st_mtime_ns
-    assert dg.export("mir1k", wav.parent, out, split="huang-test", unit="clip", progress=False)["already"] == 2
+    assert export("mir1k", wav.parent, out, split="huang-test", unit="clip", progress=False)["already"] == 2
     assert (out / "Ani_1_01" / "vocals.wav").stat().st_mtime_ns == mtime
 
 
@@ -240,7 +243,7 @@ def test_export_mir1k_clips_as_stems(mir1k_root, tmp_path):
 
 
 def test_validation_batches_shapes_domain_and_determinism(cache_dir):
-    cache = dg.Cache(cache_dir)
+    cache = Cache(cache_dir)
     gen = dg.PatchSampler(cache, tracks=["long", "short"], batch_size=5, mode="validation")
     # long: 427 frames -> offsets 0, 32, ..., 288 and 299 (the last patch); short: one padded patch
     assert len(gen._patches) == 12 and len(gen) == 3
@@ -250,8 +253,8 @@ def test_validation_batches_shapes_domain_and_determinism(cache_dir):
     assert first[-1][0].shape[0] == 2  # the last batch holds the remainder
     # same domain: both divided by the raw mixture patch's peak
     plan = gen.plan(0)
-    raw_mix = gen._read("mixture", plan["track"], plan["offset"])
-    raw_voc = gen._read("vocals", plan["track"], plan["offset"])
+    raw_mix = gen.tracks.patches("mixture", plan["track"], plan["offset"])
+    raw_voc = gen.tracks.patches("vocals", plan["track"], plan["offset"])
     scale = raw_mix.max(axis=(1, 2))[:, None, None]
     np.testing.assert_allclose(mix[..., 0], raw_mix / scale, rtol=1e-6)
     np.testing.assert_allclose(voc[..., 0], raw_voc / scale, rtol=1e-6)
@@ -312,7 +315,8 @@ def test_training_batches_depend_only_on_seed_epoch_index(cache_dir):
 
 def test_augmentations(cache_dir):
     plain = dg.PatchSampler(cache_dir, tracks=["long", "short"], batch_size=16, seed=1)
-    aug = dg.PatchSampler(cache_dir, tracks=["long", "short"], batch_size=16, seed=1, remix=True, gain=True)
+    aug = dg.PatchSampler(cache_dir, tracks=["long", "short"], batch_size=16, seed=1,
+                          augmentation=Augmentation(remix=True, gain=True))
     mix, voc = aug[0]
     plain_mix, plain_voc = plain[0]
     assert mix.shape == (16, 512, 128, 1) and mix.dtype == np.float32
@@ -324,7 +328,8 @@ def test_augmentations(cache_dir):
     plain_ratio = plain_voc.sum(axis=(1, 2, 3)) / plain_mix.sum(axis=(1, 2, 3))
     assert np.std(ratio) > 2 * np.std(plain_ratio)
 
-    drop = dg.PatchSampler(cache_dir, tracks=["long"], batch_size=8, seed=1, input_dropout=0.25)
+    drop = dg.PatchSampler(cache_dir, tracks=["long"], batch_size=8, seed=1,
+                           augmentation=Augmentation(input_dropout=0.25))
     mix, voc = drop[0]
     undropped, _ = dg.PatchSampler(cache_dir, tracks=["long"], batch_size=8, seed=1)[0]
     zeroed = (mix == 0) & (undropped != 0)
@@ -333,7 +338,7 @@ def test_augmentations(cache_dir):
     np.testing.assert_array_equal(mix[~zeroed], undropped[~zeroed])
 
     with pytest.raises(ValueError, match="augmentations .* are for training"):
-        dg.PatchSampler(cache_dir, mode="validation", remix=True)
+        dg.PatchSampler(cache_dir, mode="validation", augmentation=Augmentation(remix=True))
     with pytest.raises(UserError, match="no track named 'nope'"):
         dg.PatchSampler(cache_dir, tracks=["nope"])
 
@@ -355,35 +360,35 @@ def test_pitch_shift_moves_a_partial_to_its_bin_times_the_ratio():
     patch = np.zeros((3, 512, 2), np.float32)
     patch[:, LONG_BIN] = 1.0  # one partial at bin 62 (496 Hz)
     ratios = 2.0 ** (np.array([12, -12, 7]) / 12)  # an octave up, an octave down, a fifth up
-    out = dg.pitch_shift(patch, ratios)
+    out = augment.pitch_shift(patch, ratios)
     assert out.shape == patch.shape and out.dtype == np.float32
     assert out[..., 0].argmax(axis=1).tolist() == [124, 31, 93]  # 62 * 1.4983 = 92.9
     centroid = (np.arange(512) * out[..., 0]).sum(axis=1) / out[..., 0].sum(axis=1)
     np.testing.assert_allclose(centroid, LONG_BIN * ratios, atol=0.05)
     # any spectrum: new[k] = old[k / r], linear between bins, zero beyond the last bin (np.interp as oracle)
     x = np.random.default_rng(0).random((2, 512, 3), dtype=np.float32)
-    out = dg.pitch_shift(x, [1.3, 0.7])
+    out = augment.pitch_shift(x, [1.3, 0.7])
     for b, r in enumerate((1.3, 0.7)):
         for f in range(3):
             expected = np.interp(np.arange(512) / r, np.arange(512), x[b, :, f], right=0.0)
             np.testing.assert_allclose(out[b, :, f], expected, rtol=1e-5, atol=1e-6)
     assert out[1, 358:].max() == 0 and out[1, 357].min() > 0  # 357 / 0.7 = 510 < 511 < 358 / 0.7
-    np.testing.assert_array_equal(dg.pitch_shift(x, [1.0, 1.0]), x)
+    np.testing.assert_array_equal(augment.pitch_shift(x, [1.0, 1.0]), x)
 
 
 def test_time_stretch_of_a_ramp():
     source = np.broadcast_to(np.arange(1, 301, dtype=np.float32), (3, 512, 300)).copy()  # frame t holds t + 1
     rates = np.array([0.5, 1.0, 1.9])
-    out = dg.time_stretch(source, rates, 128)
+    out = augment.time_stretch(source, rates, 128)
     assert out.shape == (3, 512, 128) and out.dtype == np.float32
     np.testing.assert_allclose(out[:, 7], 1 + np.arange(128) * rates[:, None], rtol=1e-6)
     # stretch_frames reads just enough: 127 * 1.9 = 241.3 needs frames 241 and 242
-    width = dg.stretch_frames(128, rates)
+    width = augment.stretch_frames(128, rates)
     assert width == 243
-    np.testing.assert_array_equal(dg.time_stretch(source[..., :width], rates, 128), out)
-    assert dg.time_stretch(source[..., :width - 1], rates, 128)[2, 0, 127] == 0
+    np.testing.assert_array_equal(augment.time_stretch(source[..., :width], rates, 128), out)
+    assert augment.time_stretch(source[..., :width - 1], rates, 128)[2, 0, 127] == 0
     # frames past the source's end are silence, as past a track's end
-    short = dg.time_stretch(source[..., :100], rates, 128)
+    short = augment.time_stretch(source[..., :100], rates, 128)
     for b, r in enumerate(rates):
         np.testing.assert_allclose(short[b, 0], np.interp(np.arange(128) * r, np.arange(100), source[0, 0, :100],
                                                           right=0.0), rtol=1e-6)
@@ -401,7 +406,8 @@ def test_pitch_and_tempo_batches_follow_the_plan(tmp_path):
     vocals = spectrum[:, None] * ramp[None, :]
     cache = _write_cache(tmp_path / "cache", {"tone": {"mixture": vocals, "vocals": vocals,
                                                         "accompaniment": np.zeros_like(vocals)}})
-    gen = dg.PatchSampler(cache, batch_size=8, steps_per_epoch=2, seed=4, pitch=12.0, tempo=0.5)
+    gen = dg.PatchSampler(cache, batch_size=8, steps_per_epoch=2, seed=4,
+                          augmentation=Augmentation(pitch=12.0, tempo=0.5))
     for index in (0, 1):
         mix, voc = gen[index]
         plan = gen.plan(index)
@@ -418,9 +424,10 @@ def test_pitch_and_tempo_batches_follow_the_plan(tmp_path):
 
 
 def test_pitch_and_tempo_compose_with_remix_and_gain(cache_dir):
-    kwargs = dict(tracks=["long", "short"], batch_size=16, steps_per_epoch=2, seed=2, remix=True, gain=True)
-    both = dg.PatchSampler(cache_dir, pitch=3.0, tempo=0.2, **kwargs)
-    plain_mix, plain_voc = dg.PatchSampler(cache_dir, **kwargs)[0]
+    kwargs = dict(tracks=["long", "short"], batch_size=16, steps_per_epoch=2, seed=2)
+    augmentation = Augmentation(remix=True, gain=True, pitch=3.0, tempo=0.2)
+    both = dg.PatchSampler(cache_dir, augmentation=augmentation, **kwargs)
+    plain_mix, plain_voc = dg.PatchSampler(cache_dir, augmentation=Augmentation(remix=True, gain=True), **kwargs)[0]
     mix, voc = both[0]
     assert mix.shape == voc.shape == (16, 512, 128, 1) and mix.dtype == voc.dtype == np.float32
     assert np.isfinite(mix).all() and np.allclose(mix.max(axis=(1, 2, 3)), 1.0)
@@ -430,7 +437,7 @@ def test_pitch_and_tempo_compose_with_remix_and_gain(cache_dir):
     peaks = voc[..., 0].sum(axis=2).argmax(axis=1)
     assert len(set(peaks.tolist()) - {LONG_BIN, SHORT_BIN}) >= 5
     # deterministic per (seed, epoch, index), whatever order the batches are asked in
-    again = dg.PatchSampler(cache_dir, pitch=3.0, tempo=0.2, **kwargs)
+    again = dg.PatchSampler(cache_dir, augmentation=augmentation, **kwargs)
     second = again[1]
     np.testing.assert_array_equal(again[0][0], mix)
     np.testing.assert_array_equal(both[1][1], second[1])
@@ -447,13 +454,18 @@ def test_pitch_and_tempo_compose_with_remix_and_gain(cache_dir):
     (dict(tempo=-0.1), r"tempo must be in \[0, 1\) \(a fraction of the tempo\), got -0.1"),
     (dict(tempo=1.0), "tempo must be .* got 1.0"),
     (dict(tempo=float("nan")), "tempo must be .* got nan"),
-    (dict(mode="validation", pitch=1.0), r"augmentations \(.*pitch, tempo\) are for training"),
-    (dict(mode="validation", tempo=0.1), "are for training; validation mode takes none"),
+    (dict(input_dropout=1.0), r"input_dropout must be in \[0, 1\), got 1.0"),
 ])
-def test_bad_pitch_or_tempo_is_refused(cache_dir, kwargs, message):
+def test_bad_pitch_or_tempo_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message) as err:
-        dg.PatchSampler(cache_dir, **kwargs)
+        Augmentation(**kwargs)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs", [dict(pitch=1.0), dict(tempo=0.1), dict(remix=True)])
+def test_validation_takes_no_augmentation(cache_dir, kwargs):
+    with pytest.raises(ValueError, match=r"augmentations \(.*pitch, tempo\) are for training; validation mode takes none"):
+        dg.PatchSampler(cache_dir, mode="validation", augmentation=Augmentation(**kwargs))
 
 
 def test_opening_a_100_track_cache_loads_nothing(tmp_path):
@@ -463,7 +475,7 @@ def test_opening_a_100_track_cache_loads_nothing(tmp_path):
     tracks = []
     for i in range(100):  # 100 tracks of ~5 minutes; the .npy files are sparse, so this is quick
         name, frames = f"song{i:03d}", 3000 + i
-        for part in dg.PARTS:
+        for part in PARTS:
             np.lib.format.open_memmap(cache / "tracks" / f"{name}.{part}.npy", "w+", np.float32, (512, frames)).flush()
         tracks.append({"name": name, "dataset": "stems", "split": "train", "file": name, "frames": frames})
     (cache / "index.json").write_text(json.dumps({"format": 1, "tracks": tracks}))
@@ -491,9 +503,9 @@ def test_import_does_not_load_keras():
 
 def test_keras_fit_with_workers(cache_dir):
     keras = pytest.importorskip("keras")
-    gen = keras_data.DataGenerator(cache_dir, tracks=["long", "short"], batch_size=2, steps_per_epoch=3, workers=2)
+    gen = dg.DataGenerator(cache_dir, tracks=["long", "short"], batch_size=2, steps_per_epoch=3, workers=2)
     assert isinstance(gen, keras.utils.PyDataset) and gen.workers == 2 and not gen.use_multiprocessing
-    val = keras_data.DataGenerator(dg.Cache(cache_dir), tracks=["short"], batch_size=2, mode="validation")
+    val = dg.DataGenerator(Cache(cache_dir), tracks=["short"], batch_size=2, mode="validation")
     copy = pickle.loads(pickle.dumps(gen))  # what a multiprocessing worker gets
     np.testing.assert_array_equal(copy[1][0], gen[1][0])
 
@@ -511,7 +523,7 @@ def test_multiprocessing_workers_give_the_in_process_batches(cache_dir):
     # the adapter Model.fit wraps a PyDataset in; with use_multiprocessing it forks a worker pool per epoch
     from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
-    gen = keras_data.DataGenerator(cache_dir, batch_size=4, steps_per_epoch=6, seed=5, workers=2, use_multiprocessing=True)
+    gen = dg.DataGenerator(cache_dir, batch_size=4, steps_per_epoch=6, seed=5, workers=2, use_multiprocessing=True)
     reference = dg.PatchSampler(cache_dir, batch_size=4, steps_per_epoch=6, seed=5)
     adapter = PyDatasetAdapter(gen)
     for _epoch in range(2):

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import data_generator
 import train
+from separation.cache import prepare
 from test_train import TINY_PARAMS, history, resume_epoch, tiny_args, write_stems
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ def cache(tmp_path_factory) -> Path:
     stems = tmp_path_factory.mktemp("stems")
     write_stems(stems)
     path = tmp_path_factory.mktemp("caches") / "tiny"
-    data_generator.prepare("stems", stems, path, params=TINY_PARAMS, progress=False)
+    prepare("stems", stems, path, params=TINY_PARAMS, progress=False)
     return path
 
 

@@ -25,7 +25,7 @@ import pytest
 import soundfile as sf
 
 from separation import audio, cli, stems
-import data_generator
+from separation.cache import prepare
 import evaluate
 import inference
 import train
@@ -379,7 +379,7 @@ def tiny_cache(tmp_path_factory) -> Path:
     stems = tmp_path_factory.mktemp("stems")
     write_stems(stems, n_tracks=2, seconds=4.0)
     path = tmp_path_factory.mktemp("caches") / "tiny"
-    data_generator.prepare("stems", stems, path, params=TINY_PARAMS, progress=False)
+    prepare("stems", stems, path, params=TINY_PARAMS, progress=False)
     return path
 
 

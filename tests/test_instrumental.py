@@ -15,9 +15,10 @@ import pytest
 
 import separation
 
-from separation import audio
 import data_generator as dg
-from separation import datasets
+from separation import audio, datasets
+from separation.augment import Augmentation, AugmentationError, level_gain
+from separation.cache import CACHE_FORMAT, PARTS, Cache, magnitude_blocks, prepare
 from separation.cli import UserError
 from test_datasets import write_stems
 
@@ -117,7 +118,7 @@ def test_magnitude_blocks_equal_the_one_shot_magnitude(length):
     wave = np.random.default_rng(length).standard_normal(length).astype(np.float32)
     whole = audio.magnitude(wave)
     out = np.full_like(whole, np.nan)
-    dg.magnitude_blocks(wave, P, out, block=3)
+    magnitude_blocks(wave, P, out, block=3)
     np.testing.assert_allclose(out, whole, atol=1e-5 * whole.max())
 
 
@@ -141,8 +142,8 @@ def mixed_cache(tmp_path_factory):
 
 
 def test_prepare_stores_waveforms_and_no_silent_vocals(mixed_cache):
-    cache = dg.Cache(mixed_cache)
-    assert cache.format == dg.CACHE_FORMAT == 2 and cache.names() == ["pkg__tune", "voice"]
+    cache = Cache(mixed_cache)
+    assert cache.format == CACHE_FORMAT == 2 and cache.names() == ["pkg__tune", "voice"]
     tune, voice = cache.track("pkg__tune"), cache.track("voice")
     assert tune["vocals_silent"] and tune["stored"] == ["accompaniment", "accompaniment.wave"]
     assert sorted(p.name.split(".", 1)[1] for p in (mixed_cache / "tracks").glob(f"{tune['file']}.*")) == [
@@ -171,7 +172,7 @@ def test_prepare_rerun_skips_and_unreadable_files(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "warning: skipping track broken" in err and "skipped 1 unreadable track(s): broken" in out
     assert "silent vocals" not in out  # expected of instrumental music, not news
-    assert dg.Cache(tmp_path / "c").names() == ["good"] and "broken" in dg.Cache(tmp_path / "c").skipped
+    assert Cache(tmp_path / "c").names() == ["good"] and "broken" in Cache(tmp_path / "c").skipped
     assert dg.main(argv) == 0
     assert "added 0 track(s), 1 already there" in capsys.readouterr().out
     proc = subprocess.run([sys.executable, str(Path(dg.__file__)), *argv[:-1], "--cache", str(tmp_path / "strict"),
@@ -194,11 +195,11 @@ def test_prepare_streams_a_long_file_in_bounded_memory(tmp_path):
             block = 0.2 * np.sin(2 * np.pi * (200 + 10 * i) * t)
             f.write(np.stack([block, block], axis=1))
     tracemalloc.start()
-    dg.prepare("instrumental", tmp_path / "music", tmp_path / "c", progress=False)
+    prepare("instrumental", tmp_path / "music", tmp_path / "c", progress=False)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 25e6, f"peak {peak / 1e6:.1f} MB"
-    entry = dg.Cache(tmp_path / "c").track("long")
+    entry = Cache(tmp_path / "c").track("long")
     assert entry["samples"] == seconds * SR and entry["frames"] == audio.n_frames(seconds * SR)
 
 
@@ -209,26 +210,27 @@ def format1(cache: Path, into: Path) -> Path:
     index["format"] = 1
     for entry in index["tracks"]:
         for part in entry.pop("stored"):
-            if part not in dg.PARTS:
+            if part not in PARTS:
                 (into / "tracks" / f"{entry['file']}.{part}.npy").unlink()
-        for part in dg.PARTS:  # format 1 stored every part
+        for part in PARTS:  # format 1 stored every part
             path = into / "tracks" / f"{entry['file']}.{part}.npy"
             if not path.is_file():
-                np.save(path, dg.Cache(cache).array(entry["name"], part))
+                np.save(path, Cache(cache).array(entry["name"], part))
     (into / "index.json").write_text(json.dumps(index))
     return into
 
 
 def test_format1_cache_trains_without_waveforms_and_refuses_them(mixed_cache, tmp_path):
-    old = dg.Cache(format1(mixed_cache, tmp_path / "old"))
+    old = Cache(format1(mixed_cache, tmp_path / "old"))
     assert old.format == 1
-    batch = dg.PatchSampler(old, batch_size=4, instrumental_share=0.5, remix=True)[0]  # magnitudes only: fine
+    batch = dg.PatchSampler(old, batch_size=4, augmentation=Augmentation(instrumental_share=0.5, remix=True))[0]
+    # magnitudes only: fine
     assert batch[0].shape == (4, P.n_bins, P.patch_frames, 1)
     for kwargs in ({"vocal_level": (0, 0)}, {"effects": ("double",)}):
         with pytest.raises(UserError, match=r"format 1 holds no waveforms .*re-run prepare into a new --cache folder"):
-            dg.PatchSampler(old, batch_size=4, **kwargs)
+            dg.PatchSampler(old, batch_size=4, augmentation=Augmentation(**kwargs))
     with pytest.raises(UserError, match="a cache of format 1 .*prepare into a new --cache folder"):
-        dg.prepare("instrumental", mixed_cache.parent / "music", tmp_path / "old", progress=False)
+        prepare("instrumental", mixed_cache.parent / "music", tmp_path / "old", progress=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,7 +270,7 @@ def batches(sampler, n=4):
 
 def test_vocals_only_from_tracks_with_vocals_accompaniment_from_any(mixed_cache):
     for kwargs in ({"instrumental_share": 0.0}, {"vocal_level": (0.0, 0.0)}):
-        sampler = dg.PatchSampler(mixed_cache, steps_per_epoch=4, batch_size=8, **kwargs)
+        sampler = dg.PatchSampler(mixed_cache, steps_per_epoch=4, batch_size=8, augmentation=Augmentation(**kwargs))
         music_used = 0
         for mix, vocals in batches(sampler):
             for b in range(len(mix)):
@@ -284,17 +286,20 @@ def test_vocals_only_from_tracks_with_vocals_accompaniment_from_any(mixed_cache)
 @pytest.mark.parametrize("waveform", [False, True])
 def test_instrumental_share(mixed_cache, waveform):
     extra = {"vocal_level": (0.0, 0.0)} if waveform else {}
-    everything = dg.PatchSampler(mixed_cache, steps_per_epoch=4, batch_size=8, instrumental_share=1.0, **extra)
+    everything = dg.PatchSampler(mixed_cache, steps_per_epoch=4, batch_size=8,
+                                 augmentation=Augmentation(instrumental_share=1.0, **extra))
     for mix, vocals in batches(everything, 2):
         assert not vocals.any() and (mix.max(axis=(1, 2, 3)) == 1).all()  # accompaniment alone, a zero target
-    half = dg.PatchSampler(mixed_cache, steps_per_epoch=4, batch_size=16, instrumental_share=0.5, **extra)
+    half = dg.PatchSampler(mixed_cache, steps_per_epoch=4, batch_size=16,
+                           augmentation=Augmentation(instrumental_share=0.5, **extra))
     silent = [not vocals[b].any() for _, vocals in batches(half) for b in range(16)]
     assert 0.3 < np.mean(silent) < 0.7
 
 
 def test_vocal_level_sets_the_rms_ratio(mixed_cache):
     for level in (-4.0, 6.0):
-        sampler = dg.PatchSampler(mixed_cache, steps_per_epoch=4, batch_size=8, vocal_level=(level, level))
+        sampler = dg.PatchSampler(mixed_cache, steps_per_epoch=4, batch_size=8,
+                                  augmentation=Augmentation(vocal_level=(level, level)))
         checked = 0
         for mix, vocals in batches(sampler):
             for b in range(8):
@@ -309,14 +314,14 @@ def test_vocal_level_sets_the_rms_ratio(mixed_cache):
 def test_level_gain_guards_silence():
     rng = np.random.default_rng(0)
     v, a = rng.standard_normal(1000), 0.1 * rng.standard_normal(1000)
-    g = dg.level_gain(v, a, 6.0)
+    g = level_gain(v, a, 6.0)
     assert 20 * np.log10(np.sqrt(np.mean((g * v) ** 2)) / np.sqrt(np.mean(a**2))) == pytest.approx(6.0)
-    assert dg.level_gain(np.zeros(1000), a, 6.0) == 1.0 and dg.level_gain(v, np.zeros(1000), 6.0) == 1.0
-    assert dg.level_gain(v[:0], a, 6.0) == 1.0
+    assert level_gain(np.zeros(1000), a, 6.0) == 1.0 and level_gain(v, np.zeros(1000), 6.0) == 1.0
+    assert level_gain(v[:0], a, 6.0) == 1.0
 
 
 def test_effects_process_the_vocals_and_the_target(mixed_cache):
-    doubled = dg.PatchSampler(mixed_cache, steps_per_epoch=4, batch_size=8, effects=("double",))
+    doubled = dg.PatchSampler(mixed_cache, steps_per_epoch=4, batch_size=8, augmentation=Augmentation(effects=("double",)))
     checked = 0
     for mix, vocals in batches(doubled):
         for b in range(8):
@@ -328,8 +333,8 @@ def test_effects_process_the_vocals_and_the_target(mixed_cache):
 
 
 def test_waveform_batches_depend_only_on_seed_epoch_index(mixed_cache):
-    kwargs = dict(batch_size=4, instrumental_share=0.25, vocal_level=(-4, 6), effects=("noise", "double"), input_dropout=0.1)
-    a, b = dg.PatchSampler(mixed_cache, seed=3, steps_per_epoch=4, **kwargs), dg.PatchSampler(mixed_cache, seed=3, steps_per_epoch=4, **kwargs)
+    augmentation = Augmentation(instrumental_share=0.25, vocal_level=(-4, 6), effects=("noise", "double"), input_dropout=0.1)
+    a, b = (dg.PatchSampler(mixed_cache, batch_size=4, seed=3, steps_per_epoch=4, augmentation=augmentation) for _ in range(2))
     for x, y in zip(a[1], b[1]):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(a[0][0], a[1][0])
@@ -345,26 +350,62 @@ def test_waveform_batches_depend_only_on_seed_epoch_index(mixed_cache):
     ({"effects": ("reverb",)}, r"unknown effect\(s\) 'reverb'; choose from double, noise"),
     ({"instrumental_share": 1.5}, r"instrumental_share must be in \[0, 1\], got 1.5"),
     ({"instrumental_share": float("nan")}, r"instrumental_share must be in \[0, 1\]"),
-    ({"vocal_level": (6, -4)}, r"vocal_level must be \(low, high\) dB with low <= high, got \(6, -4\)"),
+    ({"vocal_level": (0, float("nan"))}, r"vocal_level must be two finite levels \(low, high\) in dB, got \(0.0, nan\)"),
+    ({"vocal_level": (6, -4)}, "vocal_level 6 -4: give LO HI in dB with LO <= HI, e.g. -4 6"),
     ({"vocal_level": (0, 0), "gain": True}, "vocal_level sets the vocal-to-accompaniment level; drop gain"),
-    ({"effects": ("double",), "pitch": 2.0}, "pitch and tempo act on magnitudes"),
-    ({"mode": "validation", "instrumental_share": 0.1}, "are for training; validation mode takes none"),
+    ({"effects": ("double",), "pitch": 2.0}, "pitch/tempo act on magnitudes and cannot be combined with "
+                                             "vocal_level/effects"),
+    ({"vocal_level": (0, 0), "tempo": 0.1}, "pitch/tempo act on magnitudes"),
 ])
-def test_bad_mixing_options(mixed_cache, kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        dg.PatchSampler(mixed_cache, steps_per_epoch=4, batch_size=4, **kwargs)
+def test_bad_mixing_options(kwargs, message):
+    with pytest.raises(AugmentationError, match=message) as err:
+        Augmentation(**kwargs)
+    assert isinstance(err.value, ValueError) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"vocal_level": (6, -4)}, "--vocal-level 6 -4: give LO HI in dB with LO <= HI, e.g. -4 6"),
+    ({"vocal_level": (0, 0), "gain": True}, "--vocal-level sets the vocal-to-accompaniment level; drop --gain"),
+    ({"effects": ("double",), "tempo": 0.1}, "--pitch/--tempo act on magnitudes and cannot be combined with "
+                                             "--vocal-level/--vocal-fx; use --vocal-fx pitch (a time-domain pitch "
+                                             "shift) instead"),
+    ({"pitch": 13.0}, "--pitch must be in [0, 12] semitones, got 13.0"),
+])
+def test_a_refusal_names_the_options_of_a_command_line(kwargs, message):
+    """One check, two wordings: train.py names its options where the library names the fields."""
+    import train
+
+    with pytest.raises(AugmentationError) as err:
+        Augmentation(**kwargs)
+    assert err.value.worded(train.AUGMENTATION_OPTIONS) == message
+
+
+def test_augmentation_settings_are_normalised_and_say_what_they_turn_on():
+    off = Augmentation()
+    assert not off.active and not off.mixing and not off.waveform
+    level = Augmentation(vocal_level=[-4, 6], effects=["double"], accompaniment_tracks=["pkg__tune"])
+    assert level.vocal_level == (-4.0, 6.0) and level.effects == ("double",) and level.accompaniment_tracks == ("pkg__tune",)
+    assert level.active and level.mixing and level.waveform
+    assert Augmentation(instrumental_share=0.0).mixing and not Augmentation(instrumental_share=0.0).waveform
+    assert Augmentation(input_dropout=0.1).active and not Augmentation(remix=True).mixing
+    assert Augmentation(remix=1) == Augmentation(remix=True)  # frozen and compared by value
+
+
+def test_validation_takes_no_mixing(mixed_cache):
+    with pytest.raises(ValueError, match="are for training; validation mode takes none"):
+        dg.PatchSampler(mixed_cache, mode="validation", augmentation=Augmentation(instrumental_share=0.1))
 
 
 def test_mixing_needs_a_track_with_vocals(mixed_cache):
     with pytest.raises(UserError, match="none of the training tracks has vocals"):
-        dg.PatchSampler(mixed_cache, tracks=["pkg__tune"], batch_size=4, instrumental_share=0.1)
+        dg.PatchSampler(mixed_cache, tracks=["pkg__tune"], batch_size=4, augmentation=Augmentation(instrumental_share=0.1))
 
 
-def test_effects_without_production_py(mixed_cache, monkeypatch):
+def test_effects_without_production_py(monkeypatch):
     monkeypatch.setitem(sys.modules, "separation.production", None)  # import fails as if the file were absent
     monkeypatch.delattr(separation, "production", raising=False)
     with pytest.raises(UserError, match="the vocal effects need production.py, which is not in this checkout"):
-        dg.PatchSampler(mixed_cache, steps_per_epoch=4, batch_size=4, effects=("reverb",))
+        Augmentation(effects=("reverb",))
 
 
 def test_with_the_real_production_effects(mixed_cache, monkeypatch):
@@ -373,9 +414,11 @@ def test_with_the_real_production_effects(mixed_cache, monkeypatch):
     monkeypatch.delattr(separation, "production", raising=False)
     from separation import production
 
-    kwargs = dict(batch_size=2, steps_per_epoch=1, seed=5, instrumental_share=0.0, vocal_level=(0.0, 0.0))
-    dry = dg.PatchSampler(mixed_cache, **kwargs)[0]
-    wet, again = (dg.PatchSampler(mixed_cache, effects=production.EFFECTS, **kwargs)[0] for _ in range(2))
+    kwargs = dict(batch_size=2, steps_per_epoch=1, seed=5)
+    mixing = dict(instrumental_share=0.0, vocal_level=(0.0, 0.0))
+    dry = dg.PatchSampler(mixed_cache, augmentation=Augmentation(**mixing), **kwargs)[0]
+    wet, again = (dg.PatchSampler(mixed_cache, augmentation=Augmentation(effects=production.EFFECTS, **mixing), **kwargs)[0]
+                  for _ in range(2))
     for x, y in zip(wet, again):
         np.testing.assert_array_equal(x, y)
     assert all(np.isfinite(x).all() for x in wet) and wet[1].any()
@@ -383,10 +426,11 @@ def test_with_the_real_production_effects(mixed_cache, monkeypatch):
 
 
 def test_accompaniment_from_chosen_tracks(mixed_cache):
-    sampler = dg.PatchSampler(mixed_cache, steps_per_epoch=2, batch_size=8, accompaniment_tracks=["pkg__tune"])
+    sampler = dg.PatchSampler(mixed_cache, steps_per_epoch=2, batch_size=8,
+                              augmentation=Augmentation(accompaniment_tracks=["pkg__tune"]))
     for mix, vocals in batches(sampler, 2):
         for b in range(8):
             assert peaks(mix, b)[1] > 0.5 * peaks(mix, b)[0] and peaks(vocals, b)[1] < 1e-3 * peaks(vocals, b)[0]
     for names in (["nosuch"], []):
         with pytest.raises(ValueError, match="accompaniment_tracks must be some of the training tracks"):
-            dg.PatchSampler(mixed_cache, batch_size=4, accompaniment_tracks=names)
+            dg.PatchSampler(mixed_cache, batch_size=4, augmentation=Augmentation(accompaniment_tracks=names))

@@ -18,11 +18,12 @@ import pytest
 import separation
 
 import data_generator
-from separation import keras_data
 import train
 import unet_model
 from separation import distributed, runs
 from separation.audio import AudioParams, save_audio
+from separation.augment import Augmentation
+from separation.cache import Cache, prepare
 from separation.cli import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +62,7 @@ def stems(tmp_path_factory) -> Path:
 def cache(stems, tmp_path_factory) -> Path:
     """A cache of the four tracks made by the data engineer's prepare (64 x 64 patches)."""
     path = tmp_path_factory.mktemp("caches") / "tiny"
-    data_generator.prepare("stems", stems, path, params=TINY_PARAMS, progress=False)
+    prepare("stems", stems, path, params=TINY_PARAMS, progress=False)
     return path
 
 
@@ -122,7 +123,7 @@ def test_training_decreases_loss_and_fills_the_run_dir(cache, tmp_path, capsys):
     # best.keras is the epoch of lowest validation loss, loadable with its parameters
     model, params = unet_model.load_model(run / "best.keras")
     assert params == TINY_PARAMS
-    x, _ = keras_data.DataGenerator(cache, batch_size=2, mode="validation")[0]
+    x, _ = data_generator.DataGenerator(cache, batch_size=2, mode="validation")[0]
     assert np.isfinite(model.predict(x, verbose=0)).all()
     best_epoch = int(np.argmin(h["val_loss"]))
     state = json.loads((run / "backup" / "state.json").read_text())
@@ -288,7 +289,7 @@ def test_run_dir_of_another_configuration_or_cache_is_refused(cache, stems, tmp_
         train.main(tiny_args(cache, run, 1, 1, "--loss", "l1"))
     # a cache of the same tracks made with other audio parameters
     other = tmp_path / "cache128"
-    data_generator.prepare("stems", stems, other, params=AudioParams(n_bins=64, patch_frames=128), progress=False)
+    prepare("stems", stems, other, params=AudioParams(n_bins=64, patch_frames=128), progress=False)
     with pytest.raises(UserError, match="other audio parameters .*patch_frames: 64 vs 128"):
         train.main(tiny_args(other, run, 2, 1))
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files  # nothing overwritten
@@ -349,15 +350,13 @@ def test_pitch_and_tempo_reach_the_config_and_the_training_generator(cache, tmp_
         calls.append(kwargs)
         raise Stop
 
-    fake = types.SimpleNamespace(DataGenerator=generator)
-    monkeypatch.setitem(sys.modules, "separation.keras_data", fake)
-    monkeypatch.setattr(separation, "keras_data", fake, raising=False)
+    monkeypatch.setattr(data_generator, "DataGenerator", generator, raising=False)
     monkeypatch.setitem(sys.modules, "keras", types.SimpleNamespace(
         utils=types.SimpleNamespace(set_random_seed=lambda seed: None)))
     run = tmp_path / "run"
     with pytest.raises(Stop):
         train.main(tiny_args(cache, run, 1, 1, "--pitch", "2", "--tempo", "0.25", "--remix"))
-    assert calls[0]["mode"] == "train" and (calls[0]["pitch"], calls[0]["tempo"], calls[0]["remix"]) == (2.0, 0.25, True)
+    assert calls[0]["mode"] == "train" and calls[0]["augmentation"] == Augmentation(pitch=2.0, tempo=0.25, remix=True)
     config = json.loads((run / "config.json").read_text())
     assert (config["pitch"], config["tempo"]) == (2.0, 0.25)
     with pytest.raises(UserError, match="another configuration .*pitch: 2.0 -> 1.0"):
@@ -417,7 +416,7 @@ def test_cli_prints_one_line_errors(tmp_path):
 
 
 def test_validation_split_holds_out_whole_tracks(cache):
-    c = data_generator.Cache(cache)
+    c = Cache(cache)
     tr, va = train.split_tracks(c, "train", 0.5, seed=0)
     assert len(va) == 2 and not set(tr) & set(va) and sorted(tr + va) == c.names("train")
     assert train.split_tracks(c, "train", 0.5, seed=0) == (tr, va)
@@ -434,8 +433,8 @@ def test_validation_from_another_split(tmp_path):
     write_stems(tmp_path / "stems", n_tracks=1, seconds=3.0, seed=1, split="validation", prefix="other")
     path = tmp_path / "cache"
     for split in ("train", "validation"):
-        data_generator.prepare("stems", tmp_path / "stems", path, split=split, params=TINY_PARAMS, progress=False)
-    c = data_generator.Cache(path)
+        prepare("stems", tmp_path / "stems", path, split=split, params=TINY_PARAMS, progress=False)
+    c = Cache(path)
     assert train.split_tracks(c, "train", 0.5, 0, validation_from="validation") == (["song0", "song1"], ["other0"])
     with pytest.raises(UserError, match="the same split as --split"):
         train.split_tracks(c, "train", 0.5, 0, validation_from="train")

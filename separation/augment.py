@@ -1,0 +1,352 @@
+"""The training augmentations: their settings (:class:`Augmentation`) and the two ways of mixing a batch.
+
+A training batch is mixed by one of two strategies, chosen once by the settings
+(:attr:`Augmentation.waveform`):
+
+- :func:`mix_magnitudes` works on the cached magnitudes: the vocals patch, optionally
+  time-stretched and pitch-shifted, is mixed with an accompaniment patch as
+  ``sqrt(V**2 + A**2)`` (the expected magnitude of two sources with independent phases);
+- :func:`mix_waveforms` works on the cached waveforms: the vocals segment, optionally processed by
+  the effects of :mod:`separation.production` and set to a level against the accompaniment, is
+  added to an accompaniment segment, and both the sum and the vocals go through
+  :func:`audio.stft` (exact).
+
+Both draw everything from the batch's generator, in a fixed order, and each setting draws only
+when it is on, so a batch stays a function of (seed, epoch, index) and a run without a setting
+gets the batches it always had. Design notes: ``docs/design-data.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from separation.audio import model_bins, stft
+from separation.cli import UserError
+
+#: Per-source gain range of the gain augmentation (Open-Unmix's choice).
+GAIN_RANGE = (0.25, 1.25)
+#: Largest ``pitch`` augmentation, in semitones: an octave either way (frequency ratio 1/2 to 2).
+MAX_PITCH = 12.0
+#: RMS below which a segment counts as silent for ``vocal_level`` (-80 dBFS): its level is left alone.
+LEVEL_FLOOR = 1e-4
+
+
+class AugmentationError(ValueError):
+    """Augmentation settings out of their range or contradicting each other.
+
+    The message is kept as a template that names each setting as ``{field}``, so that a command
+    line can name its own options instead (:meth:`worded`); ``str(err)`` names the fields.
+    """
+
+    def __init__(self, template: str):
+        self.template = template
+        super().__init__(self.worded({}))
+
+    def worded(self, names: dict[str, str]) -> str:
+        """The message with each setting called by ``names[field]`` (by its field name where absent)."""
+        return self.template.format_map(_Names(names))
+
+
+class _Names(dict):
+    """Names of settings that give a field without one its own name (for :meth:`AugmentationError.worded`)."""
+
+    def __missing__(self, field: str) -> str:
+        return field
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """The augmentation settings of a training run, checked once when made (:class:`AugmentationError`).
+
+    The default (every setting off) is no augmentation: training patches as the cache holds them.
+
+    Magnitude augmentations:
+
+    - ``remix``: every patch's vocals are mixed with the accompaniment of a random training track
+      (any, itself included) at a random offset.
+    - ``gain``: vocals and accompaniment each scaled by a gain uniform in :data:`GAIN_RANGE`
+      before mixing (a common gain would be undone by the normalisation).
+    - ``pitch`` (semitones, at most :data:`MAX_PITCH`): every patch's vocals are shifted in pitch
+      by a random amount uniform in [-pitch, +pitch] semitones (:func:`pitch_shift`). The formants
+      move with the pitch: large values make "chipmunk" or "giant" voices.
+    - ``tempo`` (a fraction below 1): every patch's vocals are time-stretched by a random factor
+      uniform in [1 - tempo, 1 + tempo] (:func:`time_stretch`), the pitch kept.
+    - ``input_dropout`` (a probability in [0, 1)): each time-frequency cell of the normalised
+      input is zeroed with this probability, and the target at the same cells (:func:`drop_cells`).
+
+    ``pitch`` and ``tempo`` change the vocals alone, so the mixture is rebuilt from them and the
+    accompaniment, as with ``remix``.
+
+    Mixing settings (any of them turns on the mixing mode: the vocals come only from tracks whose
+    vocals are not silent, the accompaniment from any of the tracks, instrumental ones included, at
+    a random offset, as ``remix``):
+
+    - ``instrumental_share`` (a fraction in [0, 1], or None): each patch has silent vocals with this
+      probability: its mixture is the accompaniment alone and its target is zero.
+    - ``vocal_level`` ``(low, high)`` in dB, or None: each patch's vocals are scaled so that their
+      RMS is ``L`` dB above the accompaniment's, ``L`` uniform in [low, high] (:func:`level_gain`).
+      Replaces ``gain``.
+    - ``effects``: names from ``production.EFFECTS`` (reverb, compressor, ...) applied to each
+      patch's vocal waveform by ``production.produce``; the target is the processed vocals.
+    - ``accompaniment_tracks``: names of training tracks to draw the accompaniment from (None: all).
+
+    ``vocal_level`` and ``effects`` work on waveforms (:attr:`waveform`, a format-2 cache), where
+    ``pitch`` and ``tempo`` (magnitude approximations) are refused: the ``pitch`` effect shifts
+    the waveform instead.
+    """
+
+    remix: bool = False
+    gain: bool = False
+    pitch: float = 0.0
+    tempo: float = 0.0
+    input_dropout: float = 0.0
+    instrumental_share: float | None = None
+    vocal_level: tuple[float, float] | None = None
+    effects: tuple[str, ...] = ()
+    accompaniment_tracks: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        def normalise(field: str, value) -> None:
+            object.__setattr__(self, field, value)  # the dataclass is frozen; values are set once, here
+
+        normalise("remix", bool(self.remix))
+        normalise("gain", bool(self.gain))
+        for field in ("pitch", "tempo", "input_dropout"):
+            normalise(field, float(getattr(self, field)))
+        if self.instrumental_share is not None:
+            normalise("instrumental_share", float(self.instrumental_share))
+        if self.vocal_level is not None:
+            normalise("vocal_level", tuple(float(v) for v in self.vocal_level))
+        normalise("effects", tuple(self.effects or ()))
+        if self.accompaniment_tracks is not None:
+            normalise("accompaniment_tracks", tuple(self.accompaniment_tracks))
+        self._check()
+
+    def _check(self) -> None:
+        """Refuse a setting out of its range, or settings that contradict each other."""
+        # `not low <= x <= high` also refuses NaN
+        if not 0.0 <= self.input_dropout < 1.0:
+            raise AugmentationError(f"{{input_dropout}} must be in [0, 1), got {self.input_dropout}")
+        if not 0.0 <= self.pitch <= MAX_PITCH:
+            raise AugmentationError(f"{{pitch}} must be in [0, {MAX_PITCH:g}] semitones, got {self.pitch}")
+        if not 0.0 <= self.tempo < 1.0:
+            raise AugmentationError(f"{{tempo}} must be in [0, 1) (a fraction of the tempo), got {self.tempo}")
+        share = self.instrumental_share
+        if share is not None and not 0.0 <= share <= 1.0:
+            raise AugmentationError(f"{{instrumental_share}} must be in [0, 1], got {share}")
+        if self.vocal_level is not None:
+            if len(self.vocal_level) != 2 or not all(math.isfinite(v) for v in self.vocal_level):
+                raise AugmentationError(f"{{vocal_level}} must be two finite levels (low, high) in dB, "
+                                        f"got {self.vocal_level}")
+            low, high = self.vocal_level
+            if low > high:
+                raise AugmentationError(f"{{vocal_level}} {low:g} {high:g}: give LO HI in dB with LO <= HI, e.g. -4 6")
+            if self.gain:
+                raise AugmentationError("{vocal_level} sets the vocal-to-accompaniment level; drop {gain}")
+        if self.effects:
+            known = production_effects()
+            unknown = [e for e in self.effects if e not in known]
+            if unknown:
+                raise AugmentationError(f"unknown effect(s) {', '.join(map(repr, unknown))}; "
+                                        f"choose from {', '.join(known)}")
+        if self.waveform and (self.pitch or self.tempo):
+            raise AugmentationError("{pitch}/{tempo} act on magnitudes and cannot be combined with "
+                                    "{vocal_level}/{effects}; use {effects} pitch (a time-domain pitch shift) instead")
+
+    @property
+    def mixing(self) -> bool:
+        """Whether a mixing setting is on (vocals only from tracks that have them)."""
+        return (self.instrumental_share is not None or self.vocal_level is not None or bool(self.effects)
+                or self.accompaniment_tracks is not None)
+
+    @property
+    def waveform(self) -> bool:
+        """Whether batches are mixed from waveforms (:func:`mix_waveforms`), not magnitudes."""
+        return self.vocal_level is not None or bool(self.effects)
+
+    @property
+    def active(self) -> bool:
+        """Whether any setting is on."""
+        return self.remix or self.gain or bool(self.input_dropout) or bool(self.pitch) or bool(self.tempo) or self.mixing
+
+
+def production_effects() -> tuple[str, ...]:
+    """The effect names of production.py (``production.EFFECTS``), or a UserError when it is absent."""
+    try:
+        from separation import production
+    except ModuleNotFoundError as err:
+        if err.name != "separation.production":
+            raise
+        raise UserError("the vocal effects need production.py, which is not in this checkout") from None
+    return tuple(production.EFFECTS)
+
+
+# --------------------------------------------------------------------------------------------
+# The two mixing strategies
+# --------------------------------------------------------------------------------------------
+
+
+def mix_magnitudes(tracks, augmentation: Augmentation, accompaniment: np.ndarray, track, offset,
+                   rng) -> tuple[np.ndarray, np.ndarray]:
+    """``(mixture, vocals)`` magnitude patches, ``(B, n_bins, patch_frames)`` float32, from the cached magnitudes.
+
+    ``tracks`` is the :class:`cache.TrackSet` drawn from; ``track`` and ``offset`` (B) are the
+    patches' positions in it and their first frames; ``accompaniment``, the positions the
+    accompaniment of a remix is drawn from; ``rng``, the batch's generator (None without
+    augmentation). Without augmentation the cached mixture is read. Otherwise the vocals are read
+    (``tempo``: stretched), shifted (``pitch``), silenced (``instrumental_share``), the
+    accompaniment read (``remix`` or a mixing setting: of a random track at a random offset, else
+    the same patch's), both scaled (``gain``), and mixed as ``sqrt(V**2 + A**2)``, which keeps
+    ``V <= mixture`` (the ideal mask stays in [0, 1]). The draws come in that order.
+    """
+    a, frames = augmentation, tracks.params.patch_frames
+    if a.tempo:
+        rates = rng.uniform(1 - a.tempo, 1 + a.tempo, size=len(track))
+        vocals = time_stretch(tracks.patches("vocals", track, offset, stretch_frames(frames, rates)), rates, frames)
+    else:
+        vocals = tracks.patches("vocals", track, offset)
+    if a.pitch:
+        vocals = pitch_shift(vocals, 2.0 ** (rng.uniform(-a.pitch, a.pitch, size=len(track)) / 12))
+    if not (a.remix or a.gain or a.pitch or a.tempo or a.mixing):
+        return tracks.patches("mixture", track, offset), vocals
+    vocals[silent_patches(a.instrumental_share, rng, len(track))] = 0.0
+    if a.remix or a.mixing:
+        track = accompaniment[rng.integers(len(accompaniment), size=len(track))]
+        offset = rng.integers(0, tracks.max_offset[track] + 1)
+    background = tracks.patches("accompaniment", track, offset)
+    if a.gain:
+        gains = rng.uniform(*GAIN_RANGE, size=(2, len(track), 1, 1)).astype(np.float32)
+        vocals *= gains[0]
+        background *= gains[1]
+    return np.sqrt(vocals**2 + background**2), vocals
+
+
+def mix_waveforms(tracks, augmentation: Augmentation, accompaniment: np.ndarray, track, offset,
+                  rng) -> tuple[np.ndarray, np.ndarray]:
+    """``(mixture, vocals)`` magnitude patches, ``(B, n_bins, patch_frames)`` float32, mixed from waveforms.
+
+    The arguments are :func:`mix_magnitudes`'. Each patch reads the vocals' segment of
+    ``patch_frames * hop_length`` samples from its frame offset and the accompaniment's from a
+    random track of ``accompaniment`` at a random sample offset (zero past a track's end),
+    processes the vocals (``effects``, which see the segment alone), sets their level
+    (``vocal_level``; or ``gain``), adds them, and takes the first ``patch_frames`` frames and
+    ``n_bins`` bins of :func:`audio.stft` of mixture and vocals. The draws, in order: the silent
+    patches, the accompaniment's tracks and offsets, the levels (or gains), then each patch's effects.
+    """
+    a, p = augmentation, tracks.params
+    size, length = len(track), p.patch_frames * p.hop_length
+    silent = silent_patches(a.instrumental_share, rng, size)
+    other = accompaniment[rng.integers(len(accompaniment), size=size)]
+    start = rng.integers(0, np.maximum(tracks.samples[other] - length, 0) + 1)
+    if a.vocal_level is not None:
+        levels, gains = rng.uniform(*a.vocal_level, size=size), None
+    elif a.gain:
+        levels, gains = None, rng.uniform(*GAIN_RANGE, size=(2, size)).astype(np.float32)
+    else:
+        levels = gains = None
+    waves = np.zeros((length, 2 * size), dtype=np.float32)  # columns: B mixtures, then B vocals
+    for b in range(size):
+        background, inside = tracks.segment(other[b], "accompaniment", start[b], length)
+        vocals = np.zeros(length, dtype=np.float32)
+        if not silent[b]:
+            vocals, voiced = tracks.segment(track[b], "vocals", offset[b] * p.hop_length, length)
+            if a.effects:
+                from separation import production
+
+                vocals = production.produce(vocals, p.sample_rate, rng, a.effects)
+            if levels is not None:
+                vocals *= level_gain(vocals[:voiced], background[:inside], levels[b])
+        if gains is not None:
+            vocals *= gains[0, b]
+            background *= gains[1, b]
+        waves[:, b] = vocals + background
+        waves[:, size + b] = vocals
+    spec = np.abs(model_bins(stft(waves, p), p))[:, :p.patch_frames]  # (n_bins, frames, 2B)
+    spec = np.ascontiguousarray(spec.transpose(2, 0, 1))
+    return spec[:size], spec[size:]
+
+
+# --------------------------------------------------------------------------------------------
+# The augmentations, one function each
+# --------------------------------------------------------------------------------------------
+
+
+def silent_patches(share: float | None, rng, size: int) -> np.ndarray:
+    """Which of ``size`` patches get silent vocals (``instrumental_share``); draws only when the share is positive."""
+    if not share:
+        return np.zeros(size, dtype=bool)
+    return rng.random(size) < share
+
+
+def drop_cells(mixture: np.ndarray, vocals: np.ndarray, rate: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Input dropout: zero each cell of the (normalised) ``mixture`` with probability ``rate``, and the
+    ``vocals`` at the same cells. In place; returns both.
+
+    There is no 1/(1 - rate) rescaling, which would break the domain input and target share; the
+    target is zeroed too because the model's output there is mask * 0 = 0 whatever it does.
+    """
+    keep = rng.random(mixture.shape, dtype=np.float32) >= rate
+    mixture *= keep
+    vocals *= keep
+    return mixture, vocals
+
+
+def _sample(x: np.ndarray, pos: np.ndarray, axis: int) -> np.ndarray:
+    """``x`` (B, n_bins, frames) read at fractional positions ``pos`` (B, N) along ``axis`` (1 or 2).
+
+    Linear interpolation between neighbours; zero where a position lies beyond the last index
+    (as past a track's end). Returns (B, N, frames) for axis 1, (B, n_bins, N) for axis 2, float32.
+    """
+    size = x.shape[axis]
+    lower = np.minimum(np.floor(pos), size - 1).astype(np.intp)
+    upper = np.minimum(lower + 1, size - 1)
+    shape = (len(x), -1, 1) if axis == 1 else (len(x), 1, -1)
+    weight = (pos - lower).astype(np.float32).reshape(shape)
+    inside = (pos <= size - 1).reshape(shape)
+    below = np.take_along_axis(x, lower.reshape(shape), axis)
+    above = np.take_along_axis(x, upper.reshape(shape), axis)
+    return ((below + weight * (above - below)) * inside).astype(np.float32, copy=False)
+
+
+def pitch_shift(patches: np.ndarray, ratios) -> np.ndarray:
+    """Magnitude patches (B, n_bins, frames) shifted in pitch by the frequency ratios ``ratios`` (B,).
+
+    The frequency axis is stretched: ``new[k] = old[k / r]``, linearly interpolated between bins
+    and zero where ``k / r`` lies beyond the last bin. ``r = 2 ** (semitones / 12)``; ``r > 1``
+    raises the pitch. Returns a new (B, n_bins, frames) float32 array.
+    """
+    pos = np.arange(patches.shape[1])[None, :] / np.asarray(ratios, dtype=np.float64)[:, None]
+    return _sample(patches, pos, axis=1)
+
+
+def stretch_frames(frames: int, ratios) -> int:
+    """How many source frames :func:`time_stretch` reads to make ``frames`` frames at the ``ratios`` (B,)."""
+    return int(np.floor((frames - 1) * np.max(ratios))) + 2
+
+
+def time_stretch(source: np.ndarray, ratios, frames: int) -> np.ndarray:
+    """``frames`` frames of each patch of ``source`` (B, n_bins, L) played at the tempo ratios ``ratios`` (B,).
+
+    ``new[:, t] = old[:, t * r]``, linearly interpolated between frames, so ``r > 1`` is faster
+    (``frames`` output frames cover about ``frames * r`` source frames) and ``r < 1`` slower; the
+    pitch is kept. Zero where ``t * r`` lies beyond the last source frame; :func:`stretch_frames`
+    gives the ``L`` that covers every position. Returns (B, n_bins, frames) float32.
+    """
+    pos = np.arange(frames)[None, :] * np.asarray(ratios, dtype=np.float64)[:, None]
+    return _sample(source, pos, axis=2)
+
+
+def level_gain(vocals: np.ndarray, accompaniment: np.ndarray, level_db: float) -> float:
+    """The gain that puts ``vocals``' RMS ``level_db`` dB above ``accompaniment``'s (1 where either is silent).
+
+    The caller passes the samples inside the tracks, so zero padding past a track's end does not
+    lower an RMS; below :data:`LEVEL_FLOOR` a segment counts as silent.
+    """
+    rms_v = float(np.sqrt(np.mean(np.square(vocals, dtype=np.float64)))) if len(vocals) else 0.0
+    rms_a = float(np.sqrt(np.mean(np.square(accompaniment, dtype=np.float64)))) if len(accompaniment) else 0.0
+    if rms_v < LEVEL_FLOOR or rms_a < LEVEL_FLOOR:
+        return 1.0
+    return 10 ** (level_db / 20) * rms_a / rms_v
