@@ -66,11 +66,12 @@ from separation.audio import AudioParams
 from separation.augment import MAX_PITCH, Augmentation, AugmentationError, production_effects
 from separation.cli import ArgumentParser, UserError, bounded, run_cli
 from separation.distributed import lost_worker_errors, lost_workers, make_strategy, worker_run_dir
-from separation.runs import (BACKUP_DIR, BEST_FILE, HISTORY_FILE, LAST_FILE, PLOT_FILE, STATE_FILE, plot_history,
+from separation.runs import (BACKUP_DIR, BEST_FILE, CONFIG_FILE, HISTORY_FILE, LAST_FILE, PLOT_FILE, STATE_FILE, plot_history,
                              prepare_run_dir, read_state, resume_epoch)
 from unet_model import FILTERS
 
 LOSSES = {"mse": "mean_squared_error", "l1": "mean_absolute_error"}
+PRECISION_CHOICES = ("float32", "bfloat16", "auto")
 
 
 def option(default, help: str, *, resume: bool = False, **argparse_kwargs):
@@ -179,8 +180,13 @@ class TrainConfig:
     workers: int = option(1, "data loading threads", resume=True, type=bounded(int, 1))
     verbose: int = option(2, "Keras progress output: 0 none, 1 progress bar, 2 one line per epoch", resume=True,
                           type=int, choices=(0, 1, 2))
+    precision: str = option(
+        "float32", "arithmetic of the training step: float32; bfloat16, i.e. mixed precision (float32 weights, "
+        "optimizer and loss; bfloat16 convolutions); auto: bfloat16 where this machine computes it fast (a GPU with "
+        "bfloat16 units, a CPU with AVX512-BF16 or AMX), else float32", choices=PRECISION_CHOICES)
     train_tracks: tuple[str, ...] = ()
     validation_tracks: tuple[str, ...] = ()
+    precision_used: str = "float32"  # what trains: ``precision`` with auto decided (:func:`run_precision`)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "TrainConfig":
@@ -268,6 +274,8 @@ def main(argv=None) -> int:
         raise UserError(f"--batch-size {config.batch_size} does not divide over {replicas} replicas; "
                         f"use a multiple of {replicas}")
     run_dir = worker_run_dir(Path(args.run_dir), strategy)
+    precision, why = run_precision(config.precision, run_dir / CONFIG_FILE, auto_precision)
+    config = dataclasses.replace(config, precision_used=precision)
     init_weights = None
     if config.init_from is not None and not (run_dir / BACKUP_DIR / STATE_FILE).is_file():
         # checked before the run folder is written; a run that resumes takes its checkpoint instead
@@ -297,14 +305,14 @@ def main(argv=None) -> int:
 
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = build_unet(input_shape=(cache.params.n_bins, cache.params.patch_frames, 1), filters=config.filters,
-                           kernel_size=config.kernel_size, dropout=config.dropout)
+                           kernel_size=config.kernel_size, dropout=config.dropout, precision=precision)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSSES[config.loss],
                       jit_compile="auto" if config.jit_compile is None else config.jit_compile)
         if init_weights is not None and not done:  # on resume the checkpoint's weights win
             model.set_weights(init_weights)
             print(f"starting from the weights of {config.init_from}")
     print(f"training {model.count_params():,} parameters on {len(train_tracks)} tracks "
-          f"({len(val_tracks)} for validation), {replicas} replica{'s' * (replicas > 1)}")
+          f"({len(val_tracks)} for validation), {replicas} replica{'s' * (replicas > 1)}, in {precision}{why}")
 
     monitor = "val_loss" if val_data is not None else "loss"
     callbacks = make_callbacks(run_dir, monitor, config, state, cache.params)
@@ -330,6 +338,56 @@ def main(argv=None) -> int:
     print(f"{run_dir}: {'stopped early' if early else 'finished'} after epoch {backup.epoch}; "
           f"best model {run_dir / BEST_FILE}")
     return 0
+
+
+def run_precision(requested: str, config_path: Path, decide) -> tuple[str, str]:
+    """The precision the run trains in, and why when ``--precision auto`` chose it (for the first lines).
+
+    A run keeps its precision when resumed: ``auto`` is decided once by ``decide()`` (``(precision,
+    reason)``), when the run starts, and read back from the run's config file (``config_path``)
+    afterwards, since another machine may decide otherwise.
+    """
+    if requested != "auto":
+        return requested, ""
+    if config_path.is_file():
+        saved = TrainConfig.load(config_path)
+        if saved.precision == "auto":
+            return saved.precision_used, " (auto, as the run started)"
+    precision, reason = decide()
+    return precision, f" (auto: {reason})"
+
+
+def auto_precision() -> tuple[str, str]:
+    """``("bfloat16", why)`` where mixed precision trains faster here, else ``("float32", why)``.
+
+    bfloat16 pays where the hardware multiplies in it: GPUs from NVIDIA's Ampere on (compute
+    capability 8.0), and CPUs with AVX512-BF16 or AMX under TensorFlow's oneDNN; elsewhere it is
+    emulated and slower than float32 (benchmarks/RESULTS.md, "Mixed-precision training").
+    """
+    import keras
+
+    from separation.unet_fast import bfloat16_is_fast
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+            if tuple(capability) >= (8, 0):
+                return "bfloat16", f"a GPU of compute capability {capability[0]}.{capability[1]}"
+            return "float32", "this GPU has no bfloat16 units"
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            if torch.cuda.is_bf16_supported():
+                return "bfloat16", "a GPU with bfloat16 units"
+            return "float32", "this GPU has no bfloat16 units"
+    if bfloat16_is_fast():
+        return "bfloat16", "this CPU has bfloat16 instructions"
+    return "float32", f"no bfloat16 instructions for the {backend} backend on this CPU"
 
 
 def make_callbacks(run_dir: Path, monitor: str, config: TrainConfig, state: dict | None,

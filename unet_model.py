@@ -59,6 +59,8 @@ from separation.cli import UserError, first_line
 
 #: Default encoder filters; the decoder mirrors them.
 FILTERS = (16, 32, 64, 128, 256, 512)
+#: ``build_unet(precision=...)``: the Keras dtype policy of the layers before the mask.
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 #: The model shipped with the project (its card: pretrained/README.md), loaded when none is named.
 PRETRAINED = Path(__file__).resolve().parent / "pretrained"
 TRAIN_HINT = ("train one: `python data_generator.py prepare --dataset mir1k --root DATA --cache cache/mir1k`, then "
@@ -74,6 +76,7 @@ def build_unet(
     dropout: float = 0.5,
     dropout_layers: int = 3,
     leaky_slope: float = 0.2,
+    precision: str = "float32",
     name: str = "unet",
 ):
     """Build the singing-voice U-Net (see the module docstring) as a functional ``keras.Model``.
@@ -84,6 +87,9 @@ def build_unet(
     ``depth - 1`` blocks before the mask layer, so a shallow test model takes the defaults).
     The model has one output, named ``vocals`` (= mask * input, same shape as the input); the
     mask is the output of the layer named ``mask`` (see :func:`mask_model`).
+    ``precision="bfloat16"`` builds it for mixed-precision training: float32 weights, the
+    convolutions and batch norms computing in bfloat16 (Keras' ``mixed_bfloat16`` policy), and the
+    mask's sigmoid and the product with the mixture in float32, so that the loss is float32.
     """
     import keras
 
@@ -100,6 +106,9 @@ def build_unet(
         raise ValueError(f"kernel_size must be odd and at least 3 (PyTorch's padding k//2), got {kernel_size}")
     if dropout_layers < 0 or not 0 <= dropout < 1:
         raise ValueError(f"need dropout in [0, 1) and dropout_layers >= 0, got {dropout} and {dropout_layers}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    policy = PRECISIONS[precision]  # the dtype policy of every layer before the mask
 
     # PyTorch's padding: k//2 zeros on both sides before each 'valid' stride-2 convolution, and
     # each 'valid' transposed convolution (2h + k - 2 rows) cropped by k//2 at the start and
@@ -107,22 +116,23 @@ def build_unet(
     # exactly its function (pytorch_twin/convert_weights.py). Keras' 'same' pads 1 before and 2 after and
     # samples the input at the other parity: equivalent shapes, a different function.
     pad = kernel_size // 2
-    conv = functools.partial(keras.layers.Conv2D, kernel_size=kernel_size, strides=2, padding="valid")
-    deconv = functools.partial(keras.layers.Conv2DTranspose, kernel_size=kernel_size, strides=2, padding="valid")
-    crop = functools.partial(keras.layers.Cropping2D, ((pad, pad - 1), (pad, pad - 1)))
+    conv = functools.partial(keras.layers.Conv2D, kernel_size=kernel_size, strides=2, padding="valid", dtype=policy)
+    deconv = functools.partial(keras.layers.Conv2DTranspose, kernel_size=kernel_size, strides=2, padding="valid",
+                               dtype=policy)
+    crop = functools.partial(keras.layers.Cropping2D, ((pad, pad - 1), (pad, pad - 1)), dtype=policy)
     # Keras' defaults (momentum 0.99, epsilon 1e-3) differ from PyTorch's (0.1 i.e. 0.9, 1e-5);
     # use PyTorch's so running statistics track as in the coursework.
-    batch_norm = functools.partial(keras.layers.BatchNormalization, momentum=0.9, epsilon=1e-5)
+    batch_norm = functools.partial(keras.layers.BatchNormalization, momentum=0.9, epsilon=1e-5, dtype=policy)
 
     mix = keras.Input(shape=input_shape, name="mixture")  # (B, 512, 128, 1)
     x = mix
     skips = []
     for i, f in enumerate(filters, start=1):
         # (B, H, W, C) -> (B, H/2, W/2, f): 512x128 -> 256x64 -> ... -> 8x2 with 512 channels.
-        x = keras.layers.ZeroPadding2D(pad, name=f"encoder{i}_pad")(x)
+        x = keras.layers.ZeroPadding2D(pad, name=f"encoder{i}_pad", dtype=policy)(x)
         x = conv(f, name=f"encoder{i}_conv")(x)
         x = batch_norm(name=f"encoder{i}_bn")(x)
-        x = keras.layers.LeakyReLU(negative_slope=leaky_slope, name=f"encoder{i}_act")(x)
+        x = keras.layers.LeakyReLU(negative_slope=leaky_slope, name=f"encoder{i}_act", dtype=policy)(x)
         skips.append(x)
     skips.pop()  # the bottleneck (B, 8, 2, 512) feeds the decoder directly, not a skip
 
@@ -133,16 +143,17 @@ def build_unet(
         x = deconv(f, name=f"decoder{i}_deconv")(x)
         x = crop(name=f"decoder{i}_crop")(x)
         x = batch_norm(name=f"decoder{i}_bn")(x)
-        x = keras.layers.ReLU(name=f"decoder{i}_act")(x)
+        x = keras.layers.ReLU(name=f"decoder{i}_act", dtype=policy)(x)
         if i <= dropout_layers and dropout > 0:
-            x = keras.layers.Dropout(dropout, name=f"decoder{i}_dropout")(x)
-        x = keras.layers.Concatenate(axis=-1, name=f"decoder{i}_skip")([x, skip])
+            x = keras.layers.Dropout(dropout, name=f"decoder{i}_dropout", dtype=policy)(x)
+        x = keras.layers.Concatenate(axis=-1, name=f"decoder{i}_skip", dtype=policy)([x, skip])
 
     # (B, 256, 64, 32) -> (B, 512, 128, 1): the last block has no batch norm or ReLU.
     x = deconv(1, name=f"decoder{depth}_deconv")(x)
     x = crop(name=f"decoder{depth}_crop")(x)
-    mask = keras.layers.Activation("sigmoid", name="mask")(x)
-    vocals = keras.layers.Multiply(name="vocals")([mask, mix])  # (B, 512, 128, 1)
+    # The mask and the output in float32 whatever the precision: the loss compares float32 magnitudes.
+    mask = keras.layers.Activation("sigmoid", name="mask", dtype="float32")(x)
+    vocals = keras.layers.Multiply(name="vocals", dtype="float32")([mask, mix])  # (B, 512, 128, 1)
     return keras.Model(mix, vocals, name=name)
 
 
@@ -206,11 +217,22 @@ def save_model(model, path, params: AudioParams) -> None:
     Keras writes the zip (``config.json``, ``model.weights.h5``, ``metadata.json``); the audio
     parameters go in as one more entry, ``audio_params.json``, which Keras' loader ignores, so
     the file stays a plain Keras model. :func:`load_model` reads them back and refuses an
-    ``audio_params.json`` beside the model that disagrees. Write through ``cli.atomic_output``.
+    ``audio_params.json`` beside the model that disagrees. A model built for mixed precision is
+    saved in float32 (:func:`float32_model`). Write through ``cli.atomic_output``.
     """
-    model.save(path)
+    float32_model(model).save(path)
     with zipfile.ZipFile(path, "a") as archive:
         archive.writestr(PARAMS_FILE, json.dumps(params.to_dict(), indent=2) + "\n")
+
+
+def float32_model(model):
+    """``model`` if every layer computes in float32; else the same U-Net with the same weights in
+    float32 (a model trained in mixed precision is saved so: it loads and runs everywhere as before)."""
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
+    copy = build_unet(**read_settings(model), name=model.name)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def saved_params(path) -> AudioParams | None:

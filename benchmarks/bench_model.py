@@ -28,7 +28,9 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
+import json
 import os
+import subprocess
 import sys
 import time
 
@@ -51,7 +53,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sample-seconds", type=float, default=0.5,
                         help="each row's sample repeats its step for at least this long (default 0.5)")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads of both frameworks (default 2)")
-    parser.add_argument("--no-torch", action="store_true", help="Keras rows only")
+    parser.add_argument("--no-torch", action="store_true", help="Keras on TensorFlow only (no PyTorch rows, no Keras "
+                        "on the PyTorch backend)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # child_main
     return parser
 
 
@@ -75,7 +79,7 @@ def unet_flops(model) -> int:
 
 def set_threads(n: int, torch_too: bool) -> str:
     """Both frameworks' thread pools (before either starts them); returns what took effect."""
-    if torch_too:
+    if torch_too or os.environ.get("KERAS_BACKEND") == "torch":
         from pytorch_twin import compare_frameworks
 
         return compare_frameworks.set_threads(n)
@@ -120,7 +124,6 @@ def matmul_rows(torch_too: bool) -> list[Row]:
 
 
 def keras_rows(model, batches: list[int], train_batch: int, flops: int) -> list[Row]:
-    import keras
     from separation import unet_fast
     import unet_model
 
@@ -139,22 +142,66 @@ def keras_rows(model, batches: list[int], train_batch: int, flops: int) -> list[
                 lambda m=fast["bfloat16"], x=x: m.predict_on_batch(x), batch, batch * flops, "torch"),
         ]
     if train_batch:
-        trainee = keras.models.clone_model(model)
-        trainee.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mean_squared_error")  # as train.py
-        x = rng.random((train_batch,) + model.inputs[0].shape[1:], dtype=np.float32) ** 4
-        y = x * rng.random(x.shape, dtype=np.float32)
-        rows.append(Row("training", f"Keras train_on_batch (jit_compile={trainee.jit_compile})", train_batch,
-                        lambda: trainee.train_on_batch(x, y), train_batch, 3 * train_batch * flops, "torch"))
-        # Keras' mixed precision (bfloat16 arithmetic, float32 weights): not what train.py does
-        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
-        try:
-            mixed = keras.models.clone_model(model)
-        finally:
-            keras.mixed_precision.set_dtype_policy("float32")
-        mixed.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mean_squared_error")
-        rows.append(Row("training", "Keras train_on_batch, mixed_bfloat16 policy", train_batch,
-                        lambda: mixed.train_on_batch(x, y), train_batch, 3 * train_batch * flops, "torch"))
+        rows += keras_training_rows(train_batch, flops)
     return rows
+
+
+def keras_training_rows(train_batch: int, flops: int) -> list[Row]:
+    """A training step of ``train.py --precision float32`` and ``bfloat16`` on this process' Keras backend:
+    the model built as train.py builds it (``build_unet(precision=...)``), compiled as it compiles it (Adam,
+    the mean squared error, ``jit_compile="auto"``), one ``train_on_batch``."""
+    import keras
+
+    import unet_model
+
+    rng = np.random.default_rng(1)
+    shape = (DEFAULT_PARAMS.n_bins, DEFAULT_PARAMS.patch_frames, 1)
+    x = rng.random((train_batch,) + shape, dtype=np.float32) ** 4
+    y = x * rng.random(x.shape, dtype=np.float32)
+    rows = []
+    for precision in unet_model.PRECISIONS:
+        trainee = unet_model.build_unet(shape, precision=precision)
+        trainee.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mean_squared_error", jit_compile="auto")
+        rows.append(Row("training", f"Keras on {keras.backend.backend()}, train.py --precision {precision} "
+                        f"(jit_compile={trainee.jit_compile})", train_batch,
+                        lambda m=trainee: m.train_on_batch(x, y), train_batch, 3 * train_batch * flops, "torch"))
+    return rows
+
+
+class ChildRow(Row):
+    """A row whose step runs in a child process (:func:`child_main`), timed here among the others:
+    one process has one Keras backend, so Keras on PyTorch trains in a child of this one."""
+
+    def __init__(self, child, index: int, label: str, batch: int, patches: int, flops: float):
+        super().__init__("training", label, batch, self.run_in_child, patches, flops, "torch")
+        self.child, self.index = child, index
+
+    def run_in_child(self):
+        self.child.stdin.write(f"{self.index}\n")
+        self.child.stdin.flush()
+        if self.child.stdout.readline().strip() != "ok":
+            raise RuntimeError(f"the Keras child process stopped ({self.label})")
+
+
+def child_rows(backend: str, train_batch: int, threads: int, flops: int) -> list[Row]:
+    """The Keras training rows on ``backend``, each step run by a child process with that backend."""
+    child = subprocess.Popen([sys.executable, __file__, "--child", "--train-batch", str(train_batch), "--threads",
+                              str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             env=dict(os.environ, KERAS_BACKEND=backend))
+    labels = json.loads(child.stdout.readline())
+    return [ChildRow(child, i, label, train_batch, train_batch, 3 * train_batch * flops) for i, label in enumerate(labels)]
+
+
+def child_main(args) -> int:
+    """``--child``: build the Keras training rows on this process' backend, print their labels (a JSON
+    line), then run row N's step for each line N read, answering ``ok``."""
+    set_threads(args.threads, torch_too=False)
+    rows = keras_training_rows(args.train_batch, 0)
+    print(json.dumps([row.label for row in rows]), flush=True)
+    for line in sys.stdin:
+        rows[int(line)].step()
+        print("ok", flush=True)
+    return 0
 
 
 def torch_rows(model, batches: list[int], train_batch: int, flops: int) -> list[Row]:
@@ -197,19 +244,25 @@ def torch_rows(model, batches: list[int], train_batch: int, flops: int) -> list[
             def step(twin=twin, optimizer=optimizer, tx=tx, ty=ty, autocast=False):
                 optimizer.zero_grad()
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                    loss = torch.nn.functional.mse_loss((twin(tx) * tx).float(), ty)
+                    mask = twin(tx)
+                loss = torch.nn.functional.mse_loss(mask.float() * tx, ty)  # as train_torch.py
                 loss.backward()
                 optimizer.step()
 
-            rows.append(Row("training", f"PyTorch eager, {label}, Adam", train_batch, step, train_batch,
-                            3 * train_batch * flops, None))
-            rows.append(Row("training", f"PyTorch eager, {label}, Adam, bfloat16 autocast", train_batch,
+            ours = {"channels-first": " (train_torch.py --precision float32)",
+                    "channels-last": " (train_torch.py --precision bfloat16)"}[label]
+            rows.append(Row("training", f"PyTorch eager, {label}, Adam{ours if label == 'channels-first' else ''}",
+                            train_batch, step, train_batch, 3 * train_batch * flops, None))
+            rows.append(Row("training", f"PyTorch eager, {label}, Adam, bfloat16 autocast"
+                            f"{ours if label == 'channels-last' else ''}", train_batch,
                             functools.partial(step, autocast=True), train_batch, 3 * train_batch * flops, None))
     return rows
 
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
+    if args.child:
+        return child_main(args)
     batches = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     torch_too = not args.no_torch and importlib.util.find_spec("torch") is not None
     load_start = load_average()
@@ -222,6 +275,8 @@ def main(argv=None) -> int:
     rows = matmul_rows(torch_too) + keras_rows(model, batches, args.train_batch, flops)
     if torch_too:
         rows += torch_rows(model, batches, args.train_batch, flops)
+        if args.train_batch:
+            rows += child_rows("torch", args.train_batch, args.threads, flops)
     start = time.perf_counter()
     for row in rows:
         row.warm_up(args.sample_seconds)

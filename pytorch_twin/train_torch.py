@@ -76,6 +76,8 @@ def main(argv=None) -> int:
                         f"are {cache.params.n_bins} x {cache.params.patch_frames}; use fewer filters")
 
     run_dir = Path(args.run_dir)
+    precision, why = train.run_precision(config.precision, run_dir / CONFIG_FILE, auto_precision)
+    config = dataclasses.replace(config, precision_used=precision)
     fresh = not (run_dir / CHECKPOINT_FILE).is_file()
     init_state = load_init_state(config.init_from) if config.init_from and fresh else None
     runs.prepare_run_dir(run_dir, config, cache.params, CONFIG_FILE, "pytorch_twin/train_torch.py")  # refuses a Keras run's folder
@@ -89,12 +91,13 @@ def main(argv=None) -> int:
     if val_tracks:
         val_data = PatchSampler(cache, val_tracks, mode="validation", steps_per_epoch=config.validation_steps,
                                 **loader)
-    return fit(run_dir, config, train_data, val_data, init_state)
+    return fit(run_dir, config, train_data, val_data, init_state, why)
 
 
-def fit(run_dir: Path, config, train_data, val_data, init_state: dict | None = None) -> int:
+def fit(run_dir: Path, config, train_data, val_data, init_state: dict | None = None, why: str = "") -> int:
     """The training loop: epochs of Adam steps, validation, the learning-rate schedule, early
-    stopping and the files of the run folder (see the module docstring)."""
+    stopping and the files of the run folder (see the module docstring). ``config.precision_used``
+    is the arithmetic: float32, or bfloat16 autocast (float32 weights, optimizer and loss)."""
     import torch
     from torch import nn
 
@@ -102,6 +105,9 @@ def fit(run_dir: Path, config, train_data, val_data, init_state: dict | None = N
 
     torch.manual_seed(config.seed)  # initial weights and dropout
     model = UNet(config.filters, kernel_size=config.kernel_size, dropout=config.dropout)
+    bfloat16 = config.precision_used == "bfloat16"
+    if bfloat16:  # oneDNN's bfloat16 convolutions want channels-last tensors (NHWC), as Keras' are
+        model = model.to(memory_format=torch.channels_last)
     if init_state is not None:
         load_init_weights(model, init_state, config.init_from)
         print(f"starting from the weights of {config.init_from}")
@@ -127,14 +133,14 @@ def fit(run_dir: Path, config, train_data, val_data, init_state: dict | None = N
     n_params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for n, b in model.named_buffers()
                                                                  if not n.endswith("num_batches_tracked"))
     print(f"training {n_params:,} parameters on {len(config.train_tracks)} tracks "
-          f"({len(config.validation_tracks)} for validation)")
+          f"({len(config.validation_tracks)} for validation), in {config.precision_used}{why}")
 
     began = time.monotonic()
     for epoch in range(start, config.epochs):
         learning_rate = optimizer.param_groups[0]["lr"]
         train_data.epoch = epoch + 1  # Keras' fit advances the data once before its first epoch
-        loss = train_epoch(model, train_data, optimizer, criterion)
-        val_loss = evaluate(model, val_data, criterion) if val_data is not None else math.nan
+        loss = train_epoch(model, train_data, optimizer, criterion, bfloat16)
+        val_loss = evaluate(model, val_data, criterion, bfloat16) if val_data is not None else math.nan
         if not (math.isfinite(loss) and (val_data is None or math.isfinite(val_loss))):
             raise UserError(
                 f"{run_dir}: the loss became NaN or infinite in epoch {epoch + 1}; the checkpoints keep epoch "
@@ -166,14 +172,17 @@ def fit(run_dir: Path, config, train_data, val_data, init_state: dict | None = N
     return 0
 
 
-def train_epoch(model, data, optimizer, criterion) -> float:
-    """One epoch of Adam steps over ``data``'s batches; the mean training loss (per patch)."""
+def train_epoch(model, data, optimizer, criterion, bfloat16: bool = False) -> float:
+    """One epoch of Adam steps over ``data``'s batches; the mean training loss (per patch).
+    ``bfloat16``: the network runs under bfloat16 autocast, the loss in float32."""
     model.train()
     total, count = 0.0, 0
     for index in range(len(data)):
         mixture, vocals = to_torch(data[index])
         optimizer.zero_grad()
-        loss = criterion(model(mixture) * mixture, vocals)  # the mask applied to the mixture
+        with autocast(bfloat16):
+            mask = model(mixture)
+        loss = criterion(mask.float() * mixture, vocals)  # the mask applied to the mixture
         loss.backward()
         optimizer.step()
         total += loss.item() * len(mixture)
@@ -181,7 +190,7 @@ def train_epoch(model, data, optimizer, criterion) -> float:
     return total / count
 
 
-def evaluate(model, data, criterion) -> float:
+def evaluate(model, data, criterion, bfloat16: bool = False) -> float:
     """The mean loss over ``data``'s batches in inference mode (running batch norm, no dropout)."""
     import torch
 
@@ -190,9 +199,28 @@ def evaluate(model, data, criterion) -> float:
     with torch.no_grad():
         for index in range(len(data)):
             mixture, vocals = to_torch(data[index])
-            total += criterion(model(mixture) * mixture, vocals).item() * len(mixture)
+            with autocast(bfloat16):
+                mask = model(mixture)
+            total += criterion(mask.float() * mixture, vocals).item() * len(mixture)
             count += len(mixture)
     return total / count
+
+
+def autocast(bfloat16: bool):
+    """PyTorch's bfloat16 autocast on the CPU when ``bfloat16``, else nothing."""
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16)
+
+
+def auto_precision() -> tuple[str, str]:
+    """``--precision auto`` for the twin: bfloat16 where this CPU has bfloat16 instructions for
+    oneDNN (AVX512-BF16 or AMX), else float32; and why."""
+    import torch
+
+    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "bfloat16", "this CPU has bfloat16 instructions"
+    return "float32", "no bfloat16 instructions on this CPU"
 
 
 def to_torch(batch):
