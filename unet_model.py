@@ -206,7 +206,7 @@ def save_model(model, path, params: AudioParams) -> None:
     Keras writes the zip (``config.json``, ``model.weights.h5``, ``metadata.json``); the audio
     parameters go in as one more entry, ``audio_params.json``, which Keras' loader ignores, so
     the file stays a plain Keras model. :func:`load_model` reads them back and refuses an
-    ``audio_params.json`` beside the model that disagrees. Write through ``cli.atomic_output``.
+    ``audio_params.json`` beside the model that disagrees. Write through ``files.atomic_output``.
     """
     model.save(path)
     with zipfile.ZipFile(path, "a") as archive:

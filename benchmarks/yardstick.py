@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -84,7 +85,10 @@ def stempeg_scores(work: Path, args) -> list[float]:
     sample.mkdir(parents=True, exist_ok=True)
     link = sample / Path(stempeg.example_stem_path()).name
     if not link.exists():
-        link.symlink_to(stempeg.example_stem_path())
+        try:
+            link.symlink_to(stempeg.example_stem_path())
+        except OSError:  # no symbolic links here (Windows without the privilege): a copy
+            shutil.copyfile(stempeg.example_stem_path(), link)
     separate(sample, work / "separated-stempeg", args)
     common = ["--dataset", "musdb", "--split", "test"]
     evaluate(work / "musdb-sample", work / "separated-stempeg", work / "stempeg-v4",

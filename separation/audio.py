@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from separation.cli import UserError, atomic_output, atomic_write_text
+from separation.cli import UserError
+from separation.files import atomic_output, atomic_write_text
 
 
 class AudioError(UserError):

@@ -65,7 +65,8 @@ from separation.audio import (
     stream_mono,
     to_mono,
 )
-from separation.cli import UserError, atomic_output, atomic_write_text
+from separation.cli import UserError
+from separation.files import atomic_output, atomic_write_text
 
 CACHE_FORMAT = 2
 #: Formats :class:`Cache` reads; format 1 has magnitudes only (no waveforms).

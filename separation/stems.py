@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from separation import audio, cli
+from separation import audio
 from separation.cli import UserError
+from separation.files import disk_full, lock_folder, no_space, remove_partial, temp_prefix
 
 STEMS = ("vocals", "accompaniment")
 #: The names ``--stems`` takes for each stem: the accompaniment is also Spleeter's and Demucs'
@@ -260,7 +261,7 @@ def check_start(files: list[Path], start: float) -> None:
 def prepare_output(root: Path, targets: list[Path], overwrite: bool) -> None:
     """Create the output folder and refuse existing outputs (unless ``overwrite``), before any work.
 
-    The folder is locked for this process (:func:`cli.lock_folder`: a second run into it is
+    The folder is locked for this process (:func:`files.lock_folder`: a second run into it is
     refused), and the temporary folders of a killed run are removed.
     """
     if root.exists() and not root.is_dir():
@@ -271,9 +272,9 @@ def prepare_output(root: Path, targets: list[Path], overwrite: bool) -> None:
         raise UserError(f"{root}: cannot create the output folder ({err.strerror}); choose another with -o") from None
     if not os.access(root, os.W_OK | os.X_OK):
         raise UserError(f"{root}: output folder is not writable; choose another with -o")
-    cli.lock_folder(root, "two runs into one output folder would replace each other's stems; wait for it to "
-                          "finish or choose another folder with -o")
-    cli.remove_partial(root)  # temporary folders of a run that was killed
+    lock_folder(root, "two runs into one output folder would replace each other's stems; wait for it to "
+                      "finish or choose another folder with -o")
+    remove_partial(root)  # temporary folders of a run that was killed
     if overwrite:
         return
     existing = [path for path in targets if path.exists()]
@@ -332,15 +333,15 @@ def write_stems(files: dict[Path, np.ndarray], sr: int, outputs: Outputs | None 
     """Write each stem to its file (in ``outputs``' format, default WAV): all are written to a
     temporary folder first, in the deepest existing folder that holds them all, and moved into
     place (their folders created) only when every one is complete, so no partial output is left.
-    A full disk is one line naming the stem's file (:func:`cli.no_space`)."""
+    A full disk is one line naming the stem's file (:func:`files.no_space`)."""
     outputs = outputs or Outputs()
     files = {Path(path): x for path, x in files.items()}
     common = Path(os.path.commonpath([path.parent for path in files]))
     parent = next(folder for folder in (common, *common.parents) if folder.is_dir())
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=cli.temp_prefix(common.name), suffix=".part", dir=parent))
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(common.name), suffix=".part", dir=parent))
     except OSError as err:
-        raise UserError(cli.no_space(common) if cli.disk_full(err, parent)
+        raise UserError(no_space(common) if disk_full(err, parent)
                         else f"{parent}: cannot write there ({err.strerror}); choose another folder with -o") from None
     staged = {path: tmp / f"{i}-{path.name}" for i, path in enumerate(files)}  # two stems may share a name
 
@@ -364,7 +365,7 @@ def write_stems(files: dict[Path, np.ndarray], sr: int, outputs: Outputs | None 
                 path.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(temporary, path)
             except OSError as err:
-                raise UserError(cli.no_space(path) if cli.disk_full(err, parent)
+                raise UserError(no_space(path) if disk_full(err, parent)
                                 else f"{path}: cannot write ({err.strerror})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -335,7 +335,7 @@ def test_the_next_run_removes_what_a_killed_run_left(model_dir, tmp_path):
     left = out / ".song.k7x2q9.part"  # write_stems' temporary folder, as SIGKILL leaves it
     left.mkdir(parents=True)
     (left / "vocals.wav").write_bytes(b"half a stem")
-    (out / ".summary.txt.3jd8.part.txt").write_text("half")  # cli.atomic_output's temporary file
+    (out / ".summary.txt.3jd8.part.txt").write_text("half")  # files.atomic_output's temporary file
     assert separate(song(tmp_path / "in", "other.wav"), "-o", out, "--model", model_dir) == 0
     assert sorted(p.name for p in out.iterdir()) == ["other"]
 
@@ -345,7 +345,7 @@ def test_the_next_run_removes_what_a_killed_run_left(model_dir, tmp_path):
 
 @contextlib.contextmanager
 def held_by_another_process(folder: Path):
-    """A second process holding the folder's lock (``flock``, as ``cli.lock_folder`` takes it)."""
+    """A second process holding the folder's lock (``flock``, as ``files.lock_folder`` takes it)."""
     code = ("import fcntl, os, sys, time\n"
             "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
             "fcntl.flock(fd, fcntl.LOCK_EX)\n"
