@@ -11,6 +11,8 @@
 * :func:`run_cli` turns SIGTERM into an exception like Ctrl-C's, so the ``finally`` blocks that
   remove temporary files run on both.
 * :func:`lock_folder` lets one process at a time write a folder (an output or run folder).
+* :func:`progress_bar`, :class:`Steps` and :func:`timed` report a long command's progress and
+  time its stages.
 * Every script's parser has ``--verbose``; without it TensorFlow's start-up log is hidden
   (:func:`quiet_tensorflow`).
 """
@@ -30,6 +32,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 
@@ -201,6 +204,54 @@ def checked(check):
 
     convert.__name__ = check.__name__
     return convert
+
+
+# --------------------------------------------------------------------------------------------
+# Progress and timing
+# --------------------------------------------------------------------------------------------
+
+
+def progress_bar(label: str):
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=label, unit="step", leave=False, file=sys.stderr)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+class Steps:
+    """A ``progress(n)`` callback counting the steps of a task done ``n`` at a time, reporting
+    ``progress(done, total)`` to the callback it wraps (a no-op when that is None)."""
+
+    def __init__(self, progress, total: int):
+        self.progress, self.total, self.done = progress, total, 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+@contextlib.contextmanager
+def timed(timings: dict | None, stage: str):
+    """Add the block's wall time to ``timings[stage]`` (a no-op when ``timings`` is None)."""
+    if timings is None:
+        yield
+        return
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
 
 
 def atomic_write_text(path, text: str) -> None:
