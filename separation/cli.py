@@ -1,4 +1,4 @@
-"""What every script's command line shares: the one-line error, the argparse bounds, the quiet start.
+"""What every script's command line shares: the one-line error, argparse bounds, progress, the quiet start.
 
 * :class:`UserError` is an error the user can fix (a bad path, a refused option); a script's
   ``main`` raises it and :func:`run_cli` prints it as one line and exits with status 2.
@@ -8,6 +8,8 @@
 * :func:`run_cli` turns SIGTERM into an exception like Ctrl-C's, so the ``finally`` blocks that
   remove temporary files run on both, and releases the folder locks the command took
   (``files.lock_folder``).
+* :func:`progress_bar`, :class:`Steps` and :func:`timed` report a long command's progress and
+  time its stages.
 * Every script's parser has ``--verbose``; without it TensorFlow's start-up log is hidden
   (:func:`quiet_tensorflow`).
 
@@ -26,6 +28,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 
 
 class UserError(Exception):
@@ -228,3 +231,51 @@ def checked(check):
 
     convert.__name__ = check.__name__
     return convert
+
+
+# --------------------------------------------------------------------------------------------
+# Progress and timing
+# --------------------------------------------------------------------------------------------
+
+
+def progress_bar(label: str):
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=label, unit="step", leave=False, file=sys.stderr)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+class Steps:
+    """A ``progress(n)`` callback counting the steps of a task done ``n`` at a time, reporting
+    ``progress(done, total)`` to the callback it wraps (a no-op when that is None)."""
+
+    def __init__(self, progress, total: int):
+        self.progress, self.total, self.done = progress, total, 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+@contextlib.contextmanager
+def timed(timings: dict | None, stage: str):
+    """Add the block's wall time to ``timings[stage]`` (a no-op when ``timings`` is None)."""
+    if timings is None:
+        yield
+        return
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start

@@ -6,9 +6,10 @@ method, kept apart from it (as Demucs keeps ``save_audio`` out of its ``Separato
 * :func:`find_songs` expands the songs and folders given; :func:`song_name` names each song's stems;
 * :class:`Outputs` holds what is written: which stems (:func:`parse_stems`), under which file names
   (a template, :func:`check_filename`) and in which format;
-* before any work, :func:`check_output_apart`, :func:`plan_outputs`, :func:`check_start` and
-  :func:`prepare_output` refuse what would fail or replace a file, and :func:`check_memory`, from a
-  song's header, a song that would not fit in memory (:func:`memory_needed`);
+* before any work, :func:`prepare_songs` (:func:`check_output_apart`, :func:`plan_outputs`,
+  :func:`check_start`, :func:`prepare_output`) refuses what would fail or replace a file, and
+  :func:`check_memory`, from a song's header, a song that would not fit in memory
+  (:func:`memory_needed`);
 * :func:`write_stems` writes a song's stems together or not at all.
 """
 
@@ -179,6 +180,30 @@ def writable_name(name: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def prepare_songs(inputs: list[str], output: Path, outputs: Outputs, start: float = 0.0,
+                  overwrite: bool = False) -> tuple[list[Path], list[str]]:
+    """The command line's songs, checked before any work: ``(files, problems)`` as :func:`find_songs`.
+
+    In order: :func:`check_output_apart`, :func:`find_songs` (each problem printed as an error
+    line; no song at all raises :class:`UserError`), :func:`plan_outputs`, a note for each song
+    whose stems are renamed (:func:`renamed_songs`), :func:`check_start` and
+    :func:`prepare_output` (which locks the output folder).
+    """
+    check_output_apart(inputs, output)
+    files, problems = find_songs(inputs, exclude=output)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not files:
+        raise UserError("no songs to separate")
+    planned = plan_outputs(files, output, outputs)
+    for f in renamed_songs(files):
+        print(f"note: {f}: its name is not valid UTF-8 or too long; its stems are named {song_name(f)}",
+              file=sys.stderr)
+    check_start(files, start)
+    prepare_output(output, [path for paths in planned.values() for path in paths.values()], overwrite)
+    return files, problems
+
+
 def find_songs(inputs: list[str], exclude: Path | None = None) -> tuple[list[Path], list[str]]:
     """Expand the command line's songs and folders into files: ``(files, problems)``.
 
@@ -312,14 +337,14 @@ def memory_needed(frames: int, channels: int, sr: int, separator) -> float:
     ``separator`` is the ``inference.Separator`` that will separate them (its ``params``,
     ``chunk_frames`` and ``stft_grid``). Counted from what it holds: the song and its vocals
     (float32), the model-rate spectrogram and mask, and one chunk of the full-rate STFT
-    (``chunk_frames`` frames of ``separator.stft_grid(sr)``'s window, which an absurd sample rate
-    makes huge), on top of :data:`BASE_MEMORY`; the factors are :data:`BYTES_PER_SAMPLE` and the
-    two after it.
+    (``audio.chunk_stft_frames`` frames of ``separator.stft_grid(sr)``'s window, which an absurd
+    sample rate makes huge), on top of :data:`BASE_MEMORY`; the factors are
+    :data:`BYTES_PER_SAMPLE` and the two after it.
     """
     params = separator.params
     n_fft, hop = separator.stft_grid(sr)
     model_samples = frames * params.sample_rate / sr
-    chunk_frames = min(separator.chunk_frames, 1 + max(frames, n_fft) // hop) + 4 * -(-(n_fft // 2) // hop)
+    chunk_frames = audio.chunk_stft_frames(frames, n_fft, hop, separator.chunk_frames)
     song = frames * channels * BYTES_PER_SAMPLE + model_samples * BYTES_PER_MODEL_SAMPLE
     return BASE_MEMORY + song + chunk_frames * n_fft * channels * BYTES_PER_STFT_VALUE
 
@@ -370,19 +395,3 @@ def write_stems(files: dict[Path, np.ndarray], sr: int, outputs: Outputs | None 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-
-def progress_bar(label: str):
-    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr."""
-    from tqdm import tqdm
-
-    bar = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc=label, unit="step", leave=False, file=sys.stderr)
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-    return update
