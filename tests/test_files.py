@@ -2,10 +2,8 @@
 folder locks, the quiet TensorFlow import and the benchmarks use on Linux (macOS, Windows): each
 missing piece is simulated, and the work still gets done."""
 
-import contextlib
 import errno
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,24 +23,6 @@ def no_locks_left():
     held = files.held_locks()
     yield
     files.release_locks(keep=held)
-
-
-@contextlib.contextmanager
-def held_by_another_process(folder: Path):
-    """A second process holding ``folder``'s flock, as lock_folder takes it."""
-    code = ("import fcntl, os, sys, time\n"
-            "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
-            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-            "print('locked', flush=True)\n"
-            "time.sleep(600)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "locked"
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
 
 
 def separate_into(out: Path) -> Path:
@@ -97,10 +77,10 @@ def test_a_full_disk_is_judged_without_edquot(monkeypatch, tmp_path):
 # ---------------------------------------------------------------------------- folder locks
 
 
-def test_a_folder_is_locked_against_other_processes(tmp_path, no_locks_left):
+def test_a_folder_is_locked_against_other_processes(tmp_path, no_locks_left, locked_elsewhere):
     out = tmp_path / "out"
     out.mkdir()
-    with held_by_another_process(out) as holder:
+    with locked_elsewhere(out) as holder:
         with pytest.raises(UserError, match=f"in use by another process \\(pid {holder.pid}\\); choose"):
             files.lock_folder(out, "choose another")
     files.lock_folder(out)
@@ -145,7 +125,7 @@ def test_a_folder_that_cannot_be_opened_goes_unlocked(monkeypatch, tmp_path, no_
 
 
 @pytest.mark.parametrize("missing", ["/proc/locks", "os.major"])
-def test_without_proc_locks_the_holder_is_unknown(missing, monkeypatch, tmp_path, no_locks_left):
+def test_without_proc_locks_the_holder_is_unknown(missing, monkeypatch, tmp_path, no_locks_left, locked_elsewhere):
     """macOS and Windows have no /proc; Windows' os has no major()."""
     if missing == "os.major":
         monkeypatch.delattr(os, "major")
@@ -153,7 +133,7 @@ def test_without_proc_locks_the_holder_is_unknown(missing, monkeypatch, tmp_path
         monkeypatch.setattr(files, "PROC_LOCKS", tmp_path / "no-proc" / "locks")
     out = tmp_path / "out"
     out.mkdir()
-    with held_by_another_process(out):
+    with locked_elsewhere(out):
         assert files.lock_holder(out) is None
         with pytest.raises(UserError, match="in use by another process \\(pid unknown\\)"):
             files.lock_folder(out)
