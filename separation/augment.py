@@ -13,7 +13,7 @@ A training batch is mixed by one of two strategies, chosen once by the settings
 
 Both draw everything from the batch's generator, in a fixed order, and each setting draws only
 when it is on, so a batch stays a function of (seed, epoch, index) and a run without a setting
-gets the batches it always had. Design notes: ``docs/design-data.md``.
+gets the batches it always had. Design notes: ``docs/design.md``, "Data".
 """
 
 from __future__ import annotations
