@@ -32,7 +32,7 @@ How a song is separated
    extended to the sibilants, breaths and upper harmonics above it. A song already at 8192 Hz
    gets the mask exactly as in training (``audio.apply_mask``).
 4. Optionally (``--wiener``), a multichannel Wiener filter refines the masked estimates, as
-   Open-Unmix does (:func:`wiener_vocals`); off by default (docs/design-inference.md).
+   Open-Unmix does (:func:`wiener_vocals`); off by default (docs/design.md).
 
 Long songs take bounded memory: the model runs on ``batch_size`` patches at a time, and step 2
 on chunks of frames (``audio.masked_istft``), with the same result as in one piece.
@@ -192,7 +192,7 @@ def mean_high_band(in_time: np.ndarray, nyquist: float) -> tuple[np.ndarray, flo
 
 
 #: The Wiener filter's STFT is the mask's (:func:`frame_grid`) with this fraction of its hop:
-#: 75 % overlap, as Open-Unmix's 4096/1024 (docs/design-inference.md).
+#: 75 % overlap, as Open-Unmix's 4096/1024 (docs/design.md).
 WIENER_HOP = 0.25
 #: Seconds of frames per block of the Wiener filter's EM, over which the spatial covariances are
 #: estimated (bounding its memory): Open-Unmix's ``wiener_win_len``, 300 frames of 1024 at 44.1 kHz.
@@ -456,7 +456,7 @@ def get_parser() -> argparse.ArgumentParser:
                         metavar="GiB",
                         help="refuse, before reading it, a song whose separation would need more memory than this "
                              "(estimated from its header: about 0.9 GiB plus 0.5 GiB per 10 minutes of 44.1 kHz "
-                             "stereo; README, Errors) (default: %(default)s)")
+                             "stereo; docs/errors.md) (default: %(default)s)")
     files = parser.add_argument_group("what is written, where and how")
     files.add_argument("--stems", type=checked(stems.parse_stems), default=stems.STEMS, metavar="NAMES",
                        help="stems to write, separated by commas: vocals, accompaniment (also called instrumental "
@@ -536,7 +536,7 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     # Keras imports these when installed, for what this command never uses: marked absent, they
-    # are skipped (docs/design-inference.md, "The command line's start-up").
+    # are skipped (docs/design.md, "The command line's start-up").
     for unused in ("sklearn", "pandas", "matplotlib"):
         sys.modules.setdefault(unused, None)
     sys.exit(run_cli(main))

@@ -215,7 +215,7 @@ def save_model(model, path, params: AudioParams) -> None:
 
 def saved_params(path) -> AudioParams | None:
     """The audio parameters saved inside a ``.keras`` file by :func:`save_model` (None for a model
-    saved without them, as before they were). A file that is not a whole ``.keras`` zip (empty,
+    saved without them). A file that is not a whole ``.keras`` zip (empty,
     truncated, another format) raises :class:`UserError`."""
     try:
         with zipfile.ZipFile(path) as archive:

@@ -462,7 +462,7 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     """Fold ``(samples, channels)`` to ``(samples, 1)`` by averaging the channels."""
     if audio.shape[1] == 1:
         return audio
-    # a matrix product is ten times faster than mean(axis=1) on (samples, channels) arrays
+    # a matrix product is much faster than mean(axis=1) on (samples, channels) arrays
     return audio @ np.full((audio.shape[1], 1), 1 / audio.shape[1], dtype=np.float32)
 
 
@@ -505,7 +505,7 @@ def stft(audio: np.ndarray, params: AudioParams = DEFAULT_PARAMS, n_fft: int | N
     Written on ``scipy.fft`` rather than calling librosa because librosa's first STFT imports
     numba and scipy.signal, most of the command line's start-up (benchmarks/RESULTS.md).
     """
-    import scipy.fft  # already loaded by Keras; its rfft is 2-5x numpy's over a batch of frames
+    import scipy.fft  # already loaded by Keras; its rfft is faster than numpy's over a batch of frames
 
     n_fft = n_fft or params.n_fft
     hop = hop_length or params.hop_length
