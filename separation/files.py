@@ -9,7 +9,7 @@
   ``cli.run_cli`` releases the locks when the command ends (:func:`release_locks`).
 
 The locks use Linux and macOS calls; where they are missing (Windows) folders go unlocked and
-everything else works the same (docs/design-files.md).
+everything else works the same (docs/design.md, "On macOS and Windows").
 """
 
 from __future__ import annotations
