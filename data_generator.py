@@ -41,7 +41,7 @@ import numpy as np
 
 from separation import datasets
 from separation.audio import normalize_patches
-from separation.augment import Augmentation, drop_cells, mix_magnitudes, mix_waveforms
+from separation.augment import Augmentation, draw_starts, drop_cells, mix_magnitudes, mix_waveforms
 from separation.cache import Cache, TrackSet, export, prepare
 from separation.cli import ArgumentParser, UserError, bounded, run_cli
 
@@ -77,8 +77,12 @@ class PatchSampler:
     ``e = 1``). Validation: every track cut into patches at a hop of :data:`VALIDATION_HOP`
     frames (plus one ending at the track's last frame), in a fixed order: identical every epoch.
 
-    Padding. A track shorter than a patch is padded at its end with zeros (zero magnitude is
-    silence in both input and target, so the padding asks nothing of the model).
+    Short tracks. A track shorter than a patch starts its patch, padded at its end with zeros
+    (zero magnitude is silence in both input and target, so the padding asks nothing of the
+    model). With ``augmentation.short_tracks`` ``"place"`` or ``"fill"`` it lies at a random offset
+    inside the patch instead: the plan's offset is then negative, the track starting ``-offset``
+    frames into the patch (:func:`~separation.augment.draw_starts`); ``"fill"`` also continues a
+    short accompaniment to the patch's end (:func:`~separation.augment.fill_accompaniment`).
 
     Normalisation. Magnitudes stay linear, since the model's output is mask * input and input and
     target must share a domain: :func:`audio.normalize_patches` divides each mixture patch and its
@@ -103,7 +107,7 @@ class PatchSampler:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if mode == "validation" and augmentation.active:
             raise ValueError("augmentations (instrumental_share, vocal_level, effects, remix, gain, input_dropout, "
-                             "pitch, tempo) are for training; validation mode takes none")
+                             "short_tracks, pitch, tempo) are for training; validation mode takes none")
         if steps_per_epoch is not None and steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
         names = self.cache.names() if tracks is None else [tracks] if isinstance(tracks, str) else list(tracks)
@@ -170,7 +174,8 @@ class PatchSampler:
         """What batch ``index`` of the current epoch holds, before reading any audio.
 
         ``{"track", "offset"}`` (arrays of length B: positions in ``self.tracks`` and frame
-        offsets), plus in training ``"rng"``, the generator the augmentations continue to draw from.
+        offsets, negative where a short track is placed inside its patch), plus in training
+        ``"rng"``, the generator the augmentations continue to draw from.
         """
         if not 0 <= index < self._steps:
             raise IndexError(f"batch {index} out of range (0..{self._steps - 1})")
@@ -182,7 +187,7 @@ class PatchSampler:
             track = self._vocal_tracks[rng.integers(len(self._vocal_tracks), size=self.batch_size)]
         else:
             track = rng.integers(len(self.tracks), size=self.batch_size)
-        offset = rng.integers(0, self.tracks.max_offset[track] + 1)
+        offset = draw_starts(self.tracks.frames[track], self.params.patch_frames, rng, self.augmentation.place)
         return {"track": track, "offset": offset, "rng": rng}
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:

@@ -40,6 +40,7 @@ from pathlib import Path
 from separation import audio, cli, metrics
 from separation.audio import DEFAULT_PARAMS
 from separation.cli import ArgumentParser, UserError, bounded
+from separation.files import atomic_output, atomic_write_text
 
 #: Columns of per_track.csv before the metrics.
 ROW_FIELDS = ("track", "method", "seconds", "status", "notes")
@@ -172,7 +173,7 @@ def write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
-    cli.atomic_write_text(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
 
 
 def write_museval_json(rows: list[dict], folder: Path, subset: str, settings: metrics.Settings) -> list[Path]:
@@ -191,7 +192,7 @@ def write_museval_json(rows: list[dict], folder: Path, subset: str, settings: me
             store.add_target(source, values)
         path = folder / row["method"] / subset / f"{row['track']}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        cli.atomic_write_text(path, store.json + "\n")
+        atomic_write_text(path, store.json + "\n")
         paths.append(path)
     return paths
 
@@ -258,7 +259,7 @@ def box_plots(rows: list[dict], folder: Path, families=metrics.FAMILIES) -> list
             ax.grid(axis="y", alpha=0.3)
             fig.tight_layout()
             path = folder / f"{family}_{metric}.png"
-            with cli.atomic_output(path, full_disk=True) as tmp:
+            with atomic_output(path, full_disk=True) as tmp:
                 fig.savefig(tmp, dpi=100, format="png")
             plt.close(fig)
             paths.append(path)
@@ -377,7 +378,7 @@ def main(argv=None) -> int:
     write_csv(args.out / "per_track.csv", rows, list(ROW_FIELDS) + columns)
     summary = metrics.summarize(rows, columns)
     write_csv(args.out / "summary.csv", summary, ["method", "metric", "n", "mean", "std", "median", "weighted"])
-    cli.atomic_write_text(args.out / "settings.json", json.dumps({
+    atomic_write_text(args.out / "settings.json", json.dumps({
         "dataset": args.dataset, "references": str(args.references), "split": args.split, "unit": unit,
         "estimates": str(args.estimates) if args.estimates else None, "methods": list(dict.fromkeys(r["method"] for r in rows)),
         "stem_names": {s: "+".join(stem_names[s]) if s in stem_names else "mixture minus the other" for s in metrics.SOURCES},

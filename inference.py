@@ -3,57 +3,44 @@
     python inference.py SONG [SONG|FOLDER ...] [-o separated/] [--model PATH] [--wiener]
 
 writes ``separated/<song>/vocals.wav`` and ``separated/<song>/accompaniment.wav`` at the song's
-own sample rate, channel count and length. ``--stems``, ``--filename`` (Demucs' template),
-``--format``, ``--bits`` and ``--mp3-bitrate`` choose what is written, where and how
-(``separation.stems.Outputs``); ``--start`` and ``--duration`` separate part of each song.
-In a notebook or a program, a :class:`Separator` loads the model once and separates arrays or
-files::
+own sample rate, channel count and length. ``--stems``, ``--filename``, ``--format``, ``--bits``
+and ``--mp3-bitrate`` choose what is written (``stems.Outputs``), ``--start`` and ``--duration``
+part of each song; ``separation/stems.py`` finds the songs, checks memory, names and writes
+their stems. In a notebook or a program, a :class:`Separator` loads the model once and
+separates arrays or files::
 
     separator = Separator()                     # the shipped model; Separator("runs/NAME") another
     stems = separator.separate(mixture, sr)     # {"vocals": ..., "accompaniment": ...}
     separator.separate_file("song.mp3", "separated")   # separated/song/{vocals,accompaniment}.wav
 
-This module is the method and its command line; ``separation/stems.py`` finds the songs, names
-their stems, checks memory and writes the files.
-
 How a song is separated
 -----------------------
-1. The mask is computed where the model was trained: the mono fold of the song, resampled to
-   ``params.sample_rate`` (8192 Hz), as a ``(512, frames)`` magnitude spectrogram. It is cut
-   into overlapping patches of 128 frames (:func:`overlap_add`), each patch is normalised
-   (``audio.normalize_patches``) and masked by the model in batches, and the patch masks are
-   blended with triangular weights, so that a frame's mask comes mostly from patches that see
-   it in their middle, with context on both sides.
-2. The mask is applied to the song's own STFT at its own rate (full band): an STFT whose
-   n_fft and hop are scaled by ``sr / 8192`` (:func:`frame_grid`), so its frames last as long
-   as the model's; the mask is interpolated linearly to those frames' times and bins'
-   frequencies. The same mask multiplies every channel's complex STFT (the mixture phase is
-   kept) and the inverse STFT gives the vocals; the accompaniment is ``mixture - vocals``, so
-   the two stems add up to the mixture exactly (up to float rounding).
-3. Above 4096 Hz the model knows nothing: it only sees 0-4096 Hz. Its top bins are not
-   trustworthy either: the anti-aliasing filter applied when the song is resampled to 8192 Hz
-   has all but silenced the mixture there. The mask is therefore used as the model gives it up
-   to :data:`PASSBAND` of the model's Nyquist frequency (3840 Hz), and every frequency above
-   that takes, frame by frame, the mean of the mask over the band just below
-   (:data:`HIGH_BAND_REFERENCE`, 2880-3840 Hz): how much of the upper spectrum the model gave
-   to the voice is extended to the sibilants, breaths and upper harmonics above it
-   (``benchmarks/bench_full_band.py`` compares the alternatives). A song already at 8192 Hz
-   needs no resampling and gets the mask exactly as in training (``audio.apply_mask``).
-4. Optionally (``--wiener``, ``Separator(post_filter="wiener")``), the masked estimates are
-   refined by a multichannel Wiener filter, as Open-Unmix does (:func:`wiener_vocals`). It is
-   off by default: it did not improve the shipped model's vocals on the real produced song
-   (``benchmarks/bench_wiener.py``; benchmarks/RESULTS.md).
+1. The mask is computed where the model was trained: on the song folded to mono and resampled
+   to 8192 Hz, as a ``(512, frames)`` magnitude spectrogram cut into overlapping patches of 128
+   frames, each normalised and masked by the model. The patch masks are blended with triangular
+   weights (:func:`overlap_add`), so a frame's mask comes mostly from patches that see it in
+   their middle, with context on both sides.
+2. The mask is applied to the song's own STFT at its own rate (full band), whose frames last as
+   long as the model's (:func:`frame_grid`): interpolated to those frames' times and bins'
+   frequencies (:func:`full_band_mask`), it multiplies every channel's complex STFT (the mixture
+   phase is kept), and the inverse STFT gives the vocals. The accompaniment is
+   ``mixture - vocals``, so the two stems add up to the mixture exactly (up to float rounding).
+3. Above 4096 Hz the model knows nothing, and of its top bins little: resampling to 8192 Hz has
+   all but silenced the mixture there. So above :data:`PASSBAND` of the model's band (3840 Hz)
+   every frequency takes, frame by frame, the mean mask of the band just below
+   (:data:`HIGH_BAND_REFERENCE`): how much of the upper spectrum the model gave to the voice is
+   extended to the sibilants, breaths and upper harmonics above it. A song already at 8192 Hz
+   gets the mask exactly as in training (``audio.apply_mask``).
+4. Optionally (``--wiener``), a multichannel Wiener filter refines the masked estimates, as
+   Open-Unmix does (:func:`wiener_vocals`); off by default (docs/design.md).
 
-Memory stays bounded for long songs: the model runs on ``batch_size`` patches at a time and
-the full-band STFT, masking and inverse STFT run on chunks of ``chunk_frames`` frames with
-enough margin that the result equals the one-piece computation (tested). What grows with the
-song is the audio itself (input and the two stems) and the 8192 Hz mono spectrogram and mask.
+Long songs take bounded memory: the model runs on ``batch_size`` patches at a time, and step 2
+on chunks of frames (``audio.masked_istft``), with the same result as in one piece.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import sys
@@ -64,14 +51,12 @@ import numpy as np
 
 from separation import audio, stems
 from separation.audio import DEFAULT_PARAMS, AudioParams
-from separation.cli import ArgumentParser, UserError, bounded, checked, run_cli
+from separation.cli import ArgumentParser, Steps, UserError, bounded, checked, progress_bar, run_cli, timed
 
 #: Fraction of each patch shared with the next one (benchmarks/bench_overlap.py measures others).
 DEFAULT_OVERLAP = 0.25
 #: Patches per model call: one call for a typical song, bounded activations for an hour.
 DEFAULT_BATCH_SIZE = 32
-#: Full-rate STFT frames per chunk (about 96 s): bounds the size of the full-band STFT.
-CHUNK_FRAMES = 1024
 #: Part of the model's band (of its Nyquist frequency) that survives resampling intact: the
 #: resampler (soxr) is flat up to about there and attenuates steeply above.
 PASSBAND = 0.9375
@@ -143,10 +128,9 @@ def n_segments(frames: int, size: int, overlap: float = DEFAULT_OVERLAP) -> int:
 def frame_grid(sr: int, params: AudioParams = DEFAULT_PARAMS) -> tuple[int, int]:
     """``(n_fft, hop)`` at rate ``sr`` whose frames last as long as the model's.
 
-    The hop is the model's hop scaled by ``sr / sample_rate`` and rounded; the rounding's drift
-    is absorbed by mapping each frame's time exactly (:func:`full_band_mask`). The window is the
-    scaled n_fft rounded up to the next even length whose prime factors are all small, for a
-    fast FFT (5512.5 at 44.1 kHz becomes 5544 = 2^3 3^2 7 11).
+    The hop is the model's hop scaled by ``sr / sample_rate`` and rounded (:func:`full_band_mask`
+    maps each frame's time exactly); the window is the scaled n_fft rounded up to the next even
+    length whose prime factors are all small, for a fast FFT.
     """
     import scipy.fft
 
@@ -202,68 +186,16 @@ def mean_high_band(in_time: np.ndarray, nyquist: float) -> tuple[np.ndarray, flo
     return in_time[round(HIGH_BAND_REFERENCE[0] * nyquist):int(edge) + 1].mean(axis=0, keepdims=True), edge
 
 
-def _padded_length(samples: int, n_fft: int, hop: int) -> int:
-    """Length :func:`masked_istft` works on: at least one window, zero padded, for a very short
-    input (``audio.stft`` itself pads the hop that puts the last samples under two windows)."""
-    return max(samples, n_fft)
-
-
-def n_chunks(samples: int, n_fft: int, hop: int, chunk_frames: int = CHUNK_FRAMES) -> int:
-    """Number of chunks :func:`masked_istft` processes a signal of ``samples`` in."""
-    return math.ceil((1 + _padded_length(samples, n_fft, hop) // hop) / chunk_frames)
-
-
-def masked_istft(mixture: np.ndarray, mask_for, n_fft: int, hop: int, *, chunk_frames: int = CHUNK_FRAMES,
-                 apply=None, progress=None, timings: dict | None = None) -> np.ndarray:
-    """``istft(stft(mixture) * mask)`` for ``(samples, channels)`` audio, in chunks of frames.
-
-    ``mask_for(frames)`` returns the real mask ``(n_fft/2+1, len(frames))`` of the given frame
-    indices; the same mask multiplies every channel. Each chunk's STFT is taken over a margin of
-    extra frames on both sides and only samples whose every contributing frame lies inside the
-    chunk's span are kept, so the result equals the one-piece computation while the complex
-    STFT held at once is ``chunk_frames`` frames long. ``apply(spec, mask)`` turns a chunk's
-    ``(bins, frames, channels)`` mixture STFT and its mask into the vocals' STFT (default: their
-    product); ``progress(1)`` is called after each chunk.
-    """
-    samples, channels = mixture.shape
-    padded = _padded_length(samples, n_fft, hop)
-    total = 1 + padded // hop
-    reach = -(-(n_fft // 2) // hop)  # frames on each side whose windows touch a sample
-    out = np.empty((samples, channels), dtype=np.float32)
-    for a in range(0, total, chunk_frames):
-        b = min(a + chunk_frames, total)
-        first = max(a - 2 * reach, 0)
-        stop = padded if b == total else min((b + 2 * reach) * hop, padded)
-        piece = mixture[first * hop:min(stop, samples)]
-        if len(piece) < stop - first * hop:
-            piece = np.pad(piece, ((0, stop - first * hop - len(piece)), (0, 0)))
-        with _timed(timings, "stft"):
-            spec = audio.stft(piece, n_fft=n_fft, hop_length=hop)  # (bins, frames, channels)
-        with _timed(timings, "mask"):
-            mask = mask_for(np.arange(first, first + spec.shape[1]))
-            spec = apply(spec, mask) if apply is not None else spec * mask[..., None]
-        with _timed(timings, "istft"):
-            y = audio.istft(spec, len(piece), n_fft=n_fft, hop_length=hop)
-        keep_to = samples if b == total else min(b * hop, samples)
-        if keep_to > a * hop:
-            out[a * hop:keep_to] = y[(a - first) * hop:keep_to - first * hop]
-        if progress is not None:
-            progress(1)
-    return out
-
-
 # --------------------------------------------------------------------------------------------
 # Wiener post-filter (opt-in)
 # --------------------------------------------------------------------------------------------
 
 
 #: The Wiener filter's STFT is the mask's (:func:`frame_grid`) with this fraction of its hop:
-#: 75 % overlap, as Open-Unmix's 4096/1024; on the mask's own 25 % overlap the filter does worse
-#: (benchmarks/RESULTS.md).
+#: 75 % overlap, as Open-Unmix's 4096/1024 (docs/design.md).
 WIENER_HOP = 0.25
-#: Seconds of frames per block of the Wiener filter's EM: Open-Unmix's ``wiener_win_len`` (300
-#: frames of 1024 samples at 44.1 kHz). The spatial covariances are estimated per block, and a
-#: block bounds the filter's memory.
+#: Seconds of frames per block of the Wiener filter's EM, over which the spatial covariances are
+#: estimated (bounding its memory): Open-Unmix's ``wiener_win_len``, 300 frames of 1024 at 44.1 kHz.
 WIENER_SECONDS = 7.0
 POST_FILTERS = (None, "wiener")
 
@@ -321,16 +253,14 @@ class Separator:
 
     ``overlap`` is the fraction of each patch shared with the next, ``batch_size`` the patches
     per model call, ``chunk_frames`` the full-rate STFT frames processed at once (memory).
-    ``precision``: a U-Net runs as ``unet_fast.inference_mask_model`` (the same mask, faster),
-    in ``"float32"`` or ``"bfloat16"`` (faster on CPUs with AVX512-BF16 or AMX); ``"auto"``
-    takes bfloat16 where ``unet_fast.bfloat16_is_fast()`` (``unet_fast.fastest_mask_model``).
-    Other Keras models run their layer ``mask`` as they are, in float32. ``post_filter="wiener"``
+    ``precision`` (``"float32"``, ``"bfloat16"`` or ``"auto"``): a U-Net runs as
+    ``unet_fast.fastest_mask_model`` chooses, the same mask, faster. ``post_filter="wiener"``
     refines the masked stems with a multichannel Wiener filter of ``wiener_iterations`` EM rounds
     (:func:`wiener_vocals`). Values out of range raise ``ValueError``.
     """
 
     def __init__(self, model=None, params: AudioParams | None = None, *, overlap: float = DEFAULT_OVERLAP,
-                 batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "float32", chunk_frames: int = CHUNK_FRAMES,
+                 batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "float32", chunk_frames: int = audio.CHUNK_FRAMES,
                  post_filter: str | None = None, wiener_iterations: int = 1):
         if not 0 <= overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
@@ -353,31 +283,9 @@ class Separator:
         self.params = params or DEFAULT_PARAMS
         self.overlap, self.batch_size, self.chunk_frames = overlap, int(batch_size), int(chunk_frames)
         self.post_filter, self.wiener_iterations = post_filter, int(wiener_iterations)
-        self.predict, self.precision = self._mask_function(model, precision)
-
-    def _mask_function(self, model, precision: str):
-        """``(function of normalised patches -> masks, the precision it computes in)``."""
-        import keras
-
-        if not isinstance(model, keras.Model):
-            if not callable(model):
-                raise TypeError(f"model must be a keras.Model, a path or a callable, got {type(model).__name__}")
-            return model, "float32"
         from separation import unet_fast
 
-        expected = (self.params.n_bins, self.params.patch_frames, 1)
-        got = tuple(model.inputs[0].shape[1:])
-        if got != expected:
-            raise ValueError(f"model {model.name!r} takes patches of {got} but the audio parameters give {expected} "
-                             f"(n_bins={self.params.n_bins}, patch_frames={self.params.patch_frames}); use the "
-                             "audio_params.json saved with that model")
-        masker, precision = unet_fast.fastest_mask_model(model, precision)
-
-        def predict(patches: np.ndarray) -> np.ndarray:
-            # predict_on_batch runs one compiled call, without Model.predict's per-call setup.
-            return np.asarray(masker.predict_on_batch(patches))
-
-        return predict, precision
+        self.predict, self.precision = unet_fast.mask_predictor(model, self.params, precision)
 
     def separate(self, mixture: np.ndarray, sr: int, *, progress=None, timings: dict | None = None) -> dict[str, np.ndarray]:
         """Separate a song into ``{"vocals": ..., "accompaniment": ...}`` at its own rate.
@@ -404,17 +312,16 @@ class Separator:
         if int(sr) != sr or sr <= 0:
             raise ValueError(f"sample rate must be a positive integer, got {sr}")
         sr = int(sr)
-        with _timed(timings, "resample"):
+        with timed(timings, "resample"):
             mono = audio.resample(audio.to_mono(x), sr, params.sample_rate)[:, 0]
             # A song shorter than one window: zeros after it, as the centred STFT would add anyway.
             mono = np.pad(mono, (0, max(0, params.n_fft - len(mono))))
-        with _timed(timings, "model_stft"):
+        with timed(timings, "model_stft"):
             mix_mag = audio.magnitude(mono, params)  # (n_bins, frames) at the model's rate
         n_fft, hop = self.stft_grid(sr)
-        total = n_segments(mix_mag.shape[1], params.patch_frames, self.overlap) + n_chunks(x.shape[0], n_fft, hop,
-                                                                                           self.chunk_frames)
-        step = _Steps(progress, total)
-        with _timed(timings, "model"):
+        step = Steps(progress, n_segments(mix_mag.shape[1], params.patch_frames, self.overlap)
+                     + audio.n_chunks(x.shape[0], n_fft, hop, self.chunk_frames))  # model batches, STFT chunks
+        with timed(timings, "model"):
             mask = self.mask(mix_mag, progress=step)
         vocals = self.apply_mask(x, sr, mask, progress=step, timings=timings)
         return vocals[:, 0] if one_d else vocals
@@ -437,11 +344,8 @@ class Separator:
         """The vocals of ``(samples, channels)`` audio at ``sr`` under a model-rate mask ``(n_bins, frames)``.
 
         The mask is mapped onto the song's own STFT (:func:`full_band_mask`), or, at the model's
-        own rate, applied as in training. Any mask can be applied (an oracle, in the benchmarks).
-        With ``post_filter="wiener"`` the mask is mapped onto an STFT with a quarter of the hop
-        (:data:`WIENER_HOP`) and each chunk's vocals are :func:`wiener_vocals`'s instead of mask x
-        mixture (the spatial covariances are estimated per block within a chunk, so the result
-        depends slightly on ``chunk_frames``).
+        own rate, applied as in training; with ``post_filter="wiener"``, :meth:`_wiener`. Any mask
+        can be applied (an oracle, in the benchmarks).
         """
         params = self.params
         if self.post_filter == "wiener":
@@ -457,8 +361,9 @@ class Separator:
                 return full_band_mask(mask, sr, frames, params)
 
             n_fft, hop = frame_grid(sr, params)
-        return masked_istft(mixture, mask_for, n_fft, hop, chunk_frames=self.chunk_frames, progress=progress,
-                            timings=timings)
+        # istft(stft(mixture) * mask), chunk by chunk of frames to bound the memory
+        return audio.masked_istft(mixture, mask_for, n_fft, hop, chunk_frames=self.chunk_frames, progress=progress,
+                                  timings=timings)
 
     def stft_grid(self, sr: int) -> tuple[int, int]:
         """``(n_fft, hop)`` of the STFT the mask is applied on at rate ``sr`` (:func:`frame_grid`;
@@ -468,7 +373,10 @@ class Separator:
 
     def _wiener(self, mixture: np.ndarray, sr: int, mask: np.ndarray, *, progress=None,
                 timings: dict | None = None) -> np.ndarray:
-        """:meth:`apply_mask` with the Wiener post-filter: the same mask on the denser STFT."""
+        """:meth:`apply_mask` with the Wiener post-filter: the mask mapped onto an STFT of
+        :data:`WIENER_HOP` of the hop, and each chunk's vocals :func:`wiener_vocals`'s instead of
+        mask x mixture (its spatial covariances are estimated per block within a chunk, so the
+        result depends slightly on ``chunk_frames``)."""
         params = self.params
         n_fft, hop = self.stft_grid(sr)
         # At the model's rate the model saw every bin: its own mask, the top bin repeated (as in training).
@@ -481,8 +389,8 @@ class Separator:
         def apply(spec, chunk_mask):
             return wiener_vocals(spec, chunk_mask, iterations=self.wiener_iterations, block_frames=block_frames)
 
-        return masked_istft(mixture, mask_for, n_fft, hop, chunk_frames=self.chunk_frames, apply=apply,
-                            progress=progress, timings=timings)
+        return audio.masked_istft(mixture, mask_for, n_fft, hop, chunk_frames=self.chunk_frames, apply=apply,
+                                  progress=progress, timings=timings)
 
     def separate_file(self, path, out_dir, *, name: str | None = None, overwrite: bool = False, progress=None,
                       outputs: stems.Outputs | None = None, start: float = 0.0,
@@ -509,31 +417,6 @@ class Separator:
         separated = {"vocals": vocals, "accompaniment": mixture}
         stems.write_stems({file: separated[stems.STEM_ALIASES[stem]] for stem, file in paths.items()}, sr, outputs)
         return paths
-
-
-class _Steps:
-    """Counts the steps of one song and reports ``progress(done, total)`` (no-op without it)."""
-
-    def __init__(self, progress, total: int):
-        self.progress, self.total, self.done = progress, total, 0
-
-    def __call__(self, n: int) -> None:
-        self.done += n
-        if self.progress is not None:
-            self.progress(self.done, self.total)
-
-
-@contextlib.contextmanager
-def _timed(timings: dict | None, stage: str):
-    """Add the block's wall time to ``timings[stage]`` (a no-op when ``timings`` is None)."""
-    if timings is None:
-        yield
-        return
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
 
 
 # --------------------------------------------------------------------------------------------
@@ -573,7 +456,7 @@ def get_parser() -> argparse.ArgumentParser:
                         metavar="GiB",
                         help="refuse, before reading it, a song whose separation would need more memory than this "
                              "(estimated from its header: about 0.9 GiB plus 0.5 GiB per 10 minutes of 44.1 kHz "
-                             "stereo; README, Errors) (default: %(default)s)")
+                             "stereo; docs/errors.md) (default: %(default)s)")
     files = parser.add_argument_group("what is written, where and how")
     files.add_argument("--stems", type=checked(stems.parse_stems), default=stems.STEMS, metavar="NAMES",
                        help="stems to write, separated by commas: vocals, accompaniment (also called instrumental "
@@ -612,19 +495,8 @@ def main(argv=None) -> int:
     import unet_model
 
     model_path = unet_model.model_file(args.model)
-    # Before any work: the songs, where their stems go, and the output folder (separation/stems.py).
-    stems.check_output_apart(args.songs, args.output)
-    files, problems = stems.find_songs(args.songs, exclude=args.output)
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
-    if not files:
-        raise UserError("no songs to separate")
-    planned = stems.plan_outputs(files, args.output, outputs)
-    for f in stems.renamed_songs(files):
-        print(f"note: {f}: its name is not valid UTF-8 or too long; its stems are named {stems.song_name(f)}",
-              file=sys.stderr)
-    stems.check_start(files, args.start)
-    stems.prepare_output(args.output, [path for paths in planned.values() for path in paths.values()], args.overwrite)
+    # Before any work: the songs, where their stems go, and the output folder.
+    files, problems = stems.prepare_songs(args.songs, args.output, outputs, args.start, args.overwrite)
     try:
         separator = Separator(model_path, overlap=args.overlap, batch_size=args.batch_size, precision=args.precision,
                               post_filter="wiener" if args.wiener else None, wiener_iterations=args.wiener_iterations or 1)
@@ -639,7 +511,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         try:
             stems.check_memory(path, args.max_memory, separator, args.start, args.duration)
-            bar = stems.progress_bar(stems.song_name(path)) if sys.stderr.isatty() else None
+            bar = progress_bar(stems.song_name(path)) if sys.stderr.isatty() else None
             paths = separator.separate_file(path, args.output, overwrite=True, outputs=outputs, start=args.start,
                                             duration=args.duration, progress=bar)
         except UserError as err:
@@ -663,10 +535,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    # The command line only, not a program that imports this module: `import keras` imports
-    # scikit-learn, pandas and matplotlib when they are installed, for wrappers, DataFrame inputs
-    # and plots this command never uses; marked absent, they are skipped, and their imports and
-    # teardown no longer slow every run (benchmarks/RESULTS.md, "The command line without process tricks").
+    # Keras imports these when installed, for what this command never uses: marked absent, they
+    # are skipped (docs/design.md, "The command line's start-up").
     for unused in ("sklearn", "pandas", "matplotlib"):
         sys.modules.setdefault(unused, None)
     sys.exit(run_cli(main))

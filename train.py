@@ -63,7 +63,7 @@ import sys
 from pathlib import Path
 
 from separation.audio import AudioParams
-from separation.augment import MAX_PITCH, Augmentation, AugmentationError, production_effects
+from separation.augment import MAX_PITCH, SHORT_TRACKS, Augmentation, AugmentationError, production_effects
 from separation.cli import ArgumentParser, UserError, bounded, run_cli
 from separation.distributed import lost_worker_errors, lost_workers, make_strategy, worker_run_dir
 from separation.runs import (BACKUP_DIR, BEST_FILE, CONFIG_FILE, HISTORY_FILE, LAST_FILE, PLOT_FILE, STATE_FILE, plot_history,
@@ -164,6 +164,10 @@ class TrainConfig:
     accompaniment_from: str | None = option(
         None, "mixing mode: draw the accompaniment only from the training tracks of this dataset (e.g. "
         "instrumental; default: from all training tracks)", metavar="DATASET")
+    short_tracks: str = option(
+        SHORT_TRACKS[0], "where a track shorter than a patch lies in its patch: pad (at the start, zeros after), "
+        "place (at a random offset, zeros around), fill (mixing from waveforms: placed, and a short accompaniment "
+        "continued by other tracks' to the patch's end)", choices=SHORT_TRACKS)
     init_from: str | None = option(
         None, "start from this model's weights (a .keras file, or a folder holding one: a run folder, pretrained); "
         "same audio parameters and architecture required. A resumed run continues from its checkpoint",
@@ -216,7 +220,7 @@ class TrainConfig:
         from every training track (:func:`make_augmentation` narrows it to ``accompaniment_from``)."""
         return Augmentation(remix=self.remix, gain=self.gain, pitch=self.pitch, tempo=self.tempo,
                             input_dropout=self.input_dropout, instrumental_share=self.instrumental_share,
-                            vocal_level=self.vocal_level, effects=self.vocal_fx or ())
+                            vocal_level=self.vocal_level, effects=self.vocal_fx or (), short_tracks=self.short_tracks)
 
     def differences(self, other: "TrainConfig") -> list[str]:
         """``"name: theirs -> ours"`` for each setting that must not change on resume but does."""
@@ -433,7 +437,7 @@ def make_callbacks(run_dir: Path, monitor: str, config: TrainConfig, state: dict
 AUGMENTATION_OPTIONS = {
     "remix": "--remix", "gain": "--gain", "pitch": "--pitch", "tempo": "--tempo", "input_dropout": "--input-dropout",
     "instrumental_share": "--instrumental-share", "vocal_level": "--vocal-level", "effects": "--vocal-fx",
-    "accompaniment_tracks": "--accompaniment-from",
+    "accompaniment_tracks": "--accompaniment-from", "short_tracks": "--short-tracks",
 }
 
 

@@ -218,7 +218,7 @@ def save_model(model, path, params: AudioParams) -> None:
     parameters go in as one more entry, ``audio_params.json``, which Keras' loader ignores, so
     the file stays a plain Keras model. :func:`load_model` reads them back and refuses an
     ``audio_params.json`` beside the model that disagrees. A model built for mixed precision is
-    saved in float32 (:func:`float32_model`). Write through ``cli.atomic_output``.
+    saved in float32 (:func:`float32_model`). Write through ``files.atomic_output``.
     """
     float32_model(model).save(path)
     with zipfile.ZipFile(path, "a") as archive:
@@ -237,7 +237,7 @@ def float32_model(model):
 
 def saved_params(path) -> AudioParams | None:
     """The audio parameters saved inside a ``.keras`` file by :func:`save_model` (None for a model
-    saved without them, as before they were). A file that is not a whole ``.keras`` zip (empty,
+    saved without them). A file that is not a whole ``.keras`` zip (empty,
     truncated, another format) raises :class:`UserError`."""
     try:
         with zipfile.ZipFile(path) as archive:

@@ -75,8 +75,8 @@ def with_high_band(mixture: np.ndarray, sr: int, mask: np.ndarray, high_band, pa
     import inference
 
     n_fft, hop = inference.frame_grid(sr, params)
-    return inference.masked_istft(mixture, lambda frames: inference.full_band_mask(mask, sr, frames, params,
-                                                                                   high_band=high_band), n_fft, hop)
+    return audio.masked_istft(mixture, lambda frames: inference.full_band_mask(mask, sr, frames, params,
+                                                                               high_band=high_band), n_fft, hop)
 
 
 def telephone(separator, mixture: np.ndarray, sr: int, mask: np.ndarray) -> np.ndarray:

@@ -37,7 +37,7 @@ from benchlib import cpu_summary, load_average, model_or_untrained, print_table,
 
 import numpy as np  # noqa: E402
 
-from separation import audio, stems  # noqa: E402
+from separation import audio, cli, stems  # noqa: E402
 import inference  # noqa: E402
 from separation.cli import ArgumentParser, run_cli  # noqa: E402
 
@@ -66,11 +66,11 @@ def separate_once(path: Path, separator, out: Path) -> tuple[dict, float, float]
     """One song read, separated and written in this process: ``(stages, wall s, CPU s)``."""
     timings: dict = {}
     start, cpu = time.perf_counter(), time.process_time()
-    with inference._timed(timings, "load"):
+    with cli.timed(timings, "load"):
         x, sr = audio.load_audio(path)
-    with inference._timed(timings, "separate"):
+    with cli.timed(timings, "separate"):
         vocals = separator.vocals(x, sr, timings=timings)
-    with inference._timed(timings, "write"):
+    with cli.timed(timings, "write"):
         stems.write_stems({out / "vocals.wav": vocals, out / "accompaniment.wav": x - vocals}, sr)
     return stages(timings), time.perf_counter() - start, time.process_time() - cpu
 
@@ -80,20 +80,21 @@ def cold_child(song: str, model: str, out: str) -> None:
     prints JSON (absolute start and end times, seconds per stage) and exits as the CLI does."""
     import keras  # noqa: F401  (the command line imports it while loading the model)
     import unet_model
+    from separation import unet_fast
 
     imported = time.time()
     timings: dict = {}
 
     def timed(stage, function):
         def wrapper(*args, **kwargs):
-            with inference._timed(timings, stage):
+            with cli.timed(timings, stage):
                 return function(*args, **kwargs)
         return wrapper
 
     vocals = inference.Separator.vocals
     unet_model.load_model = timed("model load", unet_model.load_model)
     # building the inference model (and its self-check)
-    inference.Separator._mask_function = timed("model", inference.Separator._mask_function)
+    unet_fast.mask_predictor = timed("model", unet_fast.mask_predictor)
     audio.load_audio = timed("load", audio.load_audio)
     stems.write_stems = timed("write", stems.write_stems)
     inference.Separator.vocals = timed("separate", lambda *args, **kwargs: vocals(*args, **dict(kwargs, timings=timings)))

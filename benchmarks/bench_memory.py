@@ -6,7 +6,7 @@
 Writes a ``--minutes`` 44.1 kHz stereo song (a synthetic minute repeated), then runs each in a
 fresh child process and reports wall seconds and peak resident memory (``ru_maxrss``): the
 command line (``python inference.py SONG``), and ``inference.Separator.separate`` with the chunked
-full-band STFT (``inference.CHUNK_FRAMES`` frames) and in one piece. Prints one table. A few
+full-band STFT (``audio.CHUNK_FRAMES`` frames) and in one piece. Prints one table. A few
 minutes for the default hour.
 
 ``--lengths`` instead measures the command line's peak for songs of those lengths in minutes
@@ -66,8 +66,6 @@ def estimate_rows(args, work: Path, model_path) -> list[list]:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    import inference
-
     load_start = load_average()
     with tempfile.TemporaryDirectory(prefix="bench_memory.") as tmp:
         work = Path(tmp)
@@ -92,7 +90,7 @@ def main(argv=None) -> int:
         code = ("import sys, inference, unet_model; from separation import audio; m, p = unet_model.load_model(sys.argv[1]); "
                 "x, sr = audio.load_audio(sys.argv[2]); "
                 "s = inference.Separator(m, p, chunk_frames=int(sys.argv[3])).separate(x, sr)")
-        for chunk in (inference.CHUNK_FRAMES, 10**9):
+        for chunk in (audio.CHUNK_FRAMES, 10**9):
             result = run_measured([sys.executable, "-c", code, str(model_path), str(song), str(chunk)])
             rows.append([f"Separator.separate(), chunk_frames={chunk if chunk < 10**9 else 'whole song'}", result["wall"],
                          result["rss_mb"]])

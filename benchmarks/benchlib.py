@@ -14,6 +14,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
+#: Linux's description of the CPUs (other platforms have none: the summary says less there).
+CPUINFO = Path("/proc/cpuinfo")
 
 import numpy as np  # noqa: E402
 
@@ -39,7 +41,7 @@ def print_table(title: str, notes: str, header: list[str], rows: list[list], dig
 def cpu_summary() -> str:
     """The CPU model, its logical CPUs and its bfloat16 extensions, from /proc/cpuinfo (Linux)."""
     try:
-        info = Path("/proc/cpuinfo").read_text()
+        info = CPUINFO.read_text()
     except OSError:
         return f"{platform.processor() or 'unknown CPU'}, {os.cpu_count()} logical CPUs"
     name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
@@ -49,7 +51,10 @@ def cpu_summary() -> str:
 
 
 def load_average() -> float:
-    """The 1-minute load average (how many processes competed for the CPUs)."""
+    """The 1-minute load average (how many processes competed for the CPUs); NaN where the
+    platform keeps none (Windows)."""
+    if not hasattr(os, "getloadavg"):
+        return float("nan")
     return os.getloadavg()[0]
 
 
@@ -83,13 +88,16 @@ def sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
 
 def run_measured(cmd: list[str], env: dict | None = None) -> dict:
     """Run ``cmd`` in a fresh child: ``{"wall", "cpu", "rss_mb", "stdout"}`` (wall seconds, CPU
-    seconds user + system, peak resident MB). A wrapper process runs it so that the child
-    resource usage covers this command alone; a failure raises with its stderr."""
-    wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+    seconds user + system, peak resident MB; CPU and memory are NaN where Python has no
+    ``resource`` module: Windows). A wrapper process runs it so that the child resource usage
+    covers this command alone; a failure raises with its stderr."""
+    wrapper = ("import subprocess, sys, time; t = time.perf_counter(); "
                "r = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True); "
-               "w = time.perf_counter() - t; u = resource.getrusage(resource.RUSAGE_CHILDREN); "
-               "sys.stderr.write(r.stderr[-3000:]); sys.stdout.write(r.stdout); "
-               "print('\\nMEASURED', w, u.ru_utime + u.ru_stime, u.ru_maxrss / 1024, r.returncode)")
+               "w = time.perf_counter() - t; sys.stderr.write(r.stderr[-3000:]); sys.stdout.write(r.stdout)\n"
+               "try:\n    import resource\nexcept ImportError:\n    cpu = rss = float('nan')\n"
+               "else:\n    u = resource.getrusage(resource.RUSAGE_CHILDREN); cpu = u.ru_utime + u.ru_stime\n"
+               "    rss = u.ru_maxrss / (2**20 if sys.platform == 'darwin' else 1024)  # bytes on macOS, kB on Linux\n"
+               "print('\\nMEASURED', w, cpu, rss, r.returncode)")
     proc = subprocess.run([sys.executable, "-c", wrapper] + cmd, capture_output=True, text=True, cwd=ROOT,
                           env=dict(os.environ, **(env or {})))
     body, _, last = proc.stdout.rpartition("\nMEASURED ")

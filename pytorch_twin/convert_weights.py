@@ -37,11 +37,11 @@ input ``i`` to output ``2i+k-2``, Keras' ``'same'`` to ``2i+k-1``. The 'same' mo
 PyTorch network mirrored: with kernels rotated by 180 degrees it computes
 ``flip(torch_model(flip(x)))`` exactly (checked in tests/test_torch_twin.py), a different
 function of the spectrogram. With the kernels copied as they are (what this module does) the
-masks differ by up to 0.3 on random weights.
+masks differ far beyond float rounding.
 
 A Keras model that pads explicitly -- ``ZeroPadding2D(2)`` then a ``'valid'`` ``Conv2D``; a
 ``'valid'`` ``Conv2DTranspose`` (``2h + 3`` rows) then ``Cropping2D(((2, 1), (2, 1)))`` -- is
-PyTorch's function exactly, and the conversion agrees to float rounding (about 1e-7). Models
+PyTorch's function exactly, and the conversion agrees to float rounding. Models
 with 'same' padding are converted all the same (the weights round-trip identically), with a
 warning that the outputs differ.
 """
@@ -57,7 +57,8 @@ from pathlib import Path
 import numpy as np
 
 from separation.audio import AudioParams, DEFAULT_PARAMS
-from separation.cli import ArgumentParser, UserError, atomic_output, first_line, run_cli
+from separation.cli import ArgumentParser, UserError, first_line, run_cli
+from separation.files import atomic_output
 
 #: The Keras model pads as PyTorch's padding=2 / output_padding=1: the conversion is exact.
 TORCH_PADDING = "torch"

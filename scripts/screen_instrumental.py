@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ def spectrogram_png(x: np.ndarray, sr: int, path: Path, title: str) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("data/instrumental"))
-    parser.add_argument("--work", type=Path, default=Path("/tmp/screen"))
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "screen")
     parser.add_argument("--model", default=None, help="passed to inference.py --model (default: the shipped model)")
     parser.add_argument("--flag", type=float, nargs=2, default=(0.15, 0.35), metavar=("TRACK", "WINDOW"),
                         help="vocal-energy shares above which a track is flagged (default: %(default)s)")

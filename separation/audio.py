@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from separation.cli import UserError, atomic_output, atomic_write_text
+from separation.cli import UserError, timed
+from separation.files import atomic_output, atomic_write_text
 
 
 class AudioError(UserError):
@@ -461,7 +462,7 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     """Fold ``(samples, channels)`` to ``(samples, 1)`` by averaging the channels."""
     if audio.shape[1] == 1:
         return audio
-    # a matrix product is ten times faster than mean(axis=1) on (samples, channels) arrays
+    # a matrix product is much faster than mean(axis=1) on (samples, channels) arrays
     return audio @ np.full((audio.shape[1], 1), 1 / audio.shape[1], dtype=np.float32)
 
 
@@ -504,7 +505,7 @@ def stft(audio: np.ndarray, params: AudioParams = DEFAULT_PARAMS, n_fft: int | N
     Written on ``scipy.fft`` rather than calling librosa because librosa's first STFT imports
     numba and scipy.signal, most of the command line's start-up (benchmarks/RESULTS.md).
     """
-    import scipy.fft  # already loaded by Keras; its rfft is 2-5x numpy's over a batch of frames
+    import scipy.fft  # already loaded by Keras; its rfft is faster than numpy's over a batch of frames
 
     n_fft = n_fft or params.n_fft
     hop = hop_length or params.hop_length
@@ -604,6 +605,85 @@ def magnitude(audio: np.ndarray, params: AudioParams = DEFAULT_PARAMS) -> np.nda
 def n_frames(n_samples: int, params: AudioParams = DEFAULT_PARAMS) -> int:
     """Number of :func:`stft` frames of a signal of ``n_samples`` (centred, one hop padded)."""
     return 1 + (n_samples + params.hop_length) // params.hop_length
+
+
+# --------------------------------------------------------------------------------------------
+# Masking a long signal in chunks
+# --------------------------------------------------------------------------------------------
+
+#: STFT frames per chunk of :func:`masked_istft` (about 96 s at the model's frame duration):
+#: bounds the size of the complex STFT held at once.
+CHUNK_FRAMES = 1024
+
+
+def masked_istft(mixture: np.ndarray, mask_for, n_fft: int, hop: int, *, chunk_frames: int = CHUNK_FRAMES,
+                 apply=None, progress=None, timings: dict | None = None) -> np.ndarray:
+    """``istft(stft(mixture) * mask)`` for ``(samples, channels)`` audio, in chunks of frames.
+
+    ``mask_for(frames)`` returns the real mask ``(n_fft/2+1, len(frames))`` of the given frame
+    indices; the same mask multiplies every channel. ``apply(spec, mask)`` turns a chunk's
+    ``(bins, frames, channels)`` mixture STFT and its mask into the vocals' STFT (default: their
+    product); ``progress(1)`` is called after each chunk; ``timings`` (a dict) accumulates
+    seconds per stage (``cli.timed``). Returns the vocals, ``mixture``'s shape, float32.
+
+    Each chunk's STFT is taken over :func:`chunk_margin` extra frames on both sides, and only the
+    samples whose every contributing frame lies inside the chunk's span are kept, so the result
+    equals the one-piece computation while the STFT held at once is about ``chunk_frames`` frames.
+    """
+    samples, channels = mixture.shape
+    padded = _padded_length(samples, n_fft)
+    total = n_stft_frames(samples, n_fft, hop)
+    margin = chunk_margin(n_fft, hop)
+    out = np.empty((samples, channels), dtype=np.float32)
+    for a in range(0, total, chunk_frames):
+        b = min(a + chunk_frames, total)
+        first = max(a - margin, 0)
+        stop = padded if b == total else min((b + margin) * hop, padded)
+        piece = mixture[first * hop:min(stop, samples)]
+        if len(piece) < stop - first * hop:
+            piece = np.pad(piece, ((0, stop - first * hop - len(piece)), (0, 0)))
+        with timed(timings, "stft"):
+            spec = stft(piece, n_fft=n_fft, hop_length=hop)  # (bins, frames, channels)
+        with timed(timings, "mask"):
+            mask = mask_for(np.arange(first, first + spec.shape[1]))
+            spec = apply(spec, mask) if apply is not None else spec * mask[..., None]
+        with timed(timings, "istft"):
+            y = istft(spec, len(piece), n_fft=n_fft, hop_length=hop)
+        keep_to = samples if b == total else min(b * hop, samples)
+        if keep_to > a * hop:
+            out[a * hop:keep_to] = y[(a - first) * hop:keep_to - first * hop]
+        if progress is not None:
+            progress(1)
+    return out
+
+
+def _padded_length(samples: int, n_fft: int) -> int:
+    """Length :func:`masked_istft` works on: at least one window, zero padded, for a very short
+    input (:func:`stft` itself pads the hop that puts the last samples under two windows)."""
+    return max(samples, n_fft)
+
+
+def n_stft_frames(samples: int, n_fft: int, hop: int) -> int:
+    """Number of frames :func:`masked_istft` cuts into chunks for a signal of ``samples``."""
+    return 1 + _padded_length(samples, n_fft) // hop
+
+
+def chunk_margin(n_fft: int, hop: int) -> int:
+    """Frames of STFT :func:`masked_istft` adds on each side of a chunk: twice the frames whose
+    windows reach a sample, so that the frames of every sample it keeps, and their windows, lie
+    inside the chunk's piece of signal."""
+    return 2 * -(-(n_fft // 2) // hop)
+
+
+def n_chunks(samples: int, n_fft: int, hop: int, chunk_frames: int = CHUNK_FRAMES) -> int:
+    """Number of chunks :func:`masked_istft` processes a signal of ``samples`` in."""
+    return math.ceil(n_stft_frames(samples, n_fft, hop) / chunk_frames)
+
+
+def chunk_stft_frames(samples: int, n_fft: int, hop: int, chunk_frames: int = CHUNK_FRAMES) -> int:
+    """Frames of the largest STFT :func:`masked_istft` holds at once for a signal of ``samples``
+    (its memory): a chunk and its margins."""
+    return min(chunk_frames, n_stft_frames(samples, n_fft, hop)) + 2 * chunk_margin(n_fft, hop)
 
 
 # --------------------------------------------------------------------------------------------

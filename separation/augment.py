@@ -11,9 +11,14 @@ A training batch is mixed by one of two strategies, chosen once by the settings
   added to an accompaniment segment, and both the sum and the vocals go through
   :func:`audio.stft` (exact).
 
+A track shorter than a patch fills it as ``short_tracks`` says (:data:`SHORT_TRACKS`): from the
+patch's start, zero-padded (``pad``); at a random offset inside it (``place``, :func:`draw_starts`);
+or, mixing from waveforms, placed so and with the accompaniment continued by other tracks' to the
+patch's end (``fill``, :func:`fill_accompaniment`).
+
 Both draw everything from the batch's generator, in a fixed order, and each setting draws only
 when it is on, so a batch stays a function of (seed, epoch, index) and a run without a setting
-gets the batches it always had. Design notes: ``docs/design-data.md``.
+gets the batches it always had. Design notes: ``docs/design.md``, "Data".
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ GAIN_RANGE = (0.25, 1.25)
 MAX_PITCH = 12.0
 #: RMS below which a segment counts as silent for ``vocal_level`` (-80 dBFS): its level is left alone.
 LEVEL_FLOOR = 1e-4
+#: The ways a track shorter than a patch fills it (``Augmentation.short_tracks``); the first is the default.
+SHORT_TRACKS = ("pad", "place", "fill")
+#: Length of the cross-fade between two accompaniment pieces of ``fill``, in seconds.
+FILL_FADE = 0.1
 
 
 class AugmentationError(ValueError):
@@ -93,6 +102,15 @@ class Augmentation:
       patch's vocal waveform by ``production.produce``; the target is the processed vocals.
     - ``accompaniment_tracks``: names of training tracks to draw the accompaniment from (None: all).
 
+    Short tracks (``short_tracks``, one of :data:`SHORT_TRACKS`), for a track shorter than a patch:
+
+    - ``"pad"`` (the default): the track starts the patch, which is zero after its end.
+    - ``"place"``: the track lies at a random offset inside the patch, zero before and after it;
+      so does the accompaniment of a remix when it is short, at its own offset.
+    - ``"fill"`` (mixing from waveforms only): the vocals' track is placed as with ``place``, and
+      the accompaniment covers the whole patch: a short one is continued to the patch's end by
+      pieces of other accompaniment tracks, joined with short cross-fades (:func:`fill_accompaniment`).
+
     ``vocal_level`` and ``effects`` work on waveforms (:attr:`waveform`, a format-2 cache), where
     ``pitch`` and ``tempo`` (magnitude approximations) are refused: the ``pitch`` effect shifts
     the waveform instead.
@@ -107,6 +125,7 @@ class Augmentation:
     vocal_level: tuple[float, float] | None = None
     effects: tuple[str, ...] = ()
     accompaniment_tracks: tuple[str, ...] | None = None
+    short_tracks: str = SHORT_TRACKS[0]
 
     def __post_init__(self):
         def normalise(field: str, value) -> None:
@@ -155,6 +174,11 @@ class Augmentation:
         if self.waveform and (self.pitch or self.tempo):
             raise AugmentationError("{pitch}/{tempo} act on magnitudes and cannot be combined with "
                                     "{vocal_level}/{effects}; use {effects} pitch (a time-domain pitch shift) instead")
+        if self.short_tracks not in SHORT_TRACKS:
+            raise AugmentationError(f"{{short_tracks}} must be one of {', '.join(SHORT_TRACKS)}, got {self.short_tracks!r}")
+        if self.short_tracks == "fill" and not self.waveform:
+            raise AugmentationError("{short_tracks} fill joins accompaniment waveforms, so it needs {vocal_level} "
+                                    "or {effects}; without them use {short_tracks} place")
 
     @property
     def mixing(self) -> bool:
@@ -168,9 +192,15 @@ class Augmentation:
         return self.vocal_level is not None or bool(self.effects)
 
     @property
+    def place(self) -> bool:
+        """Whether a short track lies at a random offset inside its patch (``short_tracks`` place or fill)."""
+        return self.short_tracks != "pad"
+
+    @property
     def active(self) -> bool:
         """Whether any setting is on."""
-        return self.remix or self.gain or bool(self.input_dropout) or bool(self.pitch) or bool(self.tempo) or self.mixing
+        return (self.remix or self.gain or bool(self.input_dropout) or bool(self.pitch) or bool(self.tempo)
+                or self.mixing or self.place)
 
 
 def production_effects() -> tuple[str, ...]:
@@ -198,9 +228,10 @@ def mix_magnitudes(tracks, augmentation: Augmentation, accompaniment: np.ndarray
     accompaniment of a remix is drawn from; ``rng``, the batch's generator (None without
     augmentation). Without augmentation the cached mixture is read. Otherwise the vocals are read
     (``tempo``: stretched), shifted (``pitch``), silenced (``instrumental_share``), the
-    accompaniment read (``remix`` or a mixing setting: of a random track at a random offset, else
-    the same patch's), both scaled (``gain``), and mixed as ``sqrt(V**2 + A**2)``, which keeps
-    ``V <= mixture`` (the ideal mask stays in [0, 1]). The draws come in that order.
+    accompaniment read (``remix`` or a mixing setting: of a random track at a random offset,
+    :func:`draw_starts`; else the same patch's), both scaled (``gain``), and mixed as
+    ``sqrt(V**2 + A**2)``, which keeps ``V <= mixture`` (the ideal mask stays in [0, 1]). The
+    draws come in that order.
     """
     a, frames = augmentation, tracks.params.patch_frames
     if a.tempo:
@@ -215,7 +246,7 @@ def mix_magnitudes(tracks, augmentation: Augmentation, accompaniment: np.ndarray
     vocals[silent_patches(a.instrumental_share, rng, len(track))] = 0.0
     if a.remix or a.mixing:
         track = accompaniment[rng.integers(len(accompaniment), size=len(track))]
-        offset = rng.integers(0, tracks.max_offset[track] + 1)
+        offset = draw_starts(tracks.frames[track], frames, rng, a.place)
     background = tracks.patches("accompaniment", track, offset)
     if a.gain:
         gains = rng.uniform(*GAIN_RANGE, size=(2, len(track), 1, 1)).astype(np.float32)
@@ -228,28 +259,49 @@ def mix_waveforms(tracks, augmentation: Augmentation, accompaniment: np.ndarray,
                   rng) -> tuple[np.ndarray, np.ndarray]:
     """``(mixture, vocals)`` magnitude patches, ``(B, n_bins, patch_frames)`` float32, mixed from waveforms.
 
+    The arguments are :func:`mix_magnitudes`'. The patches are the first ``patch_frames`` frames
+    and ``n_bins`` bins of :func:`audio.stft` of :func:`mixed_waveforms`' mixtures and vocals.
+    """
+    p, size = tracks.params, len(track)
+    waves = mixed_waveforms(tracks, augmentation, accompaniment, track, offset, rng)
+    spec = np.abs(model_bins(stft(waves, p), p))[:, :p.patch_frames]  # (n_bins, frames, 2B)
+    spec = np.ascontiguousarray(spec.transpose(2, 0, 1))
+    return spec[:size], spec[size:]
+
+
+def mixed_waveforms(tracks, augmentation: Augmentation, accompaniment: np.ndarray, track, offset,
+                    rng) -> np.ndarray:
+    """The waveforms :func:`mix_waveforms` takes the STFT of: ``(patch_frames * hop_length, 2B)``
+    float32, the B mixtures, then the B vocals.
+
     The arguments are :func:`mix_magnitudes`'. Each patch reads the vocals' segment of
-    ``patch_frames * hop_length`` samples from its frame offset and the accompaniment's from a
-    random track of ``accompaniment`` at a random sample offset (zero past a track's end),
-    processes the vocals (``effects``, which see the segment alone), sets their level
-    (``vocal_level``; or ``gain``), adds them, and takes the first ``patch_frames`` frames and
-    ``n_bins`` bins of :func:`audio.stft` of mixture and vocals. The draws, in order: the silent
-    patches, the accompaniment's tracks and offsets, the levels (or gains), then each patch's effects.
+    ``patch_frames * hop_length`` samples from its frame offset (a negative one places a short
+    track inside the segment) and the accompaniment's from a random track of ``accompaniment`` at
+    a random sample offset (:func:`draw_starts`; zero outside a track, or with ``fill`` continued
+    to the segment's end by :func:`fill_accompaniment`), processes the vocals (``effects``, which
+    see the segment alone), sets their level (``vocal_level``, over the samples inside the
+    tracks; or ``gain``) and adds them. The draws, in order: the silent patches, the
+    accompaniment's tracks and offsets, the levels (or gains), then for each patch the pieces that
+    fill its accompaniment and its effects.
     """
     a, p = augmentation, tracks.params
     size, length = len(track), p.patch_frames * p.hop_length
     silent = silent_patches(a.instrumental_share, rng, size)
     other = accompaniment[rng.integers(len(accompaniment), size=size)]
-    start = rng.integers(0, np.maximum(tracks.samples[other] - length, 0) + 1)
+    start = draw_starts(tracks.samples[other], length, rng, a.short_tracks == "place")
     if a.vocal_level is not None:
         levels, gains = rng.uniform(*a.vocal_level, size=size), None
     elif a.gain:
         levels, gains = None, rng.uniform(*GAIN_RANGE, size=(2, size)).astype(np.float32)
     else:
         levels = gains = None
+    fade = round(FILL_FADE * p.sample_rate)
     waves = np.zeros((length, 2 * size), dtype=np.float32)  # columns: B mixtures, then B vocals
     for b in range(size):
         background, inside = tracks.segment(other[b], "accompaniment", start[b], length)
+        if a.short_tracks == "fill" and inside.stop < length:
+            background = fill_accompaniment(tracks, accompaniment, background, inside.stop, fade, rng)
+            inside = slice(0, length)
         vocals = np.zeros(length, dtype=np.float32)
         if not silent[b]:
             vocals, voiced = tracks.segment(track[b], "vocals", offset[b] * p.hop_length, length)
@@ -258,15 +310,57 @@ def mix_waveforms(tracks, augmentation: Augmentation, accompaniment: np.ndarray,
 
                 vocals = production.produce(vocals, p.sample_rate, rng, a.effects)
             if levels is not None:
-                vocals *= level_gain(vocals[:voiced], background[:inside], levels[b])
+                vocals *= level_gain(vocals[voiced], background[inside], levels[b])
         if gains is not None:
             vocals *= gains[0, b]
             background *= gains[1, b]
         waves[:, b] = vocals + background
         waves[:, size + b] = vocals
-    spec = np.abs(model_bins(stft(waves, p), p))[:, :p.patch_frames]  # (n_bins, frames, 2B)
-    spec = np.ascontiguousarray(spec.transpose(2, 0, 1))
-    return spec[:size], spec[size:]
+    return waves
+
+
+# --------------------------------------------------------------------------------------------
+# Short tracks
+# --------------------------------------------------------------------------------------------
+
+
+def draw_starts(lengths, span: int, rng, place: bool = False) -> np.ndarray:
+    """Uniform random starts of a window of ``span`` frames (or samples) in tracks of ``lengths`` (B,).
+
+    In a track at least ``span`` long, from 0 to ``length - span``. A shorter track gives 0 (it
+    starts the window, which runs past its end), or with ``place`` a start from ``length - span``
+    to 0: negative, the track lies ``-start`` into the window and wholly inside it. One draw of
+    ``rng`` per track either way, so ``place`` changes no later draw.
+    """
+    lengths = np.asarray(lengths)
+    low = np.minimum(lengths - span, 0) if place else 0
+    return rng.integers(low, np.maximum(lengths - span, 0) + 1)
+
+
+def fill_accompaniment(tracks, accompaniment: np.ndarray, background: np.ndarray, covered: int, fade: int,
+                       rng) -> np.ndarray:
+    """``background``, a ``(samples,)`` accompaniment segment whose first ``covered`` samples lie in
+    its track, continued to its end by pieces of random tracks of ``accompaniment``.
+
+    Each piece is read from a random start of its track (:func:`draw_starts`) and overlaps the
+    one before by ``fade`` samples, where the earlier fades out and the later in on a quarter
+    sine and cosine: the gains' squares sum to 1, so the level holds across the joint for
+    unrelated music. Draws a track, then a start, per piece. In place; returns ``background``.
+    """
+    length = len(background)
+    while covered < length:
+        piece_track = accompaniment[rng.integers(len(accompaniment))]
+        joint = max(covered - fade, 0)
+        piece_start = draw_starts(tracks.samples[piece_track], length - joint, rng)
+        piece, inside = tracks.segment(piece_track, "accompaniment", piece_start, length - joint)
+        overlap = min(covered - joint, inside.stop)
+        angle = (np.arange(overlap) + 0.5) / max(overlap, 1) * (np.pi / 2)
+        joined = slice(joint, joint + overlap)
+        background[joined] = background[joined] * np.cos(angle) + piece[:overlap] * np.sin(angle)
+        end = joint + inside.stop
+        background[joint + overlap:end] = piece[overlap:inside.stop]
+        covered = max(end, covered + 1)  # a track shorter than the fade still moves on
+    return background
 
 
 # --------------------------------------------------------------------------------------------

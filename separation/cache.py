@@ -65,7 +65,8 @@ from separation.audio import (
     stream_mono,
     to_mono,
 )
-from separation.cli import UserError, atomic_output, atomic_write_text
+from separation.cli import UserError
+from separation.files import atomic_output, atomic_write_text
 
 CACHE_FORMAT = 2
 #: Formats :class:`Cache` reads; format 1 has magnitudes only (no waveforms).
@@ -213,6 +214,9 @@ class TrackSet:
     order of ``names``; ``frames`` and ``samples``, their lengths; ``max_offset``, the last frame
     a patch of ``params.patch_frames`` frames may start at in each (0 for a shorter track, whose
     patch is zero-padded). An unknown name is a UserError.
+
+    :meth:`patches` and :meth:`segment` read zeros outside a track, so an offset may also be
+    negative: the track then lies that many frames (samples) into the patch (segment).
     """
 
     def __init__(self, cache: Cache, names):
@@ -228,22 +232,24 @@ class TrackSet:
 
     def patches(self, part: str, tracks, offsets, frames: int | None = None) -> np.ndarray:
         """``(B, n_bins, frames)`` float32 magnitudes of ``part`` of the tracks ``tracks`` (positions, B)
-        from the frames ``offsets`` (B), ``patch_frames`` long by default, zero-padded past a track's end."""
+        from the frames ``offsets`` (B), ``patch_frames`` long by default, zero outside a track."""
         p = self.params
         frames = p.patch_frames if frames is None else frames
         out = np.zeros((len(tracks), p.n_bins, frames), dtype=np.float32)
         for b, (t, o) in enumerate(zip(tracks, offsets)):
-            piece = self.cache.array(self.entries[t]["name"], part)[:, o:o + frames]
-            out[b, :, :piece.shape[1]] = piece
+            piece = self.cache.array(self.entries[t]["name"], part)[:, max(o, 0):max(o + frames, 0)]
+            skip = max(-o, 0)
+            out[b, :, skip:skip + piece.shape[1]] = piece
         return out
 
-    def segment(self, track: int, source: str, start: int, length: int) -> tuple[np.ndarray, int]:
+    def segment(self, track: int, source: str, start: int, length: int) -> tuple[np.ndarray, slice]:
         """``length`` samples of the waveform of ``source`` (vocals/accompaniment) of one track from
-        sample ``start``, zero past its end, and how many of them lie inside the track."""
-        piece = self.cache.wave(self.entries[track]["name"], source)[start:start + length]
+        sample ``start``, zero outside the track, and the slice of them that lies inside it."""
+        piece = self.cache.wave(self.entries[track]["name"], source)[max(start, 0):max(start + length, 0)]
+        skip = max(-start, 0)
         out = np.zeros(length, dtype=np.float32)
-        out[:len(piece)] = piece
-        return out, len(piece)
+        out[skip:skip + len(piece)] = piece
+        return out, slice(skip, skip + len(piece))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The training callbacks of train.py: checkpoints and a resume point that survive a kill.
 
 Plain ``keras.callbacks.Callback`` subclasses using Keras' public hooks only. Every file is
-written to a temporary file and renamed into place (``cli.atomic_output``), so a run killed at
+written to a temporary file and renamed into place (``files.atomic_output``), so a run killed at
 any moment keeps the previous version of each file; an epoch whose loss is NaN or infinite is
 never saved. This module defines Keras classes, so it imports Keras at the top; train.py
 imports it inside the function that builds its callbacks. The run folder's files and reading the
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import keras
 
-from separation.cli import UserError, atomic_output, atomic_write_text, first_line
+from separation.cli import UserError, first_line
+from separation.files import atomic_output, atomic_write_text
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):

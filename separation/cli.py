@@ -1,36 +1,34 @@
-"""What every script shares: the one-line error, and files that are never half-written.
+"""What every script's command line shares: the one-line error, argparse bounds, progress, the quiet start.
 
 * :class:`UserError` is an error the user can fix (a bad path, a refused option); a script's
   ``main`` raises it and :func:`run_cli` prints it as one line and exits with status 2.
   Library functions raise ``ValueError`` for values out of their range instead; the command
-  lines check their options' bounds with argparse types (:func:`bounded`) before any work, and
-  :class:`ArgumentParser` says what is wrong in one line.
-* :func:`atomic_output` and :func:`atomic_write_text` write through a temporary file beside the
-  target and rename it into place, so a file is complete or absent, whatever kills the process;
-  a full disk is one line, ``no space left on DEVICE while writing FILE`` (:func:`no_space`).
+  lines check their options' bounds with argparse types (:func:`bounded`, :func:`checked`)
+  before any work, and :class:`ArgumentParser` says what is wrong in one line.
 * :func:`run_cli` turns SIGTERM into an exception like Ctrl-C's, so the ``finally`` blocks that
-  remove temporary files run on both.
-* :func:`lock_folder` lets one process at a time write a folder (an output or run folder).
+  remove temporary files run on both, and releases the folder locks the command took
+  (``files.lock_folder``).
+* :func:`progress_bar`, :class:`Steps` and :func:`timed` report a long command's progress and
+  time its stages.
 * Every script's parser has ``--verbose``; without it TensorFlow's start-up log is hidden
   (:func:`quiet_tensorflow`).
+
+Files that are never half-written, full disks and folder locks are in ``separation/files.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
-import hashlib
 import importlib.abc
 import importlib.util
 import math
 import os
-import shutil
 import signal
 import sys
 import tempfile
 import threading
-from pathlib import Path
+import time
 
 
 class UserError(Exception):
@@ -50,11 +48,14 @@ def run_cli(main, argv=None) -> int:
 
     Ctrl-C (exit 130) and SIGTERM (exit 143) stop it through an exception, so temporary files
     are removed on the way out; file names that are not valid UTF-8 are printed with escapes.
+    The folder locks that ``main`` took are released when it returns.
     """
+    from separation import files  # here: files imports UserError from this module
+
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")  # a file name that is not UTF-8 is printable
-    on_term, held = None, set(_held_locks)
+    on_term, held = None, files.held_locks()
     if threading.current_thread() is threading.main_thread():
         on_term = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
@@ -67,7 +68,7 @@ def run_cli(main, argv=None) -> int:
         print("terminated" if terminated else "interrupted", file=sys.stderr)
         return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     finally:
-        release_locks(keep=held)
+        files.release_locks(keep=held)
         if on_term is not None:
             signal.signal(signal.SIGTERM, on_term)
 
@@ -108,12 +109,11 @@ def quiet_tensorflow(verbose: bool = False) -> None:
     """Hide TensorFlow's C++ start-up log (the oneDNN notice; CUDA errors on a machine without a
     GPU) unless ``verbose``. It acts only if TensorFlow is not imported yet.
 
-    The log has two sources. TensorFlow's own messages obey ``TF_CPP_MIN_LOG_LEVEL`` (3: errors
-    too, as CUDA's "failed call to cuInit" on a machine without GPU is one). The lines its
-    libraries print while they load go through absl's log before any level is set ("WARNING: All
-    log messages before absl::InitializeLog() ..."), which no setting reaches: so the import of
-    ``tensorflow`` itself runs with stderr sent to a temporary file (:class:`_QuietImport`),
-    printed only if the import fails.
+    ``TF_CPP_MIN_LOG_LEVEL=3`` hides TensorFlow's own messages, but not the lines its libraries
+    print through absl while they load, before any log level applies ("WARNING: All log messages
+    before absl::InitializeLog() ..."); no setting reaches those, so the import of ``tensorflow``
+    runs with file descriptor 2 sent to a temporary file (:class:`_QuietImport`), shown only if
+    the import fails. Where fd 2 cannot be redirected the import runs as it is and the lines show.
     """
     if verbose or "tensorflow" in sys.modules:
         return
@@ -144,23 +144,53 @@ class _QuietImport(importlib.abc.MetaPathFinder):
 
 @contextlib.contextmanager
 def _stderr_to_file():
-    """Send file descriptor 2 to a temporary file for the block; replay it if the block raises."""
-    sys.stderr.flush()
-    saved = os.dup(2)
+    """Send file descriptor 2 to a temporary file for the block; replay it if the block raises.
+
+    Where that is impossible (no fd 2, as under Windows' pythonw; no temporary file) the block
+    runs with stderr as it is: hiding a log must never stop an import.
+    """
+    _flush_stderr()
     try:
-        with tempfile.TemporaryFile() as log:
-            os.dup2(log.fileno(), 2)
-            try:
-                yield
-            except Exception:  # an interrupt (Ctrl-C) needs no log
-                os.dup2(saved, 2)
-                log.seek(0)
+        log = tempfile.TemporaryFile()
+    except OSError:
+        log = None
+    saved = None if log is None else _redirect_fd2(log.fileno())
+    try:
+        yield
+    except Exception:  # an interrupt (Ctrl-C) needs no log
+        if saved is not None:
+            os.dup2(saved, 2)
+            log.seek(0)
+            if sys.stderr is not None:
                 sys.stderr.write(log.read().decode(errors="replace"))
-                raise
+        raise
     finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
+        if saved is not None:
+            _flush_stderr()
+            os.dup2(saved, 2)
+            os.close(saved)
+        if log is not None:
+            log.close()
+
+
+def _redirect_fd2(target: int) -> int | None:
+    """Point file descriptor 2 at ``target``: a copy of the former fd 2 to restore it from, or
+    None (fd 2 unchanged) where the platform refuses."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        return None
+    try:
+        os.dup2(target, 2)
+    except OSError:
         os.close(saved)
+        return None
+    return saved
+
+
+def _flush_stderr() -> None:
+    if sys.stderr is not None:
+        sys.stderr.flush()
 
 
 def bounded(kind=float, low=None, high=None, *, low_open: bool = False, high_open: bool = False):
@@ -203,177 +233,49 @@ def checked(check):
     return convert
 
 
-def atomic_write_text(path, text: str) -> None:
-    """Write a text file through a temporary file and a rename: never half-written; a full disk
-    is one line (:func:`no_space`)."""
-    with atomic_output(path, full_disk=True) as tmp:
-        Path(tmp).write_text(text)
-
-
-class atomic_output:
-    """Context manager yielding a temporary path beside ``path``, renamed onto it on success.
-
-    On an exception the temporary file is removed and ``path`` is left as it was. libsndfile's
-    failed write on a full disk becomes the one line of :func:`no_space`; so does an ``OSError``
-    of a full disk with ``full_disk=True`` (without it, the OSError goes on to the caller, who
-    may say more: train.py's "the previous checkpoint is intact").
-    """
-
-    def __init__(self, path, suffix: str | None = None, full_disk: bool = False):
-        self.path = Path(path)
-        self.suffix = self.path.suffix if suffix is None else suffix
-        self.full_disk = full_disk
-
-    def __enter__(self) -> Path:
-        directory = self.path.parent
-        if not directory.is_dir():
-            raise UserError(f"{directory}: output folder does not exist")
-        try:
-            fd, name = tempfile.mkstemp(prefix=temp_prefix(self.path.name), suffix=".part" + self.suffix, dir=directory)
-        except PermissionError:
-            raise UserError(f"{directory}: output folder is not writable") from None
-        except OSError as err:
-            raise UserError(no_space(self.path) if disk_full(err, directory)
-                            else f"{directory}: cannot write there ({err.strerror})") from None
-        os.close(fd)
-        self.tmp = Path(name)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            try:
-                # mkstemp makes the file private (0600); give it the mode a plain open() would
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(self.tmp, 0o666 & ~umask)
-                os.replace(self.tmp, self.path)
-            except OSError as err:
-                self.tmp.unlink(missing_ok=True)
-                raise UserError(f"{self.path}: cannot write ({err.strerror})") from None
-        else:
-            # libsndfile's bare "system error" becomes the full-disk line here, judged before the
-            # partial file is removed; an OSError goes on, for the caller's own words (a checkpoint)
-            full = (self.full_disk or not isinstance(exc, OSError)) and disk_full(exc, self.tmp.parent)
-            self.tmp.unlink(missing_ok=True)
-            if full:
-                raise UserError(no_space(self.path)) from None
-        return False
-
-
-def temp_prefix(name: str) -> str:
-    """Prefix of the temporary file or folder written for ``name``: ``.NAME.`` (hidden), or a
-    short hash of a long name, since names are limited to 255 bytes and the temporary one adds
-    a random part and ``.part``. The files those names start are removed by
-    :func:`remove_partial` when a killed process left them."""
-    raw = os.fsencode(name)
-    return f".{name}." if len(raw) <= 64 else f".{hashlib.sha1(raw).hexdigest()[:12]}."
-
-
-def remove_partial(folder) -> None:
-    """Remove the temporary files and folders (``.*.part*``) that a killed process left in ``folder``.
-
-    Call it only while holding the folder's lock (:func:`lock_folder`): another process's are in use.
-    """
-    for path in Path(folder).glob(".*.part*"):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-
-
 # --------------------------------------------------------------------------------------------
-# Full disks
-# --------------------------------------------------------------------------------------------
-
-#: Free space under which a failed write is blamed on a full disk (libsndfile does not say why).
-LOW_SPACE = 2**20
-
-
-def disk_full(err: BaseException | None, folder) -> bool:
-    """Whether ``err``, raised while writing into ``folder``, means that its disk is full.
-
-    An ``OSError`` says so (ENOSPC, or EDQUOT for a quota); libsndfile reports a failed write as
-    a bare "system error" (a ``RuntimeError``), judged by the space left on the disk.
-    """
-    if isinstance(err, OSError):
-        return err.errno in (errno.ENOSPC, errno.EDQUOT)
-    if isinstance(err, RuntimeError):
-        try:
-            return shutil.disk_usage(folder).free < LOW_SPACE
-        except OSError:
-            return False
-    return False
-
-
-def no_space(path) -> str:
-    """The one-line message of a full disk: ``no space left on DEVICE while writing FILE``."""
-    device = Path(os.path.abspath(path))
-    while not os.path.ismount(device):
-        device = device.parent
-    return f"no space left on {device} while writing {path}; free some space there or write elsewhere"
-
-
-# --------------------------------------------------------------------------------------------
-# One process at a time per folder
+# Progress and timing
 # --------------------------------------------------------------------------------------------
 
 
-#: Folders this process holds a lock on: (device, inode) -> the open descriptor holding it.
-_held_locks: dict[tuple[int, int], int] = {}
+def progress_bar(label: str):
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=label, unit="step", leave=False, file=sys.stderr)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
 
 
-def lock_folder(folder, fix: str = "wait for it to finish or choose another folder") -> None:
-    """Let only this process write ``folder`` (an existing output or run folder) from now on.
+class Steps:
+    """A ``progress(n)`` callback counting the steps of a task done ``n`` at a time, reporting
+    ``progress(done, total)`` to the callback it wraps (a no-op when that is None)."""
 
-    An advisory lock (``fcntl.flock``) on the folder itself, held until the command ends
-    (:func:`run_cli` releases it) or the process exits. Another process asking for the same
-    folder is refused at once with a :class:`UserError` naming the holder's pid (from
-    ``/proc/locks``) and ``fix``; asking again in this process is a no-op. The kernel releases
-    the lock when its holder exits, however it dies, so a stale lock cannot outlive a killed
-    run and no lock file is left behind. Where the file system has no ``flock``, or the folder
-    cannot be opened for reading, the folder goes unlocked.
-    """
-    import fcntl
+    def __init__(self, progress, total: int):
+        self.progress, self.total, self.done = progress, total, 0
 
-    st = os.stat(folder)
-    if (st.st_dev, st.st_ino) in _held_locks:
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+@contextlib.contextmanager
+def timed(timings: dict | None, stage: str):
+    """Add the block's wall time to ``timings[stage]`` (a no-op when ``timings`` is None)."""
+    if timings is None:
+        yield
         return
+    start = time.perf_counter()
     try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:  # a folder we may write but not list: it goes unlocked
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        holder = lock_holder(folder)
-        raise UserError(f"{folder}: in use by another process (pid {holder or 'unknown'}); {fix}") from None
-    except OSError:  # a file system without flock (some network ones): it goes unlocked
-        os.close(fd)
-        return
-    _held_locks[st.st_dev, st.st_ino] = fd
-
-
-def release_locks(keep=()) -> None:
-    """Release the folder locks of :func:`lock_folder`, except those whose keys are in ``keep``."""
-    for key in [k for k in _held_locks if k not in keep]:
-        os.close(_held_locks.pop(key))  # closing the only descriptor releases the lock
-
-
-def lock_holder(path) -> int | None:
-    """The pid holding a ``flock`` on ``path``, from Linux's ``/proc/locks`` (None if unknown)."""
-    st = os.stat(path)
-    wanted = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
-    try:
-        lines = Path("/proc/locks").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2156378 0 EOF"; waiters' lines have "->" after the number
-        fields = line.split()
-        if len(fields) < 6 or fields[1] != "FLOCK":
-            continue
-        major, minor, inode = fields[5].split(":")
-        if (int(major, 16), int(minor, 16), int(inode)) == wanted:
-            return int(fields[4])
-    return None
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start

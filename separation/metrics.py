@@ -17,7 +17,7 @@ alone, which leaves BSS Eval nothing to call interference and gives SIR = inf):
     ISR on 1-second frames, the median over frames per track; summaries take the median over
     tracks, the number Spleeter, Open-Unmix and Demucs report. v4 fits its distortion filters to
     the whole track, so a frame's ISR, SIR and SAR can fall below its SDR (which does not depend
-    on the filters): read v4's SDR, and v3 for SIR and SAR (README, "Honest metrics").
+    on the filters): read v4's SDR, and v3 for SIR and SAR (docs/model.md, "Honest metrics").
 
 Signals are evaluated at the rate and channels of :class:`Settings`: by default 8192 Hz folded
 to mono (the model's own rate and channel, as in the coursework); references and estimates are

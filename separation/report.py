@@ -24,6 +24,7 @@ import numpy as np
 
 from separation import audio, cli, metrics
 from separation.audio import DEFAULT_PARAMS
+from separation.files import atomic_write_text
 
 #: Length of the excerpt shown and played for each track.
 EXCERPT_SECONDS = 10.0
@@ -64,7 +65,7 @@ def write_report(path: Path, rows: list[dict], summary: list[dict], settings: me
         *sections,
     ]
     page = PAGE.format(title=html.escape(f"Evaluation of {method}"), style=STYLE, script=SCRIPT, body="\n".join(body))
-    cli.atomic_write_text(path, page)
+    atomic_write_text(path, page)
     return path
 
 

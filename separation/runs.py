@@ -2,7 +2,7 @@
 history and its plot, and the resume point.
 
 train.py and pytorch_twin/train_torch.py write their runs here. Every file is written to a
-temporary file and renamed into place (``cli.atomic_output``), so a run killed at any moment
+temporary file and renamed into place (``files.atomic_output``), so a run killed at any moment
 keeps the previous version of each file; running the same command again resumes after the last
 completed epoch (train.py's module docstring lists the files).
 """
@@ -14,9 +14,9 @@ import json
 import math
 from pathlib import Path
 
-from separation import cli
 from separation.audio import PARAMS_FILE, AudioParams
-from separation.cli import UserError, atomic_output, atomic_write_text, first_line
+from separation.cli import UserError, first_line
+from separation.files import atomic_output, atomic_write_text, lock_folder
 
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
@@ -57,8 +57,8 @@ def prepare_run_dir(run_dir: Path, config, params: AudioParams, config_file: str
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"--run-dir {run_dir}: cannot create ({err.strerror})") from None
-    cli.lock_folder(run_dir, "two runs in one folder would mix their history.csv and checkpoints; wait for it "
-                             "to finish or give another --run-dir")
+    lock_folder(run_dir, "two runs in one folder would mix their history.csv and checkpoints; wait for it "
+                         "to finish or give another --run-dir")
     _remove_partial_files(run_dir)
     params.save(run_dir / PARAMS_FILE)
     atomic_write_text(config_path, json.dumps(config.to_dict(), indent=2) + "\n")
@@ -88,7 +88,7 @@ def resume_epoch(run_dir: Path, state: dict | None, epochs: int, best_file: str 
 
 
 def _remove_partial_files(run_dir: Path) -> None:
-    """Delete the temporary files of writes that a kill interrupted (cli.atomic_output's names)."""
+    """Delete the temporary files of writes that a kill interrupted (files.atomic_output's names)."""
     for folder in (run_dir, run_dir / BACKUP_DIR):
         for path in folder.glob(".*.part*"):
             path.unlink(missing_ok=True)

@@ -6,9 +6,10 @@ method, kept apart from it (as Demucs keeps ``save_audio`` out of its ``Separato
 * :func:`find_songs` expands the songs and folders given; :func:`song_name` names each song's stems;
 * :class:`Outputs` holds what is written: which stems (:func:`parse_stems`), under which file names
   (a template, :func:`check_filename`) and in which format;
-* before any work, :func:`check_output_apart`, :func:`plan_outputs`, :func:`check_start` and
-  :func:`prepare_output` refuse what would fail or replace a file, and :func:`check_memory`, from a
-  song's header, a song that would not fit in memory (:func:`memory_needed`);
+* before any work, :func:`prepare_songs` (:func:`check_output_apart`, :func:`plan_outputs`,
+  :func:`check_start`, :func:`prepare_output`) refuses what would fail or replace a file, and
+  :func:`check_memory`, from a song's header, a song that would not fit in memory
+  (:func:`memory_needed`);
 * :func:`write_stems` writes a song's stems together or not at all.
 """
 
@@ -27,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from separation import audio, cli
+from separation import audio
 from separation.cli import UserError
+from separation.files import disk_full, lock_folder, no_space, remove_partial, temp_prefix
 
 STEMS = ("vocals", "accompaniment")
 #: The names ``--stems`` takes for each stem: the accompaniment is also Spleeter's and Demucs'
@@ -178,6 +180,30 @@ def writable_name(name: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def prepare_songs(inputs: list[str], output: Path, outputs: Outputs, start: float = 0.0,
+                  overwrite: bool = False) -> tuple[list[Path], list[str]]:
+    """The command line's songs, checked before any work: ``(files, problems)`` as :func:`find_songs`.
+
+    In order: :func:`check_output_apart`, :func:`find_songs` (each problem printed as an error
+    line; no song at all raises :class:`UserError`), :func:`plan_outputs`, a note for each song
+    whose stems are renamed (:func:`renamed_songs`), :func:`check_start` and
+    :func:`prepare_output` (which locks the output folder).
+    """
+    check_output_apart(inputs, output)
+    files, problems = find_songs(inputs, exclude=output)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not files:
+        raise UserError("no songs to separate")
+    planned = plan_outputs(files, output, outputs)
+    for f in renamed_songs(files):
+        print(f"note: {f}: its name is not valid UTF-8 or too long; its stems are named {song_name(f)}",
+              file=sys.stderr)
+    check_start(files, start)
+    prepare_output(output, [path for paths in planned.values() for path in paths.values()], overwrite)
+    return files, problems
+
+
 def find_songs(inputs: list[str], exclude: Path | None = None) -> tuple[list[Path], list[str]]:
     """Expand the command line's songs and folders into files: ``(files, problems)``.
 
@@ -260,7 +286,7 @@ def check_start(files: list[Path], start: float) -> None:
 def prepare_output(root: Path, targets: list[Path], overwrite: bool) -> None:
     """Create the output folder and refuse existing outputs (unless ``overwrite``), before any work.
 
-    The folder is locked for this process (:func:`cli.lock_folder`: a second run into it is
+    The folder is locked for this process (:func:`files.lock_folder`: a second run into it is
     refused), and the temporary folders of a killed run are removed.
     """
     if root.exists() and not root.is_dir():
@@ -271,9 +297,9 @@ def prepare_output(root: Path, targets: list[Path], overwrite: bool) -> None:
         raise UserError(f"{root}: cannot create the output folder ({err.strerror}); choose another with -o") from None
     if not os.access(root, os.W_OK | os.X_OK):
         raise UserError(f"{root}: output folder is not writable; choose another with -o")
-    cli.lock_folder(root, "two runs into one output folder would replace each other's stems; wait for it to "
-                          "finish or choose another folder with -o")
-    cli.remove_partial(root)  # temporary folders of a run that was killed
+    lock_folder(root, "two runs into one output folder would replace each other's stems; wait for it to "
+                      "finish or choose another folder with -o")
+    remove_partial(root)  # temporary folders of a run that was killed
     if overwrite:
         return
     existing = [path for path in targets if path.exists()]
@@ -311,14 +337,14 @@ def memory_needed(frames: int, channels: int, sr: int, separator) -> float:
     ``separator`` is the ``inference.Separator`` that will separate them (its ``params``,
     ``chunk_frames`` and ``stft_grid``). Counted from what it holds: the song and its vocals
     (float32), the model-rate spectrogram and mask, and one chunk of the full-rate STFT
-    (``chunk_frames`` frames of ``separator.stft_grid(sr)``'s window, which an absurd sample rate
-    makes huge), on top of :data:`BASE_MEMORY`; the factors are :data:`BYTES_PER_SAMPLE` and the
-    two after it.
+    (``audio.chunk_stft_frames`` frames of ``separator.stft_grid(sr)``'s window, which an absurd
+    sample rate makes huge), on top of :data:`BASE_MEMORY`; the factors are
+    :data:`BYTES_PER_SAMPLE` and the two after it.
     """
     params = separator.params
     n_fft, hop = separator.stft_grid(sr)
     model_samples = frames * params.sample_rate / sr
-    chunk_frames = min(separator.chunk_frames, 1 + max(frames, n_fft) // hop) + 4 * -(-(n_fft // 2) // hop)
+    chunk_frames = audio.chunk_stft_frames(frames, n_fft, hop, separator.chunk_frames)
     song = frames * channels * BYTES_PER_SAMPLE + model_samples * BYTES_PER_MODEL_SAMPLE
     return BASE_MEMORY + song + chunk_frames * n_fft * channels * BYTES_PER_STFT_VALUE
 
@@ -332,15 +358,15 @@ def write_stems(files: dict[Path, np.ndarray], sr: int, outputs: Outputs | None 
     """Write each stem to its file (in ``outputs``' format, default WAV): all are written to a
     temporary folder first, in the deepest existing folder that holds them all, and moved into
     place (their folders created) only when every one is complete, so no partial output is left.
-    A full disk is one line naming the stem's file (:func:`cli.no_space`)."""
+    A full disk is one line naming the stem's file (:func:`files.no_space`)."""
     outputs = outputs or Outputs()
     files = {Path(path): x for path, x in files.items()}
     common = Path(os.path.commonpath([path.parent for path in files]))
     parent = next(folder for folder in (common, *common.parents) if folder.is_dir())
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=cli.temp_prefix(common.name), suffix=".part", dir=parent))
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(common.name), suffix=".part", dir=parent))
     except OSError as err:
-        raise UserError(cli.no_space(common) if cli.disk_full(err, parent)
+        raise UserError(no_space(common) if disk_full(err, parent)
                         else f"{parent}: cannot write there ({err.strerror}); choose another folder with -o") from None
     staged = {path: tmp / f"{i}-{path.name}" for i, path in enumerate(files)}  # two stems may share a name
 
@@ -364,24 +390,8 @@ def write_stems(files: dict[Path, np.ndarray], sr: int, outputs: Outputs | None 
                 path.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(temporary, path)
             except OSError as err:
-                raise UserError(cli.no_space(path) if cli.disk_full(err, parent)
+                raise UserError(no_space(path) if disk_full(err, parent)
                                 else f"{path}: cannot write ({err.strerror})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-
-def progress_bar(label: str):
-    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr."""
-    from tqdm import tqdm
-
-    bar = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc=label, unit="step", leave=False, file=sys.stderr)
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-    return update

@@ -20,7 +20,8 @@ when it builds it, and returns ``mask_model`` instead, with a warning, when they
 student who changes ``build_unet`` gets the network they wrote, only slower.
 
 :func:`fastest_mask_model` chooses what runs (this model, in which precision, or the model as
-trained) and :func:`device_name` says where.
+trained), :func:`mask_predictor` wraps it as the function the ``Separator`` calls, and
+:func:`device_name` says where.
 
 This module defines a Keras layer, so it imports Keras at the top; the scripts import it inside
 the functions that need it. It imports ``unet_model`` because it is defined by that network: it
@@ -58,8 +59,9 @@ CHECK_TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-3}
 
 def bfloat16_is_fast() -> bool:
     """Whether bfloat16 inference beats float32 here: TensorFlow with oneDNN (its default on x86)
-    on a CPU with bfloat16 dot-product instructions (AVX512-BF16 or AMX, from /proc/cpuinfo).
-    Without them bfloat16 is emulated, several times slower than float32."""
+    on a CPU with bfloat16 dot-product instructions (AVX512-BF16 or AMX, from /proc/cpuinfo;
+    False where there is none: macOS, Windows). Without them bfloat16 is emulated, several
+    times slower than float32."""
     if keras.backend.backend() != "tensorflow" or os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") in ("0", "false", "False"):
         return False
     try:
@@ -93,6 +95,34 @@ def fastest_mask_model(model, precision: str = "auto"):
         if precision != "float32" and not chosen:
             raise ValueError(f"{err}; it runs in float32 only") from None
         return unet_model.mask_model(model), "float32"
+
+
+def mask_predictor(model, params, precision: str = "float32"):
+    """The function the ``Separator`` calls on normalised patches, and its precision: ``(predict, precision)``.
+
+    ``predict`` maps patches ``(batch, n_bins, patch_frames, 1)`` to their masks. A Keras
+    ``model`` must take the patches of ``params`` (``audio.AudioParams``) and runs as
+    :func:`fastest_mask_model` chooses in ``precision``; any other callable (an oracle mask, the
+    PyTorch twin) runs as it is, in float32. Raises ``ValueError`` for a model of other patches
+    or precision, ``TypeError`` for a model that is neither.
+    """
+    if not isinstance(model, keras.Model):
+        if not callable(model):
+            raise TypeError(f"model must be a keras.Model, a path or a callable, got {type(model).__name__}")
+        return model, "float32"
+    expected = (params.n_bins, params.patch_frames, 1)
+    got = tuple(model.inputs[0].shape[1:])
+    if got != expected:
+        raise ValueError(f"model {model.name!r} takes patches of {got} but the audio parameters give {expected} "
+                         f"(n_bins={params.n_bins}, patch_frames={params.patch_frames}); use the "
+                         "audio_params.json saved with that model")
+    masker, precision = fastest_mask_model(model, precision)
+
+    def predict(patches: np.ndarray) -> np.ndarray:
+        # predict_on_batch runs one compiled call, without Model.predict's per-call setup.
+        return np.asarray(masker.predict_on_batch(patches))
+
+    return predict, precision
 
 
 def device_name() -> str:

@@ -1,7 +1,10 @@
 """Shared fixtures. The project is installed (editable, by requirements.txt), so tests import its
 scripts and packages as any user code does."""
 
+import contextlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -47,3 +50,29 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     unet_model.build_unet(filters=(2, 4, 4, 4, 4, 4)).save(folder / "best.keras")
     DEFAULT_PARAMS.save(folder / "audio_params.json")
     return folder
+
+
+#: A second process taking a folder's flock, as separation.files.lock_folder takes it.
+HOLD_LOCK = ("import fcntl, os, sys, time\n"
+             "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+             "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+             "print('locked', flush=True)\n"
+             "time.sleep(600)\n")
+
+
+@pytest.fixture()
+def locked_elsewhere():
+    """``with locked_elsewhere(folder) as holder:``: another process (``holder``, a Popen) holds
+    ``folder``'s lock for the block, and is killed after it (its lock goes with it)."""
+    @contextlib.contextmanager
+    def hold(folder: Path):
+        proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().strip() == "locked"
+            yield proc
+        finally:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+
+    return hold

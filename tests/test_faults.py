@@ -335,7 +335,7 @@ def test_the_next_run_removes_what_a_killed_run_left(model_dir, tmp_path):
     left = out / ".song.k7x2q9.part"  # write_stems' temporary folder, as SIGKILL leaves it
     left.mkdir(parents=True)
     (left / "vocals.wav").write_bytes(b"half a stem")
-    (out / ".summary.txt.3jd8.part.txt").write_text("half")  # cli.atomic_output's temporary file
+    (out / ".summary.txt.3jd8.part.txt").write_text("half")  # files.atomic_output's temporary file
     assert separate(song(tmp_path / "in", "other.wav"), "-o", out, "--model", model_dir) == 0
     assert sorted(p.name for p in out.iterdir()) == ["other"]
 
@@ -343,29 +343,12 @@ def test_the_next_run_removes_what_a_killed_run_left(model_dir, tmp_path):
 # ---------------------------------------------------------------------------- concurrent runs
 
 
-@contextlib.contextmanager
-def held_by_another_process(folder: Path):
-    """A second process holding the folder's lock (``flock``, as ``cli.lock_folder`` takes it)."""
-    code = ("import fcntl, os, sys, time\n"
-            "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
-            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-            "print('locked', flush=True)\n"
-            "time.sleep(600)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "locked"
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
-
-
-def test_a_second_inference_into_the_same_folder_is_refused_until_the_first_dies(model_dir, tmp_path, capsys):
+def test_a_second_inference_into_the_same_folder_is_refused_until_the_first_dies(model_dir, tmp_path, capsys,
+                                                                                  locked_elsewhere):
     out = tmp_path / "out"
     out.mkdir()
     path = song(tmp_path / "in")
-    with held_by_another_process(out) as holder:
+    with locked_elsewhere(out) as holder:
         assert separate(path, "-o", out, "--model", model_dir) == 2
         assert_one_line_error(capsys.readouterr().err, str(out), f"pid {holder.pid}", "-o")
         assert list(out.iterdir()) == []
@@ -383,10 +366,10 @@ def tiny_cache(tmp_path_factory) -> Path:
     return path
 
 
-def test_a_second_training_in_the_same_run_folder_is_refused(tiny_cache, tmp_path, capsys):
+def test_a_second_training_in_the_same_run_folder_is_refused(tiny_cache, tmp_path, capsys, locked_elsewhere):
     run = tmp_path / "run"
     run.mkdir()
-    with held_by_another_process(run) as holder:
+    with locked_elsewhere(run) as holder:
         assert cli.run_cli(train.main, tiny_args(tiny_cache, run, 1, 1)) == 2
         assert_one_line_error(capsys.readouterr().err, str(run), f"pid {holder.pid}", "--run-dir")
         assert list(run.iterdir()) == []

@@ -166,8 +166,8 @@ def test_chunked_masking_equals_one_piece():
     def mask_for(frames):
         return mask[:, frames]
 
-    whole = inference.masked_istft(x, mask_for, n_fft, hop, chunk_frames=10_000)
-    chunked = inference.masked_istft(x, mask_for, n_fft, hop, chunk_frames=7)
+    whole = audio.masked_istft(x, mask_for, n_fft, hop, chunk_frames=10_000)
+    chunked = audio.masked_istft(x, mask_for, n_fft, hop, chunk_frames=7)
     np.testing.assert_allclose(chunked, whole, atol=1e-6)
 
 
@@ -177,7 +177,7 @@ def test_unit_mask_gives_the_mixture_back_to_the_last_sample(remainder):
     n_fft/2 = 2756, a remainder of more than 2756 samples after the last frame centre."""
     n_fft, hop = inference.frame_grid(44100)
     x = noise(5.0, 44100, channels=1)[:50 * hop + remainder]
-    y = inference.masked_istft(x, lambda f: np.ones((n_fft // 2 + 1, len(f)), np.float32), n_fft, hop)
+    y = audio.masked_istft(x, lambda f: np.ones((n_fft // 2 + 1, len(f)), np.float32), n_fft, hop)
     np.testing.assert_allclose(y, x, atol=1e-5)
 
 

@@ -57,7 +57,7 @@ def expected_param_count(filters, kernel_size, channels_in=1):
 def test_default_architecture_parameter_count_and_shapes():
     model = unet_model.build_unet()
     assert model.count_params() == expected_param_count((16, 32, 64, 128, 256, 512), 5)
-    assert model.count_params() == 9_826_321  # the formula's value, for the report and README
+    assert model.count_params() == 9_826_321  # the formula's value, quoted in docs/model.md
     assert tuple(model.inputs[0].shape) == (None, DEFAULT_PARAMS.n_bins, DEFAULT_PARAMS.patch_frames, 1)
     assert model.output_names == ["vocals"]
     assert tuple(model.outputs[0].shape) == (None, 512, 128, 1)
