@@ -394,7 +394,8 @@ def test_a_run_made_before_the_config_dataclass_and_pitch_tempo_resumes(tmp_path
     resumed = dataclasses.replace(old, epochs=200, cache="/elsewhere/cache", workers=1)
     assert runs.prepare_run_dir(run, resumed, TINY_PARAMS) is None
     assert json.loads((run / "config.json").read_text()) == dict(OLD_CONFIG, epochs=200, cache="/elsewhere/cache",
-                                                                 workers=1, pitch=0.0, tempo=0.0, short_tracks="pad",
+                                                                 workers=1, pitch=0.0, tempo=0.0, short_tracks="pad", precision="float32",
+                                                                 precision_used="float32",
                                                                  **dict.fromkeys(MIXING_KEYS))
 
 
@@ -612,7 +613,8 @@ def test_a_run_made_before_the_restructure_with_the_mixing_options_resumes(tmp_p
         runs.prepare_run_dir(run, dataclasses.replace(config, vocal_level=(0.0, 6.0)), TINY_PARAMS)
     assert json.loads((run / "config.json").read_text()) == MIXING_CONFIG
     assert runs.prepare_run_dir(run, config, TINY_PARAMS) is None
-    assert json.loads((run / "config.json").read_text()) == dict(MIXING_CONFIG, short_tracks="pad")
+    assert json.loads((run / "config.json").read_text()) == dict(MIXING_CONFIG, short_tracks="pad", precision="float32",
+                                                                         precision_used="float32")
 
     # a run made before the mixing options existed had them off
     (run / "config.json").write_text(json.dumps(OLD_CONFIG))
