@@ -249,12 +249,10 @@ def torch_rows(model, batches: list[int], train_batch: int, flops: int) -> list[
                 loss.backward()
                 optimizer.step()
 
-            ours = {"channels-first": " (train_torch.py --precision float32)",
-                    "channels-last": " (train_torch.py --precision bfloat16)"}[label]
-            rows.append(Row("training", f"PyTorch eager, {label}, Adam{ours if label == 'channels-first' else ''}",
-                            train_batch, step, train_batch, 3 * train_batch * flops, None))
-            rows.append(Row("training", f"PyTorch eager, {label}, Adam, bfloat16 autocast"
-                            f"{ours if label == 'channels-last' else ''}", train_batch,
+            ours = " (train_torch.py --precision float32 / bfloat16)" if label == "channels-first" else ""
+            rows.append(Row("training", f"PyTorch eager, {label}, Adam{ours}", train_batch, step, train_batch,
+                            3 * train_batch * flops, None))
+            rows.append(Row("training", f"PyTorch eager, {label}, Adam, bfloat16 autocast{ours}", train_batch,
                             functools.partial(step, autocast=True), train_batch, 3 * train_batch * flops, None))
     return rows
 

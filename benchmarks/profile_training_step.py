@@ -55,8 +55,6 @@ batch, steps, precision = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 torch.set_num_threads(int(sys.argv[4]))
 bfloat16 = precision == "bfloat16"
 model = UNet().train()
-if bfloat16:
-    model = model.to(memory_format=torch.channels_last)
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 rng = np.random.default_rng(0)
 x = rng.random((batch, 512, 128, 1), dtype=np.float32) ** 4

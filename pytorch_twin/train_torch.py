@@ -106,9 +106,9 @@ def fit(run_dir: Path, config, train_data, val_data, init_state: dict | None = N
 
     torch.manual_seed(config.seed)  # initial weights and dropout
     model = UNet(config.filters, kernel_size=config.kernel_size, dropout=config.dropout)
+    # bfloat16: autocast, in the original's channels-first layout (channels-last was slower on an
+    # AVX512-BF16 CPU: benchmarks/RESULTS.md, "Mixed-precision training")
     bfloat16 = config.precision_used == "bfloat16"
-    if bfloat16:  # oneDNN's bfloat16 convolutions want channels-last tensors (NHWC), as Keras' are
-        model = model.to(memory_format=torch.channels_last)
     if init_state is not None:
         load_init_weights(model, init_state, config.init_from)
         print(f"starting from the weights of {config.init_from}")
