@@ -43,7 +43,8 @@ from separation import datasets
 from separation.audio import normalize_patches
 from separation.augment import Augmentation, draw_starts, drop_cells, mix_magnitudes, mix_waveforms
 from separation.cache import Cache, TrackSet, export, prepare
-from separation.cli import ArgumentParser, UserError, bounded, run_cli
+from separation.cli import ArgumentParser, bounded, run_cli
+from separation.errors import UserError
 
 #: Hop between validation patches, in frames: 32 of 128 is the 75% overlap of the original generator.
 VALIDATION_HOP = 32

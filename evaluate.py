@@ -39,7 +39,8 @@ from pathlib import Path
 
 from separation import audio, cli, metrics
 from separation.audio import DEFAULT_PARAMS
-from separation.cli import ArgumentParser, UserError, bounded
+from separation.cli import ArgumentParser, bounded
+from separation.errors import UserError
 from separation.files import atomic_output, atomic_write_text
 
 #: Columns of per_track.csv before the metrics.

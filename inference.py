@@ -51,7 +51,8 @@ import numpy as np
 
 from separation import audio, stems
 from separation.audio import DEFAULT_PARAMS, AudioParams
-from separation.cli import ArgumentParser, Steps, UserError, bounded, checked, progress_bar, run_cli, timed
+from separation.cli import ArgumentParser, Steps, bounded, checked, progress_bar, run_cli, timed
+from separation.errors import UserError
 
 #: Fraction of each patch shared with the next one (benchmarks/bench_overlap.py measures others).
 DEFAULT_OVERLAP = 0.25

@@ -22,7 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from separation.cli import ArgumentParser, UserError, run_cli
+from separation.cli import ArgumentParser, run_cli
+from separation.errors import UserError
 
 
 def get_parser() -> argparse.ArgumentParser:

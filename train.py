@@ -64,7 +64,8 @@ from pathlib import Path
 
 from separation.audio import AudioParams
 from separation.augment import MAX_PITCH, SHORT_TRACKS, Augmentation, AugmentationError, production_effects
-from separation.cli import ArgumentParser, UserError, bounded, run_cli
+from separation.cli import ArgumentParser, bounded, run_cli
+from separation.errors import UserError
 from separation.distributed import lost_worker_errors, lost_workers, make_strategy, worker_run_dir
 from separation.runs import (BACKUP_DIR, BEST_FILE, CONFIG_FILE, HISTORY_FILE, LAST_FILE, PLOT_FILE, STATE_FILE, plot_history,
                              prepare_run_dir, read_state, resume_epoch)

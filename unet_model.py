@@ -55,7 +55,8 @@ import zipfile
 from pathlib import Path
 
 from separation.audio import DEFAULT_PARAMS, PARAMS_FILE, AudioParams
-from separation.cli import UserError, first_line
+from separation.cli import first_line
+from separation.errors import UserError
 
 #: Default encoder filters; the decoder mirrors them.
 FILTERS = (16, 32, 64, 128, 256, 512)

@@ -27,7 +27,7 @@ from benchlib import cpu_summary, load_average, print_table
 import numpy as np  # noqa: E402
 
 from separation import audio  # noqa: E402
-from separation import cli
+from separation import cli, errors
 from separation.augment import Augmentation, production_effects  # noqa: E402
 from separation.cache import Cache, prepare  # noqa: E402
 import data_generator as dg  # noqa: E402
@@ -71,7 +71,7 @@ def waveform_modes(effect_batches: int) -> list[tuple[str, dict, int | None]]:
              dict(augmentation=Augmentation(**mixing)), None)]
     try:
         effects = production_effects()
-    except cli.UserError:
+    except errors.UserError:
         return rows  # no production.py in this checkout
     rows += [(f"  ... + effect {name}", dict(augmentation=Augmentation(effects=(name,), **mixing)), effect_batches)
              for name in effects]

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from benchlib import ROOT, load_average, print_table
-from separation import cli
+from separation import cli, errors
 from separation.augment import Augmentation
 from separation.cache import Cache, prepare
 import data_generator as dg
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         cache = Cache(path)
         tracks = cache.names(split="train")
         if not tracks:
-            raise cli.UserError(f"{path}: no tracks of split train; prepare the previews' train split into it")
+            raise errors.UserError(f"{path}: no tracks of split train; prepare the previews' train split into it")
         seconds = np.median([cache.track(n)["seconds"] for n in tracks])
         rows = []
         for mode, settings in MODES:

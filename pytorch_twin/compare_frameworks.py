@@ -44,7 +44,8 @@ import numpy as np
 
 from separation import datasets, metrics
 from separation.audio import AudioParams, DEFAULT_PARAMS
-from separation.cli import ArgumentParser, UserError, run_cli
+from separation.cli import ArgumentParser, run_cli
+from separation.errors import UserError
 
 FRAMEWORKS = ("keras", "torch")
 

@@ -53,7 +53,8 @@ import numpy as np
 
 from separation import metrics, runs
 from separation.audio import PARAMS_FILE
-from separation.cli import ArgumentParser, UserError, bounded
+from separation.cli import ArgumentParser, bounded
+from separation.errors import UserError
 from separation.files import atomic_output, atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: train.py there, the twin's script here

@@ -57,7 +57,8 @@ from pathlib import Path
 import numpy as np
 
 from separation.audio import AudioParams, DEFAULT_PARAMS
-from separation.cli import ArgumentParser, UserError, first_line, run_cli
+from separation.cli import ArgumentParser, first_line, run_cli
+from separation.errors import UserError
 from separation.files import atomic_output
 
 #: The Keras model pads as PyTorch's padding=2 / output_padding=1: the conversion is exact.

@@ -41,7 +41,8 @@ from pathlib import Path
 
 import train
 from separation import runs
-from separation.cli import UserError, run_cli
+from separation.cli import run_cli
+from separation.errors import UserError
 from separation.files import atomic_output
 
 CONFIG_FILE = "torch_config.json"

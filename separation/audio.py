@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from separation.cli import UserError, timed
+from separation.cli import timed
+from separation.errors import UserError
 from separation.files import atomic_output, atomic_write_text
 
 

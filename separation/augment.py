@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from separation.audio import model_bins, stft
-from separation.cli import UserError
+from separation.errors import UserError
 
 #: Per-source gain range of the gain augmentation (Open-Unmix's choice).
 GAIN_RANGE = (0.25, 1.25)

@@ -65,7 +65,7 @@ from separation.audio import (
     stream_mono,
     to_mono,
 )
-from separation.cli import UserError
+from separation.errors import UserError
 from separation.files import atomic_output, atomic_write_text
 
 CACHE_FORMAT = 2

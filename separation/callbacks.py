@@ -17,7 +17,8 @@ from pathlib import Path
 
 import keras
 
-from separation.cli import UserError, first_line
+from separation.cli import first_line
+from separation.errors import UserError
 from separation.files import atomic_output, atomic_write_text
 
 

@@ -1,6 +1,6 @@
 """What every script's command line shares: the one-line error, argparse bounds, progress, the quiet start.
 
-* :class:`UserError` is an error the user can fix (a bad path, a refused option); a script's
+* ``errors.UserError`` is an error the user can fix (a bad path, a refused option); a script's
   ``main`` raises it and :func:`run_cli` prints it as one line and exits with status 2.
   Library functions raise ``ValueError`` for values out of their range instead; the command
   lines check their options' bounds with argparse types (:func:`bounded`, :func:`checked`)
@@ -30,9 +30,8 @@ import tempfile
 import threading
 import time
 
-
-class UserError(Exception):
-    """An error the user can fix. Scripts print it as one line and exit with status 2."""
+from separation import files
+from separation.errors import UserError
 
 
 class Terminated(KeyboardInterrupt):
@@ -50,8 +49,6 @@ def run_cli(main, argv=None) -> int:
     are removed on the way out; file names that are not valid UTF-8 are printed with escapes.
     The folder locks that ``main`` took are released when it returns.
     """
-    from separation import files  # here: files imports UserError from this module
-
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")  # a file name that is not UTF-8 is printable

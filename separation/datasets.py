@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from separation.audio import AudioError, is_audio_file, load_audio, resample
-from separation.cli import UserError
+from separation.errors import UserError
 
 DATASETS = ("stems", "musdb", "musdb-hq", "mir1k", "instrumental")
 SOURCES = ("mixture", "vocals", "accompaniment")
@@ -135,7 +135,7 @@ def find_tracks(dataset: str, root, split: str | None = None, unit: str = "track
     """List the tracks of ``dataset`` under ``root`` (one ``split``, or all with None), sorted by name.
 
     ``unit`` matters for MIR-1K only (``"track"`` joins a song's clips, ``"clip"`` does not).
-    Raises :class:`cli.UserError` showing the expected layout when ``root`` does not match it,
+    Raises :class:`errors.UserError` showing the expected layout when ``root`` does not match it,
     and when the split holds no tracks.
     """
     if dataset not in DATASETS:

@@ -10,7 +10,7 @@ import functools
 import re
 from pathlib import Path
 
-from separation.cli import UserError
+from separation.errors import UserError
 
 
 def make_strategy(name: str):

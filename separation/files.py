@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from separation.cli import UserError
+from separation.errors import UserError
 
 
 def atomic_write_text(path, text: str) -> None:

@@ -48,7 +48,7 @@ import numpy as np
 
 from separation import audio
 from separation.audio import DEFAULT_PARAMS
-from separation.cli import UserError
+from separation.errors import UserError
 
 SOURCES = ("vocals", "accompaniment")
 #: Metrics of each family, in table order.

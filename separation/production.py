@@ -293,7 +293,7 @@ def make_devset(mir1k_root: Path, instrumental: Path, out: Path, seed: int = 0,
     """
     from separation import datasets
     from separation.audio import load_audio, resample
-    from separation.cli import UserError
+    from separation.errors import UserError
 
     songs = sorted(datasets.find_tracks("mir1k", mir1k_root, "test", unit="track"), key=lambda t: t.name)
     split = instrumental / "test" if (instrumental / "test").is_dir() else instrumental
@@ -363,7 +363,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    from separation.cli import UserError
+    from separation.errors import UserError
 
     for flag, path in (("--mir1k", args.mir1k), ("--instrumental", args.instrumental)):
         if not path.is_dir():

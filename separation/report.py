@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from separation import audio, cli, metrics
+from separation import audio, cli, errors, metrics
 from separation.audio import DEFAULT_PARAMS
 from separation.files import atomic_write_text
 
@@ -119,7 +119,7 @@ def track_section(track, method: str, rows: list[dict], estimates: Path | None, 
     head = f"<h3>{html.escape(name)}</h3><p>{html.escape(method)}: {html.escape(scores or mine.get('status', ''))}</p>"
     try:
         signals, span = excerpt_signals(track, method, estimates, stem_names)
-    except (audio.AudioError, cli.UserError) as err:
+    except (audio.AudioError, errors.UserError) as err:
         return f'<section class="track">{head}<p>No excerpt: {html.escape(cli.first_line(err))}</p></section>'
     rate = DEFAULT_PARAMS.sample_rate
     peak = float(np.abs(audio.stft(signals["mixture"][:, 0], hop_length=DEFAULT_PARAMS.n_fft // 4)).max())

@@ -15,7 +15,8 @@ import math
 from pathlib import Path
 
 from separation.audio import PARAMS_FILE, AudioParams
-from separation.cli import UserError, first_line
+from separation.cli import first_line
+from separation.errors import UserError
 from separation.files import atomic_output, atomic_write_text, lock_folder
 
 CONFIG_FILE = "config.json"

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from separation import audio
-from separation.cli import UserError
+from separation.errors import UserError
 from separation.files import disk_full, lock_folder, no_space, remove_partial, temp_prefix
 
 STEMS = ("vocals", "accompaniment")

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from separation.audio import istft, stft
-from separation.cli import UserError
+from separation.errors import UserError
 from separation.files import atomic_output, atomic_write_text
 
 #: Bumped whenever the generated audio changes, so an old folder is not mistaken for a new one.

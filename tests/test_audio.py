@@ -12,7 +12,7 @@ import soundfile as sf
 
 from separation import audio
 from separation.audio import AudioError, AudioParams
-from separation.cli import UserError
+from separation.errors import UserError
 
 SR = 8192
 

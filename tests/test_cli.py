@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from separation import cli
-from separation.cli import UserError
+from separation.errors import UserError
 
 
 def test_run_cli_turns_user_errors_into_one_line(capsys):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pytorch_twin import compare_frameworks, compare_training
-from separation.cli import UserError
+from separation.errors import UserError
 
 LABELS = [t.label for t in compare_training.TRAININGS]
 

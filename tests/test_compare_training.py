@@ -26,7 +26,7 @@ from pytorch_twin import train_torch  # noqa: E402
 import unet_model  # noqa: E402
 from separation import runs  # noqa: E402
 from separation.cache import prepare  # noqa: E402
-from separation.cli import UserError  # noqa: E402
+from separation.errors import UserError  # noqa: E402
 from test_train import TINY_PARAMS, write_stems  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

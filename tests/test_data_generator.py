@@ -19,7 +19,7 @@ import separation.cache as cache_module
 from separation import audio, augment, cli, datasets
 from separation.augment import Augmentation
 from separation.cache import PARTS, WAVES, Cache, export, prepare
-from separation.cli import UserError
+from separation.errors import UserError
 from test_datasets import write_stems
 
 P = audio.DEFAULT_PARAMS

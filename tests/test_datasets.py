@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from separation import audio, datasets
-from separation.cli import UserError
+from separation.errors import UserError
 
 
 def write_stems(folder: Path, sr: int = 8192, seconds: float = 2.0, channels: int = 1, freq: float = 440.0,

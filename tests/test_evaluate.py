@@ -8,7 +8,7 @@ import pytest
 
 from separation import audio, cli, baselines, datasets, metrics
 import evaluate
-from separation.cli import UserError
+from separation.errors import UserError
 
 SR = 8192
 

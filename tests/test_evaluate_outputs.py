@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from separation import audio, cli, metrics
+from separation import audio, cli, errors, metrics
 import evaluate
 import test_evaluate
 from test_evaluate import SR, references
@@ -125,19 +125,19 @@ def test_wrong_layout_message_shows_the_stems_that_stem_names_asks_for(stems, tm
     flat.mkdir()
     refs, _ = references(stems, "song_a")
     audio.save_audio(flat / "no_vocals.wav", refs["accompaniment"], SR)
-    with pytest.raises(cli.UserError, match=r"expected <estimates>/<track>/vocals.wav and "
+    with pytest.raises(errors.UserError, match=r"expected <estimates>/<track>/vocals.wav and "
                                             r"<estimates>/<track>/no_vocals.wav, e.g. .*song_a/vocals.wav"):
         evaluate_main(stems, flat, tmp_path / "o", "--stem-names", "demucs")
-    with pytest.raises(cli.UserError, match=r"expected <estimates>/<track>/vocals.wav and "
+    with pytest.raises(errors.UserError, match=r"expected <estimates>/<track>/vocals.wav and "
                                             r"<estimates>/<track>/bass\+drums\+other.wav"):
         evaluate_main(stems, flat, tmp_path / "o", "--stem-names", "open-unmix")
-    with pytest.raises(cli.UserError, match=r"no such estimates folder; expected <estimates>/<track>/no_vocals.wav$"):
+    with pytest.raises(errors.UserError, match=r"no such estimates folder; expected <estimates>/<track>/no_vocals.wav$"):
         evaluate_main(stems, tmp_path / "nowhere", tmp_path / "o", "--stem-names", "accompaniment=no_vocals")
     assert not (tmp_path / "o").exists()
 
 
 def test_stem_names_without_estimates_is_refused(stems, tmp_path):
-    with pytest.raises(cli.UserError, match="--stem-names names the files of --estimates"):
+    with pytest.raises(errors.UserError, match="--stem-names names the files of --estimates"):
         evaluate.main(["--references", str(stems / "test"), "--baselines", "mixture", "--stem-names", "demucs",
                        "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()

@@ -12,7 +12,7 @@ import pytest
 
 from separation import cli, files, runs, stems
 from separation.audio import DEFAULT_PARAMS
-from separation.cli import UserError
+from separation.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 

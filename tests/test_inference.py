@@ -18,7 +18,7 @@ import inference
 from separation.stems import STEMS, song_name
 import unet_model
 from separation.audio import AudioParams, DEFAULT_PARAMS
-from separation.cli import UserError
+from separation.errors import UserError
 
 TINY_FILTERS = (2, 4, 4, 4, 4, 4)
 

@@ -19,7 +19,7 @@ import data_generator as dg
 from separation import audio, datasets
 from separation.augment import Augmentation, AugmentationError, level_gain
 from separation.cache import CACHE_FORMAT, PARTS, Cache, magnitude_blocks, prepare
-from separation.cli import UserError
+from separation.errors import UserError
 from test_datasets import write_stems
 
 P = audio.DEFAULT_PARAMS

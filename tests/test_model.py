@@ -14,7 +14,7 @@ import pytest
 
 import unet_model
 from separation.audio import AudioParams, DEFAULT_PARAMS
-from separation.cli import UserError
+from separation.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_FILTERS = (4, 8, 8, 8, 8, 8)

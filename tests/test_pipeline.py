@@ -5,7 +5,7 @@ import csv
 import pytest
 
 import pipeline
-from separation.cli import UserError
+from separation.errors import UserError
 from conftest import TINY_PIPELINE
 
 

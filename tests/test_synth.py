@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 
 from separation import synth
-from separation.cli import UserError
+from separation.errors import UserError
 
 SR = 44100
 SECONDS = 6.0

@@ -16,7 +16,7 @@ from pytorch_twin import convert_weights  # noqa: E402
 import unet_model  # noqa: E402
 from pytorch_twin import unet_torch  # noqa: E402
 from separation.audio import AudioParams, save_audio  # noqa: E402
-from separation.cli import UserError  # noqa: E402
+from separation.errors import UserError  # noqa: E402
 
 TINY_FILTERS = (4, 8, 8, 8, 8, 8)
 TINY_SHAPE = (64, 64, 1)  # depth 6 needs both axes divisible by 2**6

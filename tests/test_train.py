@@ -24,7 +24,7 @@ from separation import distributed, runs
 from separation.audio import AudioParams, save_audio
 from separation.augment import Augmentation
 from separation.cache import Cache, prepare
-from separation.cli import UserError
+from separation.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 SR = 8192
