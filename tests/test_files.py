@@ -80,14 +80,15 @@ def test_a_full_disk_is_judged_without_edquot(monkeypatch, tmp_path):
 def test_a_folder_is_locked_against_other_processes(tmp_path, no_locks_left, locked_elsewhere):
     out = tmp_path / "out"
     out.mkdir()
+    before = files.held_locks()  # other tests' folders, locked in this process
     with locked_elsewhere(out) as holder:
         with pytest.raises(UserError, match=f"in use by another process \\(pid {holder.pid}\\); choose"):
             files.lock_folder(out, "choose another")
     files.lock_folder(out)
     files.lock_folder(out)  # again in this process: a no-op
-    assert len(files.held_locks()) == 1
-    files.release_locks()
-    assert files.held_locks() == set()
+    assert len(files.held_locks() - before) == 1
+    files.release_locks(keep=before)
+    assert files.held_locks() == before
 
 
 def test_without_fcntl_folders_go_unlocked_and_the_scripts_still_write(monkeypatch, tmp_path, no_locks_left):
@@ -103,9 +104,10 @@ def test_without_fcntl_folders_go_unlocked_and_the_scripts_still_write(monkeypat
 def test_without_o_directory_folders_are_still_locked(monkeypatch, tmp_path, no_locks_left):
     """A platform with fcntl but without os.O_DIRECTORY opens the folder read-only instead."""
     monkeypatch.delattr(os, "O_DIRECTORY", raising=False)
+    before = files.held_locks()
     assert separate_into(tmp_path / "out").is_file()
     prepare_run(tmp_path / "run")
-    assert len(files.held_locks()) == 2
+    assert len(files.held_locks() - before) == 2
 
 
 def test_a_folder_that_cannot_be_opened_goes_unlocked(monkeypatch, tmp_path, no_locks_left):

@@ -139,7 +139,7 @@ def test_an_edited_network_falls_back_to_the_readable_model_with_a_warning(monke
     import keras
 
     original = keras.layers.ReLU
-    monkeypatch.setattr(keras.layers, "ReLU", lambda name: keras.layers.Activation("tanh", name=name))
+    monkeypatch.setattr(keras.layers, "ReLU", lambda name, **kwargs: keras.layers.Activation("tanh", name=name, **kwargs))
     edited = randomized(unet_model.build_unet((64, 64, 1), (4, 8, 8, 8, 8, 8)), seed=14)
     monkeypatch.setattr(keras.layers, "ReLU", original)
     x = patches(2, (64, 64, 1), seed=15)

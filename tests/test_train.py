@@ -403,7 +403,7 @@ def test_every_config_field_but_the_track_lists_is_an_option():
     """One declaration per setting: the parser is made from TrainConfig's fields."""
     options = {a.dest for a in train.get_parser()._actions} - {"help", "run_dir"}
     fields = {f.name for f in dataclasses.fields(train.TrainConfig)}
-    assert options == fields - {"train_tracks", "validation_tracks"}
+    assert options == fields - {"train_tracks", "validation_tracks", "precision_used"}
     args = train.get_parser().parse_args(["--cache", "c", "--run-dir", "r", "--filters", "8,16", "--remix"])
     config = train.TrainConfig.from_args(args)
     assert config.filters == (8, 16) and config.remix and config.epochs == 100 and Path(config.cache).is_absolute()
