@@ -93,7 +93,9 @@ class PatchSampler:
     here: :func:`~separation.augment.mix_waveforms` when the augmentation works on waveforms, else
     :func:`~separation.augment.mix_magnitudes` (which, without augmentation, reads the cached
     mixture and vocals). With a mixing setting the vocals come only from tracks whose vocals are
-    not silent, and the accompaniment from ``augmentation.accompaniment_tracks`` (default: all).
+    not silent (drawn uniformly, or, with ``augmentation.voice_share``, from ``voice_tracks`` with
+    that probability and from the others otherwise), and the accompaniment from
+    ``augmentation.accompaniment_tracks`` (default: all).
     """
 
     def __init__(self, cache, tracks=None, *, batch_size: int = 64, mode: str = "train",
@@ -127,6 +129,7 @@ class PatchSampler:
         if augmentation.mixing and not len(self._vocal_tracks):
             raise UserError(f"{self.cache.path}: none of the training tracks has vocals to mix "
                             "(all are silent, e.g. instrumental); add tracks with vocals")
+        self._voice_groups = self._voices(augmentation)
         mix = mix_waveforms if augmentation.waveform else mix_magnitudes
         self._mix = functools.partial(mix, self.tracks, augmentation, self._accompaniment(augmentation))
         self.epoch = 0
@@ -149,6 +152,21 @@ class PatchSampler:
             raise ValueError(f"accompaniment_tracks must be some of the training tracks; not among them: "
                              f"{', '.join(missing) or '(none given)'}")
         return np.array([position[n] for n in names])
+
+    def _voices(self, augmentation: Augmentation) -> tuple[np.ndarray, np.ndarray] | None:
+        """``voice_tracks``' vocal tracks and the other vocal tracks (positions), or None (no ``voice_share``)."""
+        if augmentation.voice_tracks is None:
+            return None
+        chosen = set(augmentation.voice_tracks)
+        inside = np.array([i for i in self._vocal_tracks if self.tracks.entries[i]["name"] in chosen], dtype=np.int64)
+        outside = np.setdiff1d(self._vocal_tracks, inside)
+        if not len(inside) and augmentation.voice_share > 0:
+            raise UserError(f"{self.cache.path}: none of the chosen voice tracks ({', '.join(sorted(chosen)[:3])}...) "
+                            "is a training track with vocals")
+        if not len(outside) and augmentation.voice_share < 1:
+            raise UserError(f"{self.cache.path}: every training track with vocals is one of the chosen voice tracks, "
+                            "so a voice share below 1 has no other voices to draw")
+        return inside, outside
 
     def _validation_patches(self, steps: int | None) -> np.ndarray:
         """``(n, 2)`` array of (track index, offset): a hop of VALIDATION_HOP frames plus the last patch."""
@@ -184,7 +202,15 @@ class PatchSampler:
             rows = self._patches[index * self.batch_size:(index + 1) * self.batch_size]
             return {"track": rows[:, 0], "offset": rows[:, 1]}
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        if self.augmentation.mixing:  # vocals only from tracks that have them
+        if self._voice_groups is not None:  # voice_share: from the chosen tracks with that probability
+            inside, outside = self._voice_groups
+            chosen = rng.random(self.batch_size) < self.augmentation.voice_share
+
+            def pick(group):  # an empty group is never chosen (its share is 0 or 1)
+                return group[rng.integers(len(group), size=self.batch_size)] if len(group) else np.zeros(self.batch_size, np.int64)
+
+            track = np.where(chosen, pick(inside), pick(outside))
+        elif self.augmentation.mixing:  # vocals only from tracks that have them
             track = self._vocal_tracks[rng.integers(len(self._vocal_tracks), size=self.batch_size)]
         else:
             track = rng.integers(len(self.tracks), size=self.batch_size)

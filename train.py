@@ -59,6 +59,7 @@ import dataclasses
 import functools
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -106,6 +107,18 @@ def effect_names(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(f"{text!r}: unknown effect(s) {', '.join(unknown) or '(none given)'}; "
                                          f"choose from {', '.join(known)} or 'all'")
     return names
+
+
+def dataset_share(text: str) -> tuple[str, float]:
+    """``--voice-share``: ``DATASET=P``, a dataset name and a probability in [0, 1]."""
+    dataset, sep, share = text.partition("=")
+    try:
+        value = float(share)
+    except ValueError:
+        value = math.nan
+    if not sep or not dataset.strip() or not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give DATASET=P with P in [0, 1], e.g. stems=0.75")
+    return dataset.strip(), value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +178,13 @@ class TrainConfig:
     accompaniment_from: str | None = option(
         None, "mixing mode: draw the accompaniment only from the training tracks of this dataset (e.g. "
         "instrumental; default: from all training tracks)", metavar="DATASET")
+    voice_share: tuple[str, float] | None = option(
+        None, "mixing mode: draw each patch's vocals from this dataset's training tracks with probability P, from the "
+        "other datasets' otherwise (e.g. stems=0.75 to weigh up a dataset with few voices; default: every track with "
+        "vocals alike)", type=dataset_share, metavar="DATASET=P")
+    vocal_fx_on: str | None = option(
+        None, "apply --vocal-fx only to the vocals of this dataset's training tracks (e.g. mir1k, whose voices are "
+        "dry; default: to all)", metavar="DATASET")
     short_tracks: str = option(
         SHORT_TRACKS[0], "where a track shorter than a patch lies in its patch: pad (at the start, zeros after), "
         "place (at a random offset, zeros around), fill (mixing from waveforms: placed, and a short accompaniment "
@@ -439,29 +459,38 @@ AUGMENTATION_OPTIONS = {
     "remix": "--remix", "gain": "--gain", "pitch": "--pitch", "tempo": "--tempo", "input_dropout": "--input-dropout",
     "instrumental_share": "--instrumental-share", "vocal_level": "--vocal-level", "effects": "--vocal-fx",
     "accompaniment_tracks": "--accompaniment-from", "short_tracks": "--short-tracks",
+    "voice_tracks": "--voice-share", "voice_share": "--voice-share", "effects_tracks": "--vocal-fx-on",
 }
 
 
 def make_augmentation(config: TrainConfig, cache, train_tracks: list[str]) -> Augmentation:
     """The run's augmentation settings, checked once (separation.augment.Augmentation; their bounds
     were checked by argparse): options that contradict each other are a UserError that names them,
-    and ``--accompaniment-from`` becomes the names of that dataset's training tracks."""
+    and ``--accompaniment-from``, ``--voice-share`` and ``--vocal-fx-on`` become the names of their
+    dataset's training tracks."""
     try:
         augmentation = config.augmentation()
     except AugmentationError as err:
         raise UserError(err.worded(AUGMENTATION_OPTIONS)) from None
-    accompaniment = _accompaniment_tracks(cache, train_tracks, config.accompaniment_from)
-    return dataclasses.replace(augmentation, accompaniment_tracks=accompaniment)
+    voice_dataset, voice_share = config.voice_share or (None, None)
+    try:
+        return dataclasses.replace(
+            augmentation,
+            accompaniment_tracks=_dataset_tracks(cache, train_tracks, config.accompaniment_from, "--accompaniment-from"),
+            voice_tracks=_dataset_tracks(cache, train_tracks, voice_dataset, "--voice-share"), voice_share=voice_share,
+            effects_tracks=_dataset_tracks(cache, train_tracks, config.vocal_fx_on, "--vocal-fx-on"))
+    except AugmentationError as err:
+        raise UserError(err.worded(AUGMENTATION_OPTIONS)) from None
 
 
-def _accompaniment_tracks(cache, train_tracks: list[str], dataset: str | None) -> list[str] | None:
-    """``--accompaniment-from``: the training tracks of that dataset (None: all of them)."""
+def _dataset_tracks(cache, train_tracks: list[str], dataset: str | None, option: str) -> list[str] | None:
+    """The training tracks of ``dataset`` (None for None), for ``option`` (``--accompaniment-from``...)."""
     if dataset is None:
         return None
     tracks = [n for n in train_tracks if cache.track(n)["dataset"] == dataset]
     if not tracks:
         datasets = sorted({cache.track(n)["dataset"] for n in train_tracks})
-        raise UserError(f"--accompaniment-from {dataset}: no training track of that dataset "
+        raise UserError(f"{option} {dataset}: no training track of that dataset "
                         f"(the training tracks are {', '.join(datasets)}); prepare it into the cache or choose another")
     return tracks
 

@@ -100,7 +100,13 @@ class Augmentation:
       Replaces ``gain``.
     - ``effects``: names from ``production.EFFECTS`` (reverb, compressor, ...) applied to each
       patch's vocal waveform by ``production.produce``; the target is the processed vocals.
+      ``effects_tracks``: only the vocals of these training tracks are processed (None: all), e.g.
+      the dry voices of one dataset and not the already produced ones of another.
     - ``accompaniment_tracks``: names of training tracks to draw the accompaniment from (None: all).
+    - ``voice_tracks`` and ``voice_share``: each patch's vocals come from one of ``voice_tracks``
+      (names of training tracks) with probability ``voice_share``, else from the other tracks that
+      have vocals: a dataset with few voices can be weighed up (or down) against the others. Both
+      or neither (None: the vocal tracks drawn uniformly).
 
     Short tracks (``short_tracks``, one of :data:`SHORT_TRACKS`), for a track shorter than a patch:
 
@@ -125,6 +131,9 @@ class Augmentation:
     vocal_level: tuple[float, float] | None = None
     effects: tuple[str, ...] = ()
     accompaniment_tracks: tuple[str, ...] | None = None
+    voice_tracks: tuple[str, ...] | None = None
+    voice_share: float | None = None
+    effects_tracks: tuple[str, ...] | None = None
     short_tracks: str = SHORT_TRACKS[0]
 
     def __post_init__(self):
@@ -140,8 +149,11 @@ class Augmentation:
         if self.vocal_level is not None:
             normalise("vocal_level", tuple(float(v) for v in self.vocal_level))
         normalise("effects", tuple(self.effects or ()))
-        if self.accompaniment_tracks is not None:
-            normalise("accompaniment_tracks", tuple(self.accompaniment_tracks))
+        for field in ("accompaniment_tracks", "voice_tracks", "effects_tracks"):
+            if getattr(self, field) is not None:
+                normalise(field, tuple(getattr(self, field)))
+        if self.voice_share is not None:
+            normalise("voice_share", float(self.voice_share))
         self._check()
 
     def _check(self) -> None:
@@ -156,6 +168,12 @@ class Augmentation:
         share = self.instrumental_share
         if share is not None and not 0.0 <= share <= 1.0:
             raise AugmentationError(f"{{instrumental_share}} must be in [0, 1], got {share}")
+        if (self.voice_tracks is None) != (self.voice_share is None):
+            raise AugmentationError("{voice_tracks} and {voice_share} go together: give both or neither")
+        if self.voice_share is not None and not 0.0 <= self.voice_share <= 1.0:
+            raise AugmentationError(f"{{voice_share}} must be in [0, 1], got {self.voice_share}")
+        if self.effects_tracks is not None and not self.effects:
+            raise AugmentationError("{effects_tracks} chooses whose vocals {effects} processes; give {effects} too")
         if self.vocal_level is not None:
             if len(self.vocal_level) != 2 or not all(math.isfinite(v) for v in self.vocal_level):
                 raise AugmentationError(f"{{vocal_level}} must be two finite levels (low, high) in dB, "
@@ -184,7 +202,7 @@ class Augmentation:
     def mixing(self) -> bool:
         """Whether a mixing setting is on (vocals only from tracks that have them)."""
         return (self.instrumental_share is not None or self.vocal_level is not None or bool(self.effects)
-                or self.accompaniment_tracks is not None)
+                or self.accompaniment_tracks is not None or self.voice_tracks is not None)
 
     @property
     def waveform(self) -> bool:
@@ -279,7 +297,7 @@ def mixed_waveforms(tracks, augmentation: Augmentation, accompaniment: np.ndarra
     track inside the segment) and the accompaniment's from a random track of ``accompaniment`` at
     a random sample offset (:func:`draw_starts`; zero outside a track, or with ``fill`` continued
     to the segment's end by :func:`fill_accompaniment`), processes the vocals (``effects``, which
-    see the segment alone), sets their level (``vocal_level``, over the samples inside the
+    see the segment alone; only those of ``effects_tracks`` where given), sets their level (``vocal_level``, over the samples inside the
     tracks; or ``gain``) and adds them. The draws, in order: the silent patches, the
     accompaniment's tracks and offsets, the levels (or gains), then for each patch the pieces that
     fill its accompaniment and its effects.
@@ -305,7 +323,7 @@ def mixed_waveforms(tracks, augmentation: Augmentation, accompaniment: np.ndarra
         vocals = np.zeros(length, dtype=np.float32)
         if not silent[b]:
             vocals, voiced = tracks.segment(track[b], "vocals", offset[b] * p.hop_length, length)
-            if a.effects:
+            if a.effects and (a.effects_tracks is None or tracks.entries[track[b]]["name"] in a.effects_tracks):
                 from separation import production
 
                 vocals = production.produce(vocals, p.sample_rate, rng, a.effects)

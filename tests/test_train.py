@@ -363,8 +363,9 @@ def test_pitch_and_tempo_reach_the_config_and_the_training_generator(cache, tmp_
         train.main(tiny_args(cache, run, 1, 1, "--pitch", "1", "--tempo", "0.25", "--remix"))
 
 
-#: Settings added by issue 18 (off: None), absent from the config.json of older runs.
-MIXING_KEYS = ("instrumental_share", "vocal_level", "vocal_fx", "accompaniment_from", "init_from")
+#: Settings added by issues 18 and 25 (off: None), absent from the config.json of older runs.
+MIXING_KEYS = ("instrumental_share", "vocal_level", "vocal_fx", "accompaniment_from", "init_from", "voice_share",
+               "vocal_fx_on")
 #: A config.json as train.py wrote it before the settings became a dataclass and before
 #: --pitch/--tempo existed (a run of the shipped model's kind).
 OLD_CONFIG = {
@@ -614,7 +615,8 @@ def test_a_run_made_before_the_restructure_with_the_mixing_options_resumes(tmp_p
     assert json.loads((run / "config.json").read_text()) == MIXING_CONFIG
     assert runs.prepare_run_dir(run, config, TINY_PARAMS) is None
     assert json.loads((run / "config.json").read_text()) == dict(MIXING_CONFIG, short_tracks="pad", precision="float32",
-                                                                         precision_used="float32")
+                                                                         precision_used="float32", voice_share=None,
+                                                                         vocal_fx_on=None)
 
     # a run made before the mixing options existed had them off
     (run / "config.json").write_text(json.dumps(OLD_CONFIG))
