@@ -207,7 +207,9 @@ class PatchSampler:
             chosen = rng.random(self.batch_size) < self.augmentation.voice_share
 
             def pick(group):  # an empty group is never chosen (its share is 0 or 1)
-                return group[rng.integers(len(group), size=self.batch_size)] if len(group) else np.zeros(self.batch_size, np.int64)
+                if not len(group):
+                    return np.zeros(self.batch_size, np.int64)
+                return group[rng.integers(len(group), size=self.batch_size)]
 
             track = np.where(chosen, pick(inside), pick(outside))
         elif self.augmentation.mixing:  # vocals only from tracks that have them

@@ -297,8 +297,8 @@ def mixed_waveforms(tracks, augmentation: Augmentation, accompaniment: np.ndarra
     track inside the segment) and the accompaniment's from a random track of ``accompaniment`` at
     a random sample offset (:func:`draw_starts`; zero outside a track, or with ``fill`` continued
     to the segment's end by :func:`fill_accompaniment`), processes the vocals (``effects``, which
-    see the segment alone; only those of ``effects_tracks`` where given), sets their level (``vocal_level``, over the samples inside the
-    tracks; or ``gain``) and adds them. The draws, in order: the silent patches, the
+    see the segment alone; only those of ``effects_tracks`` where given), sets their level
+    (``vocal_level``, over the samples inside the tracks; or ``gain``) and adds them. The draws, in order: the silent patches, the
     accompaniment's tracks and offsets, the levels (or gains), then for each patch the pieces that
     fill its accompaniment and its effects.
     """
