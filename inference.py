@@ -1,6 +1,6 @@
 """Separate songs into vocals and accompaniment with a trained U-Net: any length, any rate.
 
-    python inference.py SONG [SONG|FOLDER ...] [-o separated/] [--model PATH] [--wiener]
+    python inference.py SONG [SONG|FOLDER ...] [-o separated/] [--model PATH] [--wiener] [--no-refine]
 
 writes ``separated/<song>/vocals.wav`` and ``separated/<song>/accompaniment.wav`` at the song's
 own sample rate, channel count and length. ``--stems``, ``--filename``, ``--format``, ``--bits``
@@ -33,9 +33,14 @@ How a song is separated
    gets the mask exactly as in training (``audio.apply_mask``).
 4. Optionally (``--wiener``), a multichannel Wiener filter refines the masked estimates, as
    Open-Unmix does (:func:`wiener_vocals`); off by default (docs/design.md).
+5. A second, finer mask (:func:`refine_vocals`, ``--refine``, on by default): the vocals are
+   re-read on a 4096-point STFT (at 44.1 kHz) with 75 % overlap, and each cell of the mixture
+   takes their share of its magnitude, at most all of it. The first mask's STFT has only 25 %
+   overlap, like the model's, and its inverse spreads the mask's effect at the frames' edges;
+   the second reading repairs most of that (docs/design.md, "The second, finer mask").
 
-Long songs take bounded memory: the model runs on ``batch_size`` patches at a time, and step 2
-on chunks of frames (``audio.masked_istft``), with the same result as in one piece.
+Long songs take bounded memory: the model runs on ``batch_size`` patches at a time, and steps 2
+and 5 on chunks of frames (``audio.masked_istft``), with the same result as in one piece.
 """
 
 from __future__ import annotations
@@ -244,8 +249,9 @@ def wiener_vocals(spec: np.ndarray, mask: np.ndarray, *, iterations: int = 1, bl
 
 
 #: The refinement's window (:func:`refine_grid`), in samples at :data:`REFINE_RATE`: 4096 at
-#: 44.1 kHz, 93 ms, Open-Unmix's STFT. None turns the refinement off.
-DEFAULT_REFINE = None
+#: 44.1 kHz, 93 ms, Open-Unmix's STFT (2048 and 8192 do as well: benchmarks/RESULTS.md,
+#: "Inference refinements"). None turns the refinement off.
+DEFAULT_REFINE = 4096
 #: The rate at which a refinement window is counted in samples; at another rate it lasts as long.
 REFINE_RATE = 44100
 #: The refinement's hop, as a fraction of its window: 75 % overlap, as Open-Unmix's 4096/1024.
@@ -279,11 +285,11 @@ def refine_vocals(mixture: np.ndarray, vocals: np.ndarray, n_fft: int, hop: int,
 
     On an STFT of ``n_fft`` points and ``hop`` (:func:`refine_grid`), each channel's vocals
     ``V`` and mixture ``X`` give :func:`ratio_mask` ``min(|V| / |X|, 1)``, which multiplies the
-    mixture's STFT (its phase kept); the inverse STFT is the refined vocals. It re-reads the
-    first estimate on a denser grid and refuses it any cell louder than the mixture's, where
-    the first mask's coarse STFT (25 % overlap) spread the vocals beyond where the mixture has
-    them (docs/design.md, "The second, finer mask"). Chunked as the first mask
-    (``audio.masked_istft``), with the same result as in one piece.
+    mixture's STFT (its phase kept); the inverse STFT is the refined vocals. Re-reading the
+    first estimate on a denser grid with the mixture's phase, and refusing it any cell louder
+    than the mixture's, is a step towards a consistent estimate: it repairs most of what the
+    first mask's 25 %-overlap STFT amplified at its frames' edges (docs/design.md, "The second,
+    finer mask"). Chunked as the first mask (``audio.masked_istft``), the same result as in one piece.
     """
     def apply(spec, _, vocals_spec):
         return spec * ratio_mask(vocals_spec, spec)

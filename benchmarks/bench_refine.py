@@ -2,6 +2,7 @@
 
     python benchmarks/bench_refine.py probe [--musdb7 ../shared/data/musdb18-7] [--model PATH] [--tracks N]
     python benchmarks/bench_refine.py compare none=results/yardstick/none refine=results/yardstick/refine ...
+    python benchmarks/bench_refine.py speed [--windows 0 2048 4096 8192] [--rounds 3]
 
 ``probe`` separates the 45 ``test`` songs of MUSDB18's 7-second previews once (the shipped
 model's mask, float32) and applies variants of the refinement to each song's first vocals
@@ -15,6 +16,9 @@ vocals' energy it removes, and how much the vocals' error energy changes there.
 ``compare`` reads yardstick work folders (``benchmarks/yardstick.py --work``, their
 ``musdb7-v4/per_track.csv``) and prints the table of RESULTS.md: each variant's median and mean
 v4 vocal SDR over tracks, and its per-track paired difference against the first folder.
+
+``speed`` times ``Separator.separate`` (the shipped model, float32) on 3 minutes of 44.1 kHz
+stereo noise with each refinement window (0: none), the best of ``--rounds``.
 """
 
 from __future__ import annotations
@@ -167,6 +171,28 @@ def compare(args) -> int:
     return 0
 
 
+def speed(args) -> int:
+    import time
+
+    import inference
+
+    x = (0.1 * np.random.default_rng(0).standard_normal((180 * 44100, 2))).astype(np.float32)
+    rows = []
+    for window in args.windows:
+        separator = inference.Separator(None, precision="float32", refine=window or None)
+        separator.separate(x[:44100], 44100)  # warm-up: the model's first call
+        times = []
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            separator.separate(x, 44100)
+            times.append(time.perf_counter() - start)
+        rows.append([f"refine {window}" if window else "none", min(times)])
+    print_table("Seconds per 3-minute 44.1 kHz stereo song, Separator.separate (float32)",
+                f"{cpu_summary()}, load average {load_average():.1f}; best of {args.rounds}",
+                ["variant", "seconds"], rows, digits=2)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -176,8 +202,11 @@ def main(argv=None) -> int:
     p.add_argument("--tracks", type=cli.bounded(int, 1), default=None, help="the first N test songs (default: all)")
     c = commands.add_parser("compare", help="paired table of yardstick work folders")
     c.add_argument("folders", nargs="+", metavar="[LABEL=]FOLDER", help="the first is the reference")
+    t = commands.add_parser("speed", help="seconds per 3-minute song")
+    t.add_argument("--windows", type=int, nargs="+", default=[0, 2048, 4096, 8192], help="0: no refinement")
+    t.add_argument("--rounds", type=cli.bounded(int, 1), default=3)
     args = parser.parse_args(argv)
-    return probe(args) if args.command == "probe" else compare(args)
+    return {"probe": probe, "compare": compare, "speed": speed}[args.command](args)
 
 
 if __name__ == "__main__":

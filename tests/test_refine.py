@@ -82,7 +82,7 @@ def test_refine_grid_keeps_the_windows_duration_at_every_rate():
 def test_separator_refines_keeps_shape_and_sums_to_the_mixture(sr, channels):
     x = noise(3.0, sr, channels)
     by_patch = lambda patches: np.clip(patches, 0, 1)  # noqa: E731  (a mask that varies with the song)
-    plain = inference.Separator(by_patch).separate(x, sr)
+    plain = inference.Separator(by_patch, refine=None).separate(x, sr)
     refined = inference.Separator(by_patch, refine=4096, chunk_frames=50).separate(x, sr)
     for stem in refined.values():
         assert stem.shape == x.shape and stem.dtype == np.float32 and np.isfinite(stem).all()
@@ -153,3 +153,10 @@ def test_cli_refine_and_no_refine_separate_a_file(tmp_path, tiny_model_dir, caps
         assert sr == 22050 and vocals[name].shape == x.shape
         np.testing.assert_allclose(vocals[name] + accompaniment, x, atol=1e-3)  # 16-bit files
     assert not np.allclose(vocals["on"], vocals["off"], atol=1e-3)
+
+
+def test_the_refinement_is_on_by_default_and_no_refine_turns_it_off():
+    parser = inference.get_parser()
+    assert parser.parse_args(["s.wav"]).refine == inference.DEFAULT_REFINE == 4096
+    assert parser.parse_args(["s.wav", "--no-refine"]).refine is None
+    assert inference.Separator(constant_mask(0.5)).refine == 4096
