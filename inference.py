@@ -1,6 +1,6 @@
 """Separate songs into vocals and accompaniment with a trained U-Net: any length, any rate.
 
-    python inference.py SONG [SONG|FOLDER ...] [-o separated/] [--model PATH] [--wiener]
+    python inference.py SONG [SONG|FOLDER ...] [-o separated/] [--model PATH] [--wiener] [--no-refine]
 
 writes ``separated/<song>/vocals.wav`` and ``separated/<song>/accompaniment.wav`` at the song's
 own sample rate, channel count and length. ``--stems``, ``--filename``, ``--format``, ``--bits``
@@ -33,9 +33,14 @@ How a song is separated
    gets the mask exactly as in training (``audio.apply_mask``).
 4. Optionally (``--wiener``), a multichannel Wiener filter refines the masked estimates, as
    Open-Unmix does (:func:`wiener_vocals`); off by default (docs/design.md).
+5. A second, finer mask (:func:`refine_vocals`, ``--refine``, on by default): the vocals are
+   re-read on a 4096-point STFT (at 44.1 kHz) with 75 % overlap, and each cell of the mixture
+   takes their share of its magnitude, at most all of it. The first mask's STFT has only 25 %
+   overlap, like the model's, and its inverse spreads the mask's effect at the frames' edges;
+   the second reading repairs most of that (docs/design.md, "The second, finer mask").
 
-Long songs take bounded memory: the model runs on ``batch_size`` patches at a time, and step 2
-on chunks of frames (``audio.masked_istft``), with the same result as in one piece.
+Long songs take bounded memory: the model runs on ``batch_size`` patches at a time, and steps 2
+and 5 on chunks of frames (``audio.masked_istft``), with the same result as in one piece.
 """
 
 from __future__ import annotations
@@ -239,6 +244,61 @@ def wiener_vocals(spec: np.ndarray, mask: np.ndarray, *, iterations: int = 1, bl
 
 
 # --------------------------------------------------------------------------------------------
+# The second, finer mask
+# --------------------------------------------------------------------------------------------
+
+
+#: The refinement's window (:func:`refine_grid`), in samples at :data:`REFINE_RATE`: 4096 at
+#: 44.1 kHz, 93 ms, Open-Unmix's STFT (2048 and 8192 do as well: benchmarks/RESULTS.md,
+#: "Inference refinements"). None turns the refinement off.
+DEFAULT_REFINE = 4096
+#: The rate at which a refinement window is counted in samples; at another rate it lasts as long.
+REFINE_RATE = 44100
+#: The refinement's hop, as a fraction of its window: 75 % overlap, as Open-Unmix's 4096/1024.
+REFINE_HOP = 0.25
+#: The refinement windows accepted (samples at :data:`REFINE_RATE`): 0.4 ms to 1.5 s.
+MIN_REFINE, MAX_REFINE = 16, 65536
+
+
+def refine_grid(sr: int, window: int) -> tuple[int, int]:
+    """``(n_fft, hop)`` of the refinement's STFT at rate ``sr``: ``window`` samples at
+    :data:`REFINE_RATE` scaled to ``sr`` (the same duration), rounded up to an even length with
+    small prime factors (a fast FFT, as :func:`frame_grid`), and :data:`REFINE_HOP` of it."""
+    import scipy.fft
+
+    n_fft = scipy.fft.next_fast_len(max(4, math.ceil(window * sr / REFINE_RATE)))
+    while n_fft % 2:
+        n_fft = scipy.fft.next_fast_len(n_fft + 1)
+    return n_fft, max(1, round(n_fft * REFINE_HOP))
+
+
+def ratio_mask(estimate: np.ndarray, mixture: np.ndarray) -> np.ndarray:
+    """``min(|estimate| / |mixture|, 1)`` of two complex STFTs of one shape, cell by cell (0 where
+    the mixture is 0): the share of the mixture's magnitude an estimate takes, never above all of it."""
+    magnitude = np.abs(mixture)
+    return np.minimum(np.abs(estimate), magnitude) / np.maximum(magnitude, np.finfo(np.float32).tiny)
+
+
+def refine_vocals(mixture: np.ndarray, vocals: np.ndarray, n_fft: int, hop: int, *,
+                  chunk_frames: int = audio.CHUNK_FRAMES, progress=None, timings: dict | None = None) -> np.ndarray:
+    """The vocals ``(samples, channels)`` re-masked on a finer STFT: a second mask, from the first estimate.
+
+    On an STFT of ``n_fft`` points and ``hop`` (:func:`refine_grid`), each channel's vocals
+    ``V`` and mixture ``X`` give :func:`ratio_mask` ``min(|V| / |X|, 1)``, which multiplies the
+    mixture's STFT (its phase kept); the inverse STFT is the refined vocals. Re-reading the
+    first estimate on a denser grid with the mixture's phase, and refusing it any cell louder
+    than the mixture's, is a step towards a consistent estimate: it repairs most of what the
+    first mask's 25 %-overlap STFT amplified at its frames' edges (docs/design.md, "The second,
+    finer mask"). Chunked as the first mask (``audio.masked_istft``), the same result as in one piece.
+    """
+    def apply(spec, _, vocals_spec):
+        return spec * ratio_mask(vocals_spec, spec)
+
+    return audio.masked_istft(mixture, None, n_fft, hop, chunk_frames=chunk_frames, apply=apply, guide=vocals,
+                              progress=progress, timings=timings)
+
+
+# --------------------------------------------------------------------------------------------
 # Separation
 # --------------------------------------------------------------------------------------------
 
@@ -257,12 +317,14 @@ class Separator:
     ``precision`` (``"float32"``, ``"bfloat16"`` or ``"auto"``): a U-Net runs as
     ``unet_fast.fastest_mask_model`` chooses, the same mask, faster. ``post_filter="wiener"``
     refines the masked stems with a multichannel Wiener filter of ``wiener_iterations`` EM rounds
-    (:func:`wiener_vocals`). Values out of range raise ``ValueError``.
+    (:func:`wiener_vocals`). ``refine``, a window in samples at 44.1 kHz (:func:`refine_grid`),
+    re-masks the vocals on that finer STFT (:func:`refine_vocals`), after the Wiener filter if
+    both are on; None leaves them as masked. Values out of range raise ``ValueError``.
     """
 
     def __init__(self, model=None, params: AudioParams | None = None, *, overlap: float = DEFAULT_OVERLAP,
                  batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "float32", chunk_frames: int = audio.CHUNK_FRAMES,
-                 post_filter: str | None = None, wiener_iterations: int = 1):
+                 post_filter: str | None = None, wiener_iterations: int = 1, refine: int | None = DEFAULT_REFINE):
         if not 0 <= overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
         if batch_size < 1 or chunk_frames < 1:
@@ -273,6 +335,8 @@ class Separator:
             raise ValueError(f"post_filter must be None or 'wiener', got {post_filter!r}")
         if int(wiener_iterations) != wiener_iterations or wiener_iterations < 1:
             raise ValueError(f"wiener_iterations must be an integer of at least 1, got {wiener_iterations}")
+        if refine is not None and (int(refine) != refine or not MIN_REFINE <= refine <= MAX_REFINE):
+            raise ValueError(f"refine must be None or a window of {MIN_REFINE} to {MAX_REFINE} samples, got {refine}")
         if model is None or isinstance(model, (str, os.PathLike)):
             import unet_model
 
@@ -284,6 +348,7 @@ class Separator:
         self.params = params or DEFAULT_PARAMS
         self.overlap, self.batch_size, self.chunk_frames = overlap, int(batch_size), int(chunk_frames)
         self.post_filter, self.wiener_iterations = post_filter, int(wiener_iterations)
+        self.refine = None if refine is None else int(refine)
         from separation import unet_fast
 
         self.predict, self.precision = unet_fast.mask_predictor(model, self.params, precision)
@@ -319,12 +384,15 @@ class Separator:
             mono = np.pad(mono, (0, max(0, params.n_fft - len(mono))))
         with timed(timings, "model_stft"):
             mix_mag = audio.magnitude(mono, params)  # (n_bins, frames) at the model's rate
-        n_fft, hop = self.stft_grid(sr)
+        grids = [self.stft_grid(sr)] + ([self.refine_grid(sr)] if self.refine else [])
         step = Steps(progress, n_segments(mix_mag.shape[1], params.patch_frames, self.overlap)
-                     + audio.n_chunks(x.shape[0], n_fft, hop, self.chunk_frames))  # model batches, STFT chunks
+                     + sum(audio.n_chunks(x.shape[0], n_fft, hop, self.chunk_frames) for n_fft, hop in grids))
         with timed(timings, "model"):
             mask = self.mask(mix_mag, progress=step)
         vocals = self.apply_mask(x, sr, mask, progress=step, timings=timings)
+        if self.refine:
+            vocals = refine_vocals(x, vocals, *self.refine_grid(sr), chunk_frames=self.chunk_frames, progress=step,
+                                   timings=timings)
         return vocals[:, 0] if one_d else vocals
 
     def mask(self, mix_mag: np.ndarray, *, progress=None) -> np.ndarray:
@@ -371,6 +439,10 @@ class Separator:
         with the Wiener filter, :data:`WIENER_HOP` of its hop)."""
         n_fft, hop = frame_grid(sr, self.params)  # at the model's rate, its own n_fft and hop
         return (n_fft, max(1, round(hop * WIENER_HOP))) if self.post_filter == "wiener" else (n_fft, hop)
+
+    def refine_grid(self, sr: int) -> tuple[int, int] | None:
+        """``(n_fft, hop)`` of the refinement's STFT at rate ``sr`` (:func:`refine_grid`), None when it is off."""
+        return refine_grid(sr, self.refine) if self.refine else None
 
     def _wiener(self, mixture: np.ndarray, sr: int, mask: np.ndarray, *, progress=None,
                 timings: dict | None = None) -> np.ndarray:
@@ -452,6 +524,14 @@ def get_parser() -> argparse.ArgumentParser:
                              "(benchmarks/RESULTS.md)")
     parser.add_argument("--wiener-iterations", type=bounded(int, 1), default=None, metavar="N",
                         help="EM iterations of --wiener's filter, at least 1 (default: 1)")
+    refine = parser.add_mutually_exclusive_group()
+    refine.add_argument("--refine", type=bounded(int, MIN_REFINE, MAX_REFINE), default=DEFAULT_REFINE, metavar="N",
+                        help="re-mask the vocals on a finer STFT of N samples at 44.1 kHz (the same duration at "
+                             f"other rates; {MIN_REFINE} to {MAX_REFINE}), hop N/4: each cell takes the first "
+                             "estimate's share of the mixture's magnitude, at most all of it (default: "
+                             f"{DEFAULT_REFINE or 'off'}; benchmarks/RESULTS.md, 'Inference refinements')")
+    refine.add_argument("--no-refine", dest="refine", action="store_const", const=None,
+                        help="leave the vocals as the model's mask gives them")
     parser.add_argument("--overwrite", action="store_true", help="replace stems that already exist")
     parser.add_argument("--max-memory", type=bounded(float, 0, low_open=True), default=stems.DEFAULT_MAX_MEMORY,
                         metavar="GiB",
@@ -500,7 +580,8 @@ def main(argv=None) -> int:
     files, problems = stems.prepare_songs(args.songs, args.output, outputs, args.start, args.overwrite)
     try:
         separator = Separator(model_path, overlap=args.overlap, batch_size=args.batch_size, precision=args.precision,
-                              post_filter="wiener" if args.wiener else None, wiener_iterations=args.wiener_iterations or 1)
+                              post_filter="wiener" if args.wiener else None, wiener_iterations=args.wiener_iterations or 1,
+                              refine=args.refine)
     except ValueError as err:  # a model that runs in float32 only
         raise UserError(f"--precision {args.precision}: {err}") from None
     from separation import unet_fast

@@ -618,20 +618,25 @@ CHUNK_FRAMES = 1024
 
 
 def masked_istft(mixture: np.ndarray, mask_for, n_fft: int, hop: int, *, chunk_frames: int = CHUNK_FRAMES,
-                 apply=None, progress=None, timings: dict | None = None) -> np.ndarray:
+                 apply=None, guide: np.ndarray | None = None, progress=None, timings: dict | None = None) -> np.ndarray:
     """``istft(stft(mixture) * mask)`` for ``(samples, channels)`` audio, in chunks of frames.
 
     ``mask_for(frames)`` returns the real mask ``(n_fft/2+1, len(frames))`` of the given frame
     indices; the same mask multiplies every channel. ``apply(spec, mask)`` turns a chunk's
     ``(bins, frames, channels)`` mixture STFT and its mask into the vocals' STFT (default: their
-    product); ``progress(1)`` is called after each chunk; ``timings`` (a dict) accumulates
-    seconds per stage (``cli.timed``). Returns the vocals, ``mixture``'s shape, float32.
+    product). ``guide``, a second signal of ``mixture``'s shape (a first estimate of the vocals),
+    is cut into the same pieces and its chunk STFT passed on: ``apply(spec, mask, guide_spec)``
+    (``mask_for`` may then be None, and ``mask`` is None). ``progress(1)`` is called after each
+    chunk; ``timings`` (a dict) accumulates seconds per stage (``cli.timed``). Returns the
+    vocals, ``mixture``'s shape, float32.
 
     Each chunk's STFT is taken over :func:`chunk_margin` extra frames on both sides, and only the
     samples whose every contributing frame lies inside the chunk's span are kept, so the result
     equals the one-piece computation while the STFT held at once is about ``chunk_frames`` frames.
     """
     samples, channels = mixture.shape
+    if guide is not None and guide.shape != mixture.shape:
+        raise ValueError(f"guide must have the mixture's shape {mixture.shape}, got {guide.shape}")
     padded = _padded_length(samples, n_fft)
     total = n_stft_frames(samples, n_fft, hop)
     margin = chunk_margin(n_fft, hop)
@@ -640,14 +645,16 @@ def masked_istft(mixture: np.ndarray, mask_for, n_fft: int, hop: int, *, chunk_f
         b = min(a + chunk_frames, total)
         first = max(a - margin, 0)
         stop = padded if b == total else min((b + margin) * hop, padded)
-        piece = mixture[first * hop:min(stop, samples)]
-        if len(piece) < stop - first * hop:
-            piece = np.pad(piece, ((0, stop - first * hop - len(piece)), (0, 0)))
+        piece = _piece(mixture, first * hop, stop)
         with timed(timings, "stft"):
             spec = stft(piece, n_fft=n_fft, hop_length=hop)  # (bins, frames, channels)
+            guide_spec = None if guide is None else stft(_piece(guide, first * hop, stop), n_fft=n_fft, hop_length=hop)
         with timed(timings, "mask"):
-            mask = mask_for(np.arange(first, first + spec.shape[1]))
-            spec = apply(spec, mask) if apply is not None else spec * mask[..., None]
+            mask = None if mask_for is None else mask_for(np.arange(first, first + spec.shape[1]))
+            if guide_spec is not None:
+                spec = apply(spec, mask, guide_spec)
+            else:
+                spec = apply(spec, mask) if apply is not None else spec * mask[..., None]
         with timed(timings, "istft"):
             y = istft(spec, len(piece), n_fft=n_fft, hop_length=hop)
         keep_to = samples if b == total else min(b * hop, samples)
@@ -656,6 +663,14 @@ def masked_istft(mixture: np.ndarray, mask_for, n_fft: int, hop: int, *, chunk_f
         if progress is not None:
             progress(1)
     return out
+
+
+def _piece(x: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Samples ``start:stop`` of ``(samples, channels)`` audio, zero padded past its end."""
+    piece = x[start:min(stop, len(x))]
+    if len(piece) < stop - start:
+        piece = np.pad(piece, ((0, stop - start - len(piece)), (0, 0)))
+    return piece
 
 
 def _padded_length(samples: int, n_fft: int) -> int:

@@ -51,6 +51,9 @@ BASE_MEMORY = 0.9 * 2**30
 BYTES_PER_SAMPLE = 8
 BYTES_PER_MODEL_SAMPLE = 16
 BYTES_PER_STFT_VALUE = 12
+#: With the refinement (``inference.refine_vocals``), the first vocals are held beside the
+#: refined ones (float32): counted from the arrays, not fitted.
+REFINE_BYTES_PER_SAMPLE = 4
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,18 +338,24 @@ def memory_needed(frames: int, channels: int, sr: int, separator) -> float:
     """Bytes of memory the command line needs to separate ``frames`` x ``channels`` samples at ``sr``.
 
     ``separator`` is the ``inference.Separator`` that will separate them (its ``params``,
-    ``chunk_frames`` and ``stft_grid``). Counted from what it holds: the song and its vocals
-    (float32), the model-rate spectrogram and mask, and one chunk of the full-rate STFT
+    ``chunk_frames``, ``stft_grid`` and ``refine_grid``). Counted from what it holds: the song and
+    its vocals (float32), the model-rate spectrogram and mask, and one chunk of the full-rate STFT
     (``audio.chunk_stft_frames`` frames of ``separator.stft_grid(sr)``'s window, which an absurd
     sample rate makes huge), on top of :data:`BASE_MEMORY`; the factors are
-    :data:`BYTES_PER_SAMPLE` and the two after it.
+    :data:`BYTES_PER_SAMPLE` and the two after it. With the refinement (``separator.refine``),
+    the first vocals beside the refined ones (:data:`REFINE_BYTES_PER_SAMPLE`), and its chunk:
+    two STFTs (mixture and first vocals) of ``refine_grid(sr)``, if larger than the first's.
     """
     params = separator.params
     n_fft, hop = separator.stft_grid(sr)
     model_samples = frames * params.sample_rate / sr
-    chunk_frames = audio.chunk_stft_frames(frames, n_fft, hop, separator.chunk_frames)
+    chunk_values = audio.chunk_stft_frames(frames, n_fft, hop, separator.chunk_frames) * n_fft
     song = frames * channels * BYTES_PER_SAMPLE + model_samples * BYTES_PER_MODEL_SAMPLE
-    return BASE_MEMORY + song + chunk_frames * n_fft * channels * BYTES_PER_STFT_VALUE
+    grid = separator.refine_grid(sr)
+    if grid is not None:
+        song += frames * channels * REFINE_BYTES_PER_SAMPLE
+        chunk_values = max(chunk_values, 2 * audio.chunk_stft_frames(frames, *grid, separator.chunk_frames) * grid[0])
+    return BASE_MEMORY + song + chunk_values * channels * BYTES_PER_STFT_VALUE
 
 
 # --------------------------------------------------------------------------------------------
