@@ -31,7 +31,7 @@ its masks cannot be shared. ``pytorch_twin/compare_frameworks.py train --align``
 Run folder (``--run-dir``)::
 
     torch_config.json   the settings (train.py's TrainConfig); a rerun with other ones is refused
-    alignment.json      the alignment switches, likewise
+    alignment.json      the alignment switches, when one is on; a rerun with other ones is refused
     audio_params.json   the cache's audio parameters
     history.csv         as train.py's: epoch, learning_rate, loss, val_loss
     loss.png            the loss curves
@@ -117,8 +117,8 @@ def read_batch_order(path, batches: int, epochs: int) -> tuple[tuple[int, ...], 
 
 
 def check_alignment(run_dir: Path, alignment: Alignment) -> None:
-    """Write ``alignment.json`` in a new run, or refuse a rerun whose switches differ (an earlier
-    run without the file had them all off)."""
+    """Write ``alignment.json`` in a new run with a switch on, or refuse a rerun whose switches
+    differ. A run without the file has them all off: the folder of a default run is unchanged."""
     path = run_dir / ALIGNMENT_FILE
     wanted = alignment.to_dict()
     try:
@@ -127,8 +127,9 @@ def check_alignment(run_dir: Path, alignment: Alignment) -> None:
         saved = Alignment().to_dict() if (run_dir / CHECKPOINT_FILE).is_file() else None
     except (OSError, ValueError):
         raise UserError(f"{path}: unreadable; give a new --run-dir") from None
-    if saved is None:
-        atomic_write_text(path, json.dumps(wanted) + "\n")
+    if saved is None:  # nothing trained yet
+        if alignment != Alignment():
+            atomic_write_text(path, json.dumps(wanted) + "\n")
     elif saved != wanted:
         changed = ", ".join(k for k in wanted if saved.get(k) != wanted[k])
         raise UserError(f"--run-dir {run_dir}: trained with other alignment switches ({changed}); give a new "

@@ -234,7 +234,9 @@ def test_twin_visits_the_order_given_keeps_its_switches_and_refuses_bad_files(ca
     requests.clear()
     assert train_torch.main(recipe(cache, tmp_path / "default", 1, 3)) == 0
     assert [i for _, i in requests] == [0, 1, 2]  # the default order, as before
-    assert json.loads((tmp_path / "default" / train_torch.ALIGNMENT_FILE).read_text()) == train_torch.Alignment().to_dict()
+    assert not (tmp_path / "default" / train_torch.ALIGNMENT_FILE).exists()  # the default run's folder as before
+    with pytest.raises(UserError, match="trained with other alignment switches \\(keras_adam_epsilon\\)"):
+        train_torch.main(recipe(cache, tmp_path / "default", 1, 3, "--keras-adam-epsilon"))
 
     for content, message in (({"orders": [[0, 1, 2]]}, "lists 1 epochs, the run trains 2"),
                              ({"orders": [[0, 1, 1], [0, 1, 2]]}, "epoch 1's list is not an order of the 3 batches"),
