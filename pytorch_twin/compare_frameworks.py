@@ -83,6 +83,10 @@ def main(argv=None) -> int:
         from pytorch_twin import compare_training
 
         return compare_training.main(argv[1:])
+    if argv[:1] == ["check"]:  # issue 26: does each --align switch align what it says?
+        from pytorch_twin import alignment
+
+        return alignment.check_main(argv[1:])
     if argv[:1] == ["seeds"]:  # several seeds' comparisons in one table
         from pytorch_twin import compare_training
 

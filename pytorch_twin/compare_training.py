@@ -35,6 +35,14 @@ Several seeds, each comparison in its own folder, are gathered into one table by
 
 (:func:`seeds_main`): each framework's best validation loss and vocal GNSDR per seed, their mean
 and spread between seeds, and the difference of each pair of frameworks, paired by seed.
+
+``--align FACTOR[,FACTOR...]`` (issue 26; ``pytorch_twin/alignment.py``) makes one or more of the
+differences above Keras' in the twin (``adam``, ``batchnorm``, ``order``) or removes it from all
+three (``dropout``: ``--dropout 0``); ``all`` does all four. The aligned trainings get folders of
+their own in the same ``RUN_DIR`` (``pytorch-align-adam``, ``keras-torch-align-dropout``...) and
+their table ``comparison-align-adam.csv``, so the comparisons of one seed share its initial
+weights and its Keras trainings: those are trained once, and again only without dropout.
+``seeds --align FACTORS`` gathers those tables.
 """
 
 from __future__ import annotations
@@ -75,15 +83,26 @@ class Training:
         return "best.pt" if self.backend is None else "best.keras"
 
 
-TRAININGS = (
-    Training("keras-tensorflow", "Keras/TensorFlow", "train.py", "tensorflow"),
-    Training("keras-torch", "Keras/PyTorch", "train.py", "torch"),
-    Training("pytorch", "PyTorch twin", "pytorch_twin/train_torch.py", None),
-)
+
+
+def trainings(factors=()) -> tuple[Training, ...]:
+    """The three trainings, their folders named after the aligned ``factors`` that change them
+    (``pytorch_twin/alignment.py``): the twin's after all of them, Keras' after ``dropout`` only."""
+    from pytorch_twin.alignment import folder_suffix
+
+    keras_suffix = folder_suffix([f for f in factors if f == "dropout"])
+    return (
+        Training("keras-tensorflow" + keras_suffix, "Keras/TensorFlow", "train.py", "tensorflow"),
+        Training("keras-torch" + keras_suffix, "Keras/PyTorch", "train.py", "torch"),
+        Training("pytorch" + folder_suffix(factors), "PyTorch twin", "pytorch_twin/train_torch.py", None),
+    )
+
+
+TRAININGS = trainings()  # the comparison without alignment
 INIT_FILE = "init.keras"
 INIT_TORCH_FILE = "init.pt"
 TIMING_FILE = "timing.json"
-TABLE_FILE = "comparison.csv"
+TABLE_FILE = "comparison.csv"  # comparison-align-adam.csv with --align adam: see table_file
 CURVES_FILE = "loss_curves.png"
 COLUMNS = ("training", "final val loss", "best val loss", "epochs", "wall s", "patches/s", "voc GNSDR", "voc GSDR")
 POLL_SECONDS = 0.5
@@ -113,7 +132,36 @@ def get_parser():
     group.add_argument("--limit", type=bounded(int, 1), help="with --test: only the first N tracks")
     group.add_argument("--threads", type=bounded(int, 1),
                        help="CPU threads of each training (default: each framework's own choice)")
+    group.add_argument("--align", metavar="FACTORS", type=factor_list, default=(),
+                       help="issue 26's ablation: align these differences between the twin and Keras, comma-separated "
+                            "(default none: the twin is the coursework's PyTorch): adam (the twin uses Keras' Adam "
+                            "update, epsilon 1e-7 before v's bias correction), batchnorm (the twin's running variance "
+                            "from the biased batch variance, as Keras'), order (the twin visits each epoch's batches in "
+                            "the order Keras' fit on the PyTorch backend does), dropout (--dropout 0 in all three: "
+                            "masks cannot be shared), or all. The aligned trainings get folders of their own in "
+                            "RUN_DIR (Keras' are shared unless dropout is aligned); quick check first: "
+                            "'pytorch_twin/compare_frameworks.py check'")
     return parser
+
+
+def factor_list(text: str) -> tuple[str, ...]:
+    from pytorch_twin.alignment import factor_list
+
+    return factor_list(text)
+
+
+def table_file(factors=()) -> str:
+    """``comparison.csv``, or ``comparison-align-adam.csv`` for the comparison with ``factors`` aligned."""
+    from pytorch_twin.alignment import folder_suffix
+
+    return TABLE_FILE.replace(".csv", folder_suffix(factors) + ".csv")
+
+
+def curves_file(factors=()) -> str:
+    """``loss_curves.png``, or ``loss_curves-align-adam.png``: as :func:`table_file`."""
+    from pytorch_twin.alignment import folder_suffix
+
+    return CURVES_FILE.replace(".png", folder_suffix(factors) + ".png")
 
 
 def main(argv=None) -> int:
@@ -124,6 +172,10 @@ def main(argv=None) -> int:
     if config.distribute != "none" or config.jit_compile:
         raise UserError("--distribute and --jit-compile are Keras-only; the comparison trains on one device, "
                         "without XLA")
+    if "dropout" in args.align and config.dropout not in (0.0, train.TrainConfig.dropout):
+        raise UserError(f"--align dropout trains without dropout; it cannot go with --dropout {config.dropout}")
+    if "dropout" in args.align:
+        config = dataclasses.replace(config, dropout=0.0)
     cache = train._open_cache(args.cache)
     train_tracks, _ = train.split_tracks(cache, config.split, config.validation_split, config.seed,
                                          config.validation_from)
@@ -131,18 +183,22 @@ def main(argv=None) -> int:
     run_dir = Path(args.run_dir)
     prepare_folder(run_dir)
     make_initial_weights(run_dir, config, cache.params)
-    for training in TRAININGS:
+    align = twin_alignment(run_dir, config, cache, train_tracks, args.align)
+    three = trainings(args.align)
+    for training in three:
         argv = recipe_argv(config, run_dir / training.folder,
                            run_dir / (INIT_TORCH_FILE if training.backend is None else INIT_FILE))
-        run_training(run_dir, training, argv, args.threads)
+        run_training(run_dir, training, argv + (align if training.backend is None else []), args.threads)
 
-    scores = score_trainings(run_dir, test, args.test) if test else {}
-    rows = summarize(run_dir, patches_per_epoch(cache, train_tracks, config), scores)
-    print(f"\nThe same recipe in three frameworks ({run_dir}; {len(train_tracks)} training tracks)")
+    scores = score_trainings(run_dir, test, args.test, three) if test else {}
+    rows = summarize(run_dir, patches_per_epoch(cache, train_tracks, config), scores, three)
+    aligned = f"; aligned: {', '.join(args.align)}" if args.align else ""
+    print(f"\nThe same recipe in three frameworks ({run_dir}; {len(train_tracks)} training tracks{aligned})")
     print_table(rows)
-    write_table(run_dir / TABLE_FILE, rows)
-    plot_curves(run_dir, run_dir / CURVES_FILE)
-    print(f"wrote {run_dir / TABLE_FILE} and {run_dir / CURVES_FILE}")
+    table, curves = run_dir / table_file(args.align), run_dir / curves_file(args.align)
+    write_table(table, rows)
+    plot_curves(run_dir, curves, three)
+    print(f"wrote {table} and {curves}")
     return 0
 
 
@@ -191,6 +247,27 @@ def make_initial_weights(run_dir: Path, config, params) -> None:
         state = {k: torch.from_numpy(v) for k, v in convert_weights.keras_to_state_dict(model).items()}
         with atomic_output(run_dir / INIT_TORCH_FILE) as tmp:
             torch.save(state, tmp)
+
+
+def twin_alignment(run_dir: Path, config, cache, train_tracks: list[str], factors) -> list[str]:
+    """The twin's options for the aligned ``factors``; with ``order``, Keras' batch order (that of
+    Keras on PyTorch) is written to ``RUN_DIR/keras_batch_order-....json`` for it to read."""
+    from pytorch_twin import alignment
+
+    order_file = None
+    if "order" in factors:
+        from unet_model import build_unet
+
+        batches = patches_per_epoch(cache, train_tracks, config) // config.batch_size
+        params = cache.params
+        orders = alignment.keras_batch_orders(  # the model train.py builds: its layers draw seeds first
+            config.seed, batches, config.epochs,
+            lambda: build_unet(input_shape=(params.n_bins, params.patch_frames, 1), filters=config.filters,
+                               kernel_size=config.kernel_size, dropout=config.dropout))
+        order_file = run_dir / alignment.ORDER_FILE.replace(".json", alignment.folder_suffix(factors) + ".json")
+        alignment.write_batch_order(order_file, orders, f"the order of each epoch's batches in train.py with "
+                                    f"KERAS_BACKEND={alignment.ORDER_BACKEND}, seed {config.seed}")
+    return alignment.twin_options(factors, order_file)
 
 
 def recipe_argv(config, run_dir: Path, init_from: Path) -> list[str]:
@@ -312,13 +389,13 @@ def find_test_tracks(cache, train_split: str, split: str, limit: int | None = No
     return tracks
 
 
-def score_trainings(run_dir: Path, tracks: list, split: str) -> dict[str, dict[str, float]]:
+def score_trainings(run_dir: Path, tracks: list, split: str, three=TRAININGS) -> dict[str, dict[str, float]]:
     """``{training folder: {"voc GNSDR", "voc GSDR"}}``: each best model separates and BSS Eval v3
     scores ``tracks``; per-track rows are kept in ``<folder>/test-<split>.json`` and reused while
     the model and the tracks are unchanged."""
 
     scores = {}
-    for training in TRAININGS:
+    for training in three:
         folder = run_dir / training.folder
         model_path = folder / training.model_file
         if not model_path.is_file():
@@ -378,10 +455,10 @@ def score_model(model_path: Path, tracks: list, method: str) -> list[dict]:
 # --------------------------------------------------------------------------------------------
 
 
-def summarize(run_dir: Path, patches: int, scores: dict | None = None) -> list[dict]:
+def summarize(run_dir: Path, patches: int, scores: dict | None = None, three=TRAININGS) -> list[dict]:
     """One row per training (the keys of :data:`COLUMNS`), from its history.csv and timing.json."""
     timing, rows = read_timing(run_dir), []
-    for training in TRAININGS:
+    for training in three:
         history = runs.read_history(run_dir / training.folder / runs.HISTORY_FILE)
         epochs = [int(e) for e in history.get("epoch", [])]
         val = [v for v in history.get("val_loss", []) if math.isfinite(v)]
@@ -423,9 +500,9 @@ def write_table(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def draw_curves(ax, run_dir: Path) -> None:
+def draw_curves(ax, run_dir: Path, three=TRAININGS) -> None:
     """The three trainings' validation (solid) and training (dashed) losses on one matplotlib axes."""
-    for i, training in enumerate(TRAININGS):
+    for i, training in enumerate(three):
         history = runs.read_history(Path(run_dir) / training.folder / runs.HISTORY_FILE)
         epochs = [e + 1 for e in history.get("epoch", [])]
         color = f"C{i}"
@@ -440,14 +517,14 @@ def draw_curves(ax, run_dir: Path) -> None:
     ax.legend(fontsize="small")
 
 
-def plot_curves(run_dir: Path, png_path: Path) -> None:
+def plot_curves(run_dir: Path, png_path: Path, three=TRAININGS) -> None:
     """:func:`draw_curves` into a PNG (Agg, written atomically)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
-    draw_curves(fig.subplots(), run_dir)
+    draw_curves(fig.subplots(), run_dir, three)
     with atomic_output(png_path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
 
@@ -467,21 +544,24 @@ def seeds_parser():
                     "between each pair of frameworks, paired by seed (same initial weights, same batches).")
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="comparison folders, one per seed")
     parser.add_argument("--out", type=Path, help="also write the tables as CSV to this file")
+    parser.add_argument("--align", metavar="FACTORS", type=factor_list, default=(),
+                        help="gather the comparisons made with this --align (issue 26), e.g. adam or all")
     return parser
 
 
-def read_comparison(run_dir: Path) -> dict[str, dict[str, float]]:
-    """``{training label: {column: value}}`` from ``run_dir/comparison.csv``; UserError if it is
-    missing, unreadable or lacks a framework."""
+def read_comparison(run_dir: Path, factors=()) -> dict[str, dict[str, float]]:
+    """``{training label: {column: value}}`` from ``run_dir/comparison.csv`` (that of the comparison
+    with ``factors`` aligned); UserError if it is missing, unreadable or lacks a framework."""
     import csv
 
-    path = Path(run_dir) / TABLE_FILE
+    path = Path(run_dir) / table_file(factors)
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
     except OSError as err:
-        raise UserError(f"{path}: cannot read ({err.strerror}); run 'pytorch_twin/compare_frameworks.py train' into "
-                        f"{run_dir} first") from None
+        aligned = f" --align {','.join(factors)}" if factors else ""
+        raise UserError(f"{path}: cannot read ({err.strerror}); run 'pytorch_twin/compare_frameworks.py train{aligned}' "
+                        f"into {run_dir} first") from None
     table = {}
     for row in rows:
         try:
@@ -495,10 +575,10 @@ def read_comparison(run_dir: Path) -> dict[str, dict[str, float]]:
     return table
 
 
-def run_label(run_dir: Path, index: int) -> str:
+def run_label(run_dir: Path, index: int, factors=()) -> str:
     """"seed N" from the comparison's Keras/TensorFlow config.json, else "run <index + 1>"."""
     try:
-        return f"seed {json.loads((run_dir / TRAININGS[0].folder / 'config.json').read_text())['seed']}"
+        return f"seed {json.loads((run_dir / trainings(factors)[0].folder / 'config.json').read_text())['seed']}"
     except (OSError, ValueError, KeyError, TypeError):
         return f"run {index + 1}"
 
@@ -531,10 +611,10 @@ def seed_tables(tables: list[dict]) -> list[dict]:
 def seeds_main(argv=None) -> int:
 
     args = seeds_parser().parse_args(argv)
-    tables = [read_comparison(Path(d)) for d in args.run_dirs]
+    tables = [read_comparison(Path(d), args.align) for d in args.run_dirs]
     rows = seed_tables(tables)
     n = len(tables)
-    header = ["", *(run_label(Path(d), i) for i, d in enumerate(args.run_dirs)), "mean", "sd"]
+    header = ["", *(run_label(Path(d), i, args.align) for i, d in enumerate(args.run_dirs)), "mean", "sd"]
 
     def shown(metric, value):  # losses in thousandths: their differences are in the fourth digit
         return f"{value * 1e3:.4f}" if metric == "best val loss" else f"{value:.2f}"

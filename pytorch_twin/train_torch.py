@@ -21,9 +21,17 @@ the unbiased estimate, Keras the biased one), the random numbers of dropout, flo
 ``--distribute`` and ``--jit-compile`` are Keras' and refused; the batches are read in the loop
 (``--workers`` is ignored).
 
+Alignment with Keras, one difference at a time (issue 26; all off by default, so the twin stays
+the coursework's PyTorch): ``--keras-adam-epsilon`` (Keras' Adam update, see
+:func:`set_keras_epsilon`), ``--keras-batchnorm`` (Keras' running variance,
+``unet_torch.KerasBatchNorm2d``), ``--batch-order FILE`` (each epoch's batches in the order
+listed, e.g. Keras' own: ``pytorch_twin/alignment.py``). Dropout is aligned by ``--dropout 0``,
+its masks cannot be shared. ``pytorch_twin/compare_frameworks.py train --align`` sets them.
+
 Run folder (``--run-dir``)::
 
     torch_config.json   the settings (train.py's TrainConfig); a rerun with other ones is refused
+    alignment.json      the alignment switches, when one is on; a rerun with other ones is refused
     audio_params.json   the cache's audio parameters
     history.csv         as train.py's: epoch, learning_rate, loss, val_loss
     loss.png            the loss curves
@@ -34,6 +42,7 @@ Run folder (``--run-dir``)::
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -43,12 +52,14 @@ import train
 from separation import runs
 from separation.cli import run_cli
 from separation.errors import UserError
-from separation.files import atomic_output
+from separation.files import atomic_output, atomic_write_text
 
 CONFIG_FILE = "torch_config.json"
 BEST_FILE = "best.pt"
 LAST_FILE = "last.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
+ALIGNMENT_FILE = "alignment.json"
+KERAS_EPSILON = 1e-7  # keras.optimizers.Adam's default epsilon (PyTorch's is 1e-8)
 HISTORY_COLUMNS = ("epoch", "learning_rate", "loss", "val_loss")  # Keras' CSVLogger's (sorted) columns
 MIN_DELTA = 1e-4  # what Keras' ReduceLROnPlateau counts as an improvement
 MIN_LR = 1e-7
@@ -59,7 +70,70 @@ def get_parser():
     parser.prog = "pytorch_twin/train_torch.py"
     parser.description = ("Train the PyTorch twin of the U-Net (pytorch_twin/unet_torch.py) with train.py's options and recipe. "
                           "Running the same command again resumes an interrupted run.")
+    group = parser.add_argument_group(
+        "alignment with Keras (issue 26; default: PyTorch's own behaviour, as in the coursework)")
+    group.add_argument("--keras-adam-epsilon", action="store_true",
+                       help="Adam's epsilon as Keras applies it: 1e-7 added to sqrt(v) before v's bias correction "
+                            "(PyTorch: 1e-8, after it)")
+    group.add_argument("--keras-batchnorm", action="store_true",
+                       help="batch norm's running variance updated with the biased batch variance, as Keras does "
+                            "(PyTorch: the unbiased one)")
+    group.add_argument("--batch-order", metavar="FILE",
+                       help="visit each epoch's batches in the order FILE lists (JSON {\"orders\": [[...], ...]}, one "
+                            "list per epoch; compare_frameworks.py train --align order writes Keras' own); default: "
+                            "0, 1, 2, ...")
     return parser
+
+
+@dataclasses.dataclass(frozen=True)
+class Alignment:
+    """The switches that align one of the twin's differences from Keras' training (all off: PyTorch's)."""
+
+    keras_adam_epsilon: bool = False
+    keras_batchnorm: bool = False
+    batch_order: tuple[tuple[int, ...], ...] | None = None  # one permutation of the batch indices per epoch
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"batch_order": self.batch_order and [list(o) for o in self.batch_order]}
+
+
+def read_batch_order(path, batches: int, epochs: int) -> tuple[tuple[int, ...], ...]:
+    """``--batch-order FILE``: one permutation of ``range(batches)`` for each of ``epochs`` epochs
+    (UserError naming what is wrong otherwise)."""
+    try:
+        orders = json.loads(Path(path).read_text())["orders"]
+        orders = tuple(tuple(int(i) for i in order) for order in orders)
+    except OSError as err:
+        raise UserError(f"--batch-order {path}: cannot read ({err.strerror})") from None
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"--batch-order {path}: not a JSON object with \"orders\", lists of batch indices") from None
+    if len(orders) < epochs:
+        raise UserError(f"--batch-order {path}: lists {len(orders)} epochs, the run trains {epochs}")
+    wrong = next((e for e, order in enumerate(orders) if sorted(order) != list(range(batches))), None)
+    if wrong is not None:
+        raise UserError(f"--batch-order {path}: epoch {wrong + 1}'s list is not an order of the {batches} batches "
+                        f"0..{batches - 1}; make it for this run's --steps-per-epoch")
+    return orders
+
+
+def check_alignment(run_dir: Path, alignment: Alignment) -> None:
+    """Write ``alignment.json`` in a new run with a switch on, or refuse a rerun whose switches
+    differ. A run without the file has them all off: the folder of a default run is unchanged."""
+    path = run_dir / ALIGNMENT_FILE
+    wanted = alignment.to_dict()
+    try:
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
+        saved = Alignment().to_dict() if (run_dir / CHECKPOINT_FILE).is_file() else None
+    except (OSError, ValueError):
+        raise UserError(f"{path}: unreadable; give a new --run-dir") from None
+    if saved is None:  # nothing trained yet
+        if alignment != Alignment():
+            atomic_write_text(path, json.dumps(wanted) + "\n")
+    elif saved != wanted:
+        changed = ", ".join(k for k in wanted if saved.get(k) != wanted[k])
+        raise UserError(f"--run-dir {run_dir}: trained with other alignment switches ({changed}); give a new "
+                        "--run-dir or the original options")
 
 
 def main(argv=None) -> int:
@@ -93,20 +167,26 @@ def main(argv=None) -> int:
     if val_tracks:
         val_data = PatchSampler(cache, val_tracks, mode="validation", steps_per_epoch=config.validation_steps,
                                 **loader)
-    return fit(run_dir, config, train_data, val_data, init_state, why)
+    order = read_batch_order(args.batch_order, len(train_data), config.epochs) if args.batch_order else None
+    alignment = Alignment(args.keras_adam_epsilon, args.keras_batchnorm, order)
+    check_alignment(run_dir, alignment)
+    return fit(run_dir, config, train_data, val_data, init_state, why, alignment)
 
 
-def fit(run_dir: Path, config, train_data, val_data, init_state: dict | None = None, why: str = "") -> int:
+def fit(run_dir: Path, config, train_data, val_data, init_state: dict | None = None, why: str = "",
+        alignment: Alignment = Alignment()) -> int:
     """The training loop: epochs of Adam steps, validation, the learning-rate schedule, early
     stopping and the files of the run folder (see the module docstring). ``config.precision_used``
-    is the arithmetic: float32, or bfloat16 autocast (float32 weights, optimizer and loss)."""
+    is the arithmetic: float32, or bfloat16 autocast (float32 weights, optimizer and loss);
+    ``alignment`` the switches that make one difference from Keras' training Keras'."""
     import torch
     from torch import nn
 
     from pytorch_twin.unet_torch import UNet
 
     torch.manual_seed(config.seed)  # initial weights and dropout
-    model = UNet(config.filters, kernel_size=config.kernel_size, dropout=config.dropout)
+    model = UNet(config.filters, kernel_size=config.kernel_size, dropout=config.dropout,
+                 keras_batchnorm=alignment.keras_batchnorm)
     # bfloat16: autocast, in the original's channels-first layout (channels-last was slower on an
     # AVX512-BF16 CPU: benchmarks/RESULTS.md, "Mixed-precision training")
     bfloat16 = config.precision_used == "bfloat16"
@@ -141,7 +221,8 @@ def fit(run_dir: Path, config, train_data, val_data, init_state: dict | None = N
     for epoch in range(start, config.epochs):
         learning_rate = optimizer.param_groups[0]["lr"]
         train_data.epoch = epoch + 1  # Keras' fit advances the data once before its first epoch
-        loss = train_epoch(model, train_data, optimizer, criterion, bfloat16)
+        order = alignment.batch_order[epoch] if alignment.batch_order else None
+        loss = train_epoch(model, train_data, optimizer, criterion, bfloat16, order, alignment.keras_adam_epsilon)
         val_loss = evaluate(model, val_data, criterion, bfloat16) if val_data is not None else math.nan
         if not (math.isfinite(loss) and (val_data is None or math.isfinite(val_loss))):
             raise UserError(
@@ -174,22 +255,52 @@ def fit(run_dir: Path, config, train_data, val_data, init_state: dict | None = N
     return 0
 
 
-def train_epoch(model, data, optimizer, criterion, bfloat16: bool = False) -> float:
-    """One epoch of Adam steps over ``data``'s batches; the mean training loss (per patch).
-    ``bfloat16``: the network runs under bfloat16 autocast, the loss in float32."""
+def train_epoch(model, data, optimizer, criterion, bfloat16: bool = False, order=None,
+                keras_adam_epsilon: bool = False) -> float:
+    """One epoch of Adam steps over ``data``'s batches, in ``order`` (default 0, 1, 2, ...); the
+    mean training loss (per patch). ``bfloat16`` and ``keras_adam_epsilon``: see :func:`train_step`."""
     model.train()
     total, count = 0.0, 0
-    for index in range(len(data)):
+    for index in range(len(data)) if order is None else order:
         mixture, vocals = to_torch(data[index])
-        optimizer.zero_grad()
-        with autocast(bfloat16):
-            mask = model(mixture)
-        loss = criterion(mask.float() * mixture, vocals)  # the mask applied to the mixture
-        loss.backward()
-        optimizer.step()
-        total += loss.item() * len(mixture)
+        total += train_step(model, optimizer, criterion, mixture, vocals, bfloat16, keras_adam_epsilon) * len(mixture)
         count += len(mixture)
     return total / count
+
+
+def train_step(model, optimizer, criterion, mixture, vocals, bfloat16: bool = False,
+               keras_adam_epsilon: bool = False) -> float:
+    """One Adam step on a batch of ``(B, 1, bins, frames)`` tensors; the batch's loss before it.
+    ``bfloat16``: the network runs under bfloat16 autocast, the loss in float32;
+    ``keras_adam_epsilon``: the step is Keras' Adam update (:func:`set_keras_epsilon`)."""
+    optimizer.zero_grad()
+    with autocast(bfloat16):
+        mask = model(mixture)
+    loss = criterion(mask.float() * mixture, vocals)  # the mask applied to the mixture
+    loss.backward()
+    if keras_adam_epsilon:
+        set_keras_epsilon(optimizer)
+    optimizer.step()
+    return loss.item()
+
+
+def set_keras_epsilon(optimizer, epsilon: float = KERAS_EPSILON) -> None:
+    """Make PyTorch Adam's next step Keras' (``keras.optimizers.Adam``, epsilon 1e-7).
+
+    At step t, with bias corrections ``c1 = 1 - beta1**t`` and ``c2 = 1 - beta2**t``::
+
+        PyTorch: w -= lr * (m / c1) / (sqrt(v / c2) + eps)
+        Keras:   w -= lr * sqrt(c2) / c1 * m / (sqrt(v) + epsilon)
+                    = lr * (m / c1) / (sqrt(v / c2) + epsilon / sqrt(c2))
+
+    Keras adds its epsilon before v's bias correction ("epsilon hat" in Kingma and Ba), so its
+    effective epsilon is ``epsilon / sqrt(c2)``: 32 times 1e-7 at the first step, 1e-7 after a
+    few thousand. PyTorch's eps set to that before each step gives Keras' update.
+    """
+    for group in optimizer.param_groups:
+        state = optimizer.state.get(group["params"][0], {})
+        step = int(state.get("step", 0)) + 1  # the step about to be taken
+        group["eps"] = epsilon / math.sqrt(1 - group["betas"][1] ** step)
 
 
 def evaluate(model, data, criterion, bfloat16: bool = False) -> float:

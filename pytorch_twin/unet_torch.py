@@ -48,7 +48,9 @@ key                         shape                      notes
 
 79 entries in all, 9,826,321 parameters (the Keras model's count). A ``module.`` prefix
 (``nn.DataParallel``) is accepted by the loader in ``pytorch_twin/convert_weights.py``. Batch norm uses
-PyTorch's defaults (epsilon 1e-5, momentum 0.1), which the Keras model copies.
+PyTorch's defaults (epsilon 1e-5, momentum 0.1), which the Keras model copies; its running
+variance is PyTorch's too (the unbiased batch variance), unless ``keras_batchnorm=True`` builds
+:class:`KerasBatchNorm2d` instead (Keras' biased one, for the ablation of issue 26).
 """
 
 from __future__ import annotations
@@ -68,11 +70,13 @@ class UNet(nn.Module):
     ``filters`` lists the encoder widths (their count is the depth; H and W must divide by
     ``2 ** depth``); ``dropout`` is applied in training mode after the first
     ``dropout_layers`` decoder blocks; ``skip_first`` puts the encoder's channels first in the
-    skip concatenation.
+    skip concatenation; ``keras_batchnorm`` updates batch norm's running variance as Keras does
+    (:class:`KerasBatchNorm2d`; the state_dict is the same).
     """
 
     def __init__(self, filters: tuple[int, ...] = FILTERS, kernel_size: int = 5, dropout: float = 0.5,
-                 dropout_layers: int = 3, leaky_slope: float = 0.2, skip_first: bool = False):
+                 dropout_layers: int = 3, leaky_slope: float = 0.2, skip_first: bool = False,
+                 keras_batchnorm: bool = False):
         super().__init__()
         self.filters = tuple(int(f) for f in filters)
         self.depth = len(self.filters)
@@ -84,11 +88,12 @@ class UNet(nn.Module):
         self.dropout, self.dropout_layers = float(dropout), int(dropout_layers)
         self.leaky_slope, self.skip_first = float(leaky_slope), bool(skip_first)
         pad = kernel_size // 2
+        batch_norm = KerasBatchNorm2d if keras_batchnorm else nn.BatchNorm2d
         # add_module with the coursework's attribute names keeps its state_dict keys (conv1.weight, ...).
         c_in = 1
         for i, f in enumerate(self.filters, start=1):
             self.add_module(f"conv{i}", nn.Conv2d(c_in, f, kernel_size, stride=2, padding=pad))
-            self.add_module(f"bn{i}", nn.BatchNorm2d(f))
+            self.add_module(f"bn{i}", batch_norm(f))
             c_in = f
         # Decoder i outputs the width of encoder depth-i; from the second block on its input is
         # the previous decoder output concatenated with the skip of the same width (2f).
@@ -97,7 +102,7 @@ class UNet(nn.Module):
             self.add_module(f"deconv{i}", nn.ConvTranspose2d(c_in, f, kernel_size, stride=2, padding=pad,
                                                              output_padding=1))
             if i < self.depth:
-                self.add_module(f"debn{i}", nn.BatchNorm2d(f))
+                self.add_module(f"debn{i}", batch_norm(f))
             c_in = 2 * f
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,6 +121,29 @@ class UNet(nn.Module):
             skip = skips.pop()
             x = torch.cat((skip, x) if self.skip_first else (x, skip), dim=1)
         return torch.sigmoid(getattr(self, f"deconv{self.depth}")(x))  # (B, 1, H, W)
+
+
+class KerasBatchNorm2d(nn.BatchNorm2d):
+    """PyTorch's batch norm with Keras' update of the running variance (issue 26's ablation).
+
+    In training both normalise with the batch mean and the biased batch variance, and both move
+    the running statistics by ``momentum`` (0.1 here, 0.9 in Keras' convention) towards the
+    batch's; they differ in which variance: PyTorch keeps the unbiased one (times n / (n - 1),
+    n = batch x height x width values per channel), Keras the biased one. Only the running
+    statistics, used in inference mode (validation, separation), change; the training steps do
+    not.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        with torch.no_grad():  # the update Keras makes, with the biased variance
+            mean, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var, self.momentum)
+            self.num_batches_tracked += 1
+        # normalised with the batch's statistics, as in PyTorch's and Keras' training mode
+        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
 
 
 def unet_from_state_dict(state_dict: dict, **kwargs) -> UNet:
