@@ -6,7 +6,7 @@ import pytest
 
 import pipeline
 from separation.errors import UserError
-from conftest import TINY_PIPELINE
+from helpers import TINY_PIPELINE
 
 
 def test_pipeline_writes_every_step_and_the_unet_row(tiny_pipeline):

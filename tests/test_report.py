@@ -17,7 +17,7 @@ import pytest
 from separation import audio, metrics
 from separation.report import EXCERPT_SECONDS, PLAYER_RATE, loudest_excerpt
 import evaluate
-from test_evaluate import SR, references, voice_and_band, write_track
+from helpers import SR, references, voice_and_band, write_track
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
