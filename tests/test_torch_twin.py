@@ -301,12 +301,16 @@ def test_checkpoint_errors_name_the_file_and_fix(tmp_path, twin, monkeypatch):
 # --------------------------------------------------------------------------------------------
 
 
+#: The filters of the command's model: two levels (the conversion of every depth is tested above).
+RUN_FILTERS = (4, 8)
+
+
 @pytest.fixture
 def run_dir(tmp_path):
-    """A trained-looking tiny model saved as run/best.keras with its audio parameters."""
+    """A trained-looking tiny two-level model saved as run/best.keras with its audio parameters."""
     run = tmp_path / "run"
     run.mkdir()
-    model = randomize(unet_model.build_unet(TINY_SHAPE, TINY_FILTERS), seed=6)
+    model = randomize(unet_model.build_unet(TINY_SHAPE, RUN_FILTERS), seed=6)
     model.save(run / "best.keras")
     TINY_PARAMS.save(run / unet_model.PARAMS_FILE)
     return model, run / "best.keras"
@@ -319,7 +323,7 @@ def test_cli_keras2torch_then_torch2keras(run_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "wrote" in out and ": equivalent" in out
     # the coursework's own code loads it strictly
-    module = unet_torch.UNet(TINY_FILTERS)
+    module = unet_torch.UNet(RUN_FILTERS)
     module.load_state_dict(torch.load(pt, weights_only=True))
     x = random_patches(2, seed=7)
     np.testing.assert_allclose(unet_torch.predict_mask(module, x), keras_mask(model, x), rtol=1e-4, atol=1e-6)
@@ -396,7 +400,7 @@ def test_compare_frameworks_on_two_short_tracks(run_dir, tmp_path, capsys):
             "--bench-batches", "0", "--threads", "1"]
     assert compare_frameworks.main(argv) == 0
     out = capsys.readouterr().out
-    layout = convert_weights.padding_layout(unet_model.build_unet(TINY_SHAPE, TINY_FILTERS))
+    layout = convert_weights.padding_layout(unet_model.build_unet(TINY_SHAPE, RUN_FILTERS))
     assert f"Keras padding: {layout}" in out and "overall: mask" in out
     assert "GNSDR" not in out and "Patches per second" not in out
 
