@@ -93,6 +93,7 @@ def test_one_bad_file_among_good_ones_is_reported_and_the_rest_separated(corpus,
     assert files_under(out) == ["zeros/accompaniment.wav", "zeros/vocals.wav"]
 
 
+@pytest.mark.slow
 def test_an_hour_of_silence_is_separated_in_bounded_memory(tiny_model_dir, tmp_path):
     """One hour at 1 kHz mono (7 MB of 16-bit samples, 29 M samples at the model's rate)."""
     hour = tmp_path / "hour of silence.wav"
@@ -189,6 +190,7 @@ def estimates_like(references, tmp_path, break_b=None):
 
 
 @pytest.mark.parametrize("name", ["empty", "truncated", "text", "nan"])
+@pytest.mark.slow
 def test_evaluate_reports_a_corrupt_estimate_and_scores_the_rest(name, corpus, noise_songs, tmp_path, capsys):
     est = estimates_like(noise_songs, tmp_path, lambda p: p.write_bytes(corpus[name].read_bytes()))
     out = tmp_path / "results"

@@ -40,6 +40,7 @@ def subprocess_env() -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_twin_history_model_and_conversion(tiny_cache, tmp_path, capsys):
     run = tmp_path / "twin"
     assert train_torch.main(recipe(tiny_cache, run, 2)) == 0

@@ -189,6 +189,7 @@ def test_musdb_validation_tracks_all_absent(tmp_path, musdb_root):
         datasets.find_tracks("musdb", tmp_path, "validation")
 
 
+@pytest.mark.slow
 def test_musdb_load(musdb_root):
     (track,) = datasets.find_tracks("musdb", musdb_root, "test")
     stems, sr = track.load()

@@ -35,20 +35,25 @@ def by(rows, track, method=None):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_perfect_mixture_and_swapped_estimates(two_songs, tmp_path):
-    """References as estimates: very high SDR; the mixture: NSDR exactly 0; swapped: far below."""
+    """References as estimates: very high SDR; the mixture (the baseline that gives it as both
+    sources, scored in the same run): NSDR exactly 0; swapped: far below."""
     cases = {}
-    for case in ("perfect", "mixture", "swapped"):
+    for case in ("perfect", "swapped"):
         est = tmp_path / case
         for name in ("song_a", "song_b"):
             refs, sr = references(two_songs, name)
-            voc, acc, mix = refs["vocals"], refs["accompaniment"], refs["mixture"]
-            pair = {"perfect": (voc, acc), "mixture": (mix, mix), "swapped": (acc, voc)}[case]
-            write_estimates(est, name, *pair)
-        code, rows = run(two_songs, est, tmp_path / f"out_{case}")
-        assert code == 0 and [r["track"] for r in rows] == ["song_a", "song_b"]
-        assert all(r["method"] == case and r["status"] == "ok" for r in rows)
-        cases[case] = rows
+            voc, acc = refs["vocals"], refs["accompaniment"]
+            write_estimates(est, name, *{"perfect": (voc, acc), "swapped": (acc, voc)}[case])
+        code, rows = run(two_songs, est, tmp_path / f"out_{case}", *(["--baselines", "mixture"] if case == "perfect" else []))
+        assert code == 0 and all(r["status"] == "ok" for r in rows)
+        for method in (case, "mixture") if case == "perfect" else (case,):
+            cases[method] = [r for r in rows if r["method"] == method]
+            assert [r["track"] for r in cases[method]] == ["song_a", "song_b"]
+    for name in ("song_a", "song_b"):  # the baseline is the mixture itself, as both sources
+        refs, _ = references(two_songs, name)
+        np.testing.assert_array_equal(baselines.separate("mixture", refs["mixture"], SR)["vocals"], refs["mixture"])
     for perfect, mixture, swapped in zip(cases["perfect"], cases["mixture"], cases["swapped"]):
         for s in metrics.SOURCES:
             assert perfect[f"v3_{s}_SDR"] > 60 and perfect[f"v4_{s}_SDR"] > 60
@@ -61,6 +66,7 @@ def test_perfect_mixture_and_swapped_estimates(two_songs, tmp_path):
             assert swapped[f"v4_{s}_SDR"] < min(0, mixture[f"v4_{s}_SDR"])
 
 
+@pytest.mark.slow
 def test_csv_matches_mir_eval_and_museval_called_directly(two_songs, tmp_path):
     import mir_eval
     import museval
@@ -91,6 +97,7 @@ def test_csv_matches_mir_eval_and_museval_called_directly(two_songs, tmp_path):
     assert row["seconds"] == pytest.approx(2.0)
 
 
+@pytest.mark.slow
 def test_score_track_resamples_and_folds_to_the_evaluation_rate():
     """Stereo 44.1 kHz references are scored at 8192 Hz mono by default; native keeps the rate."""
     voc, acc = voice_and_band(1.0, 1, sr=44100)
@@ -120,6 +127,7 @@ def test_summarize_weights_by_length_and_leaves_out_nan_and_inf():
     assert "GNSDR" in " ".join(header) and lines[0][:2] == ["m", pytest.approx(2.5)]
 
 
+@pytest.mark.slow
 def test_silent_reference_is_reported_not_averaged_and_silent_frames_are_nan(tmp_path):
     root = tmp_path / "refs"
     write_track(root / "test" / "gappy", *voice_and_band(2.0, 0))
@@ -148,6 +156,7 @@ def test_silent_reference_is_reported_not_averaged_and_silent_frames_are_nan(tmp
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_missing_estimate_is_reported_the_others_scored_and_the_exit_non_zero(two_songs, tmp_path, capsys):
     refs, _ = references(two_songs, "song_a")
     write_estimates(tmp_path / "est", "song_a", refs["vocals"], refs["accompaniment"])
@@ -160,6 +169,7 @@ def test_missing_estimate_is_reported_the_others_scored_and_the_exit_non_zero(tw
     assert "not scored: song_b" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_other_rate_and_length_are_resampled_and_aligned_with_a_note(two_songs, tmp_path, capsys):
     refs, _ = references(two_songs, "song_a")
     up = {s: audio.resample(refs[s], SR, 16000)[: int(1.8 * 16000)] for s in metrics.SOURCES}
@@ -199,6 +209,7 @@ def test_wrong_layout_and_bad_options_are_one_line_errors(two_songs, tmp_path, c
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_baselines_partition_the_mixture_and_the_oracle_is_near_perfect():
     # 3 s + 600 samples: the tail lies past the last centred STFT frame (600 > n_fft/2 of hop 768)
     voc, acc = voice_and_band(3.0 + 600 / SR, 0)
@@ -240,6 +251,7 @@ def test_nmf_is_deterministic_and_decreases_the_divergence():
     np.testing.assert_allclose(w2.sum(axis=0), 1.0)
 
 
+@pytest.mark.slow
 def test_baselines_in_the_same_table_and_parallel_rows_match_serial(two_songs, tmp_path, capsys):
     refs, _ = references(two_songs, "song_a")
     est = tmp_path / "unet"
@@ -260,6 +272,7 @@ def test_baselines_in_the_same_table_and_parallel_rows_match_serial(two_songs, t
     assert serial == parallel  # same order, same numbers
 
 
+@pytest.mark.slow
 def test_box_plots_one_png_per_metric(two_songs, tmp_path):
     code = evaluate.main(["--references", str(two_songs), "--split", "test", "--baselines", "mixture", "irm",
                           "--out", str(tmp_path / "out"), "--quiet", "--limit", "1", "--metrics", "v4"])
@@ -270,6 +283,7 @@ def test_box_plots_one_png_per_metric(two_songs, tmp_path):
     assert not list((tmp_path / "out").glob(".*part*"))  # atomic writes left nothing behind
 
 
+@pytest.mark.slow
 def test_mir1k_huang_test_clips(mir1k_root, tmp_path):
     """Two clips of the Huang test split with the mixture and the oracle: the protocol's numbers."""
     code = evaluate.main(["--references", str(mir1k_root), "--dataset", "mir1k", "--split", "huang-test",

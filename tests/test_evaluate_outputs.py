@@ -37,6 +37,7 @@ def evaluate_main(root, estimates, out, *extra):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_demucs_spleeter_and_open_unmix_layouts_score_like_ours(two_songs, tmp_path, capsys):
     """The same separation written in each tool's layout gets the same scores as ours."""
     ours, demucs, umx = tmp_path / "ours", tmp_path / "htdemucs", tmp_path / "umx"
@@ -62,6 +63,7 @@ def test_demucs_spleeter_and_open_unmix_layouts_score_like_ours(two_songs, tmp_p
     assert expected[0]["v3_vocals_SDR"] > 10  # not a trivial case
 
 
+@pytest.mark.slow
 def test_a_missing_stem_is_derived_exactly_from_the_mixture_and_said_so(two_songs, tmp_path, capsys):
     ours, vocals_only = tmp_path / "ours", tmp_path / "vocals_only"
     separate_like(ours, two_songs, lambda v, r: {"vocals": v, "accompaniment": r["mixture"] - v})
@@ -86,6 +88,7 @@ def test_a_missing_stem_is_derived_exactly_from_the_mixture_and_said_so(two_song
     assert "cannot derive accompaniment exactly" in rows[1]["status"] and "16000 Hz" in rows[1]["status"]
 
 
+@pytest.mark.slow
 def test_missing_named_stem_is_reported_by_its_name(two_songs, tmp_path):
     demucs = tmp_path / "htdemucs"
     separate_like(demucs, two_songs, lambda v, r: {"vocals": v, "accompaniment": r["mixture"] - v})
@@ -154,6 +157,7 @@ def test_bad_stem_names_from_the_shell(two_songs, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_museval_json_validates_against_its_schema_and_museval_loads_it(two_songs, tmp_path):
     import jsonschema
     import museval
@@ -187,6 +191,7 @@ def test_museval_json_validates_against_its_schema_and_museval_loads_it(two_song
     assert table[("unet", "vocals", "SDR")] > table[("mixture", "vocals", "SDR")] + 5
 
 
+@pytest.mark.slow
 def test_settings_record_versions_and_commit_and_the_terminal_shows_two_tables(two_songs, tmp_path, capsys):
     ours = tmp_path / "unet"
     separate_like(ours, two_songs, lambda v, r: {"vocals": v, "accompaniment": r["mixture"] - v})

@@ -192,6 +192,7 @@ def spoil_reference(kind: str, root: Path, estimates: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["truncated reference", "stems of 2 and 3 channels", "stereo estimate, mono reference"])
+@pytest.mark.slow
 def test_evaluate_lists_a_track_that_fails_and_scores_the_others(kind, noise_songs, tmp_path, capsys):
     estimates = tmp_path / "est"
     for track in noise_songs.iterdir():
@@ -223,6 +224,7 @@ def can_mount_tmpfs() -> bool:
 
 @pytest.mark.skipif(not can_mount_tmpfs(), reason="no unprivileged tmpfs here (user namespaces off); "
                                                   "test_a_simulated_full_disk_* cover the same path")
+@pytest.mark.slow
 def test_a_full_disk_during_inference_is_one_line_and_leaves_nothing(tiny_model_dir, tmp_path):
     """A real full disk: a 256 kB tmpfs as the output folder (a private mount namespace, no root)."""
     first, second = song(tmp_path / "in", "first.wav", 10.0), song(tmp_path / "in", "second.wav", 10.0)
@@ -264,6 +266,7 @@ def test_a_simulated_full_disk_during_inference_is_one_line_and_leaves_nothing(t
     assert files_under(out) == []
 
 
+@pytest.mark.slow
 def test_a_simulated_full_disk_during_evaluate_is_one_line_and_leaves_nothing(noise_songs, tmp_path, monkeypatch,
                                                                               capsys):
     """Python's own report of a full disk, ENOSPC, from the CSV writer after half the text."""
@@ -282,6 +285,7 @@ def test_a_simulated_full_disk_during_evaluate_is_one_line_and_leaves_nothing(no
     assert files_under(out) == []
 
 
+@pytest.mark.slow
 def test_a_simulated_full_disk_while_saving_the_box_plots_is_one_line(noise_songs, tmp_path, monkeypatch, capsys):
     """The CSVs fit, then the disk fills while matplotlib writes the first box plot."""
     from matplotlib.figure import Figure
@@ -302,6 +306,7 @@ def test_a_simulated_full_disk_while_saving_the_box_plots_is_one_line(noise_song
 
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.slow
 def test_a_signal_while_writing_stems_removes_the_temporary_folder(sig, status, tiny_model_dir, tmp_path):
     """The process signals itself once the first stem is in its temporary folder."""
     out = tmp_path / "out"

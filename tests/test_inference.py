@@ -253,6 +253,7 @@ def test_separator_refuses_values_out_of_range(tiny_model, options, words):
 
 
 @pytest.mark.parametrize("post_filter", [None, "wiener"])
+@pytest.mark.slow
 def test_progress_reaches_its_total_once_per_step(tiny_model, post_filter):
     calls = []
     separator = inference.Separator(tiny_model, post_filter=post_filter)
@@ -359,6 +360,7 @@ def sdr(reference, estimate):
 
 
 @pytest.mark.parametrize("channels, gain_db", [(2, 3.0), (1, 0.3)])
+@pytest.mark.slow
 def test_wiener_filter_beats_the_mask_it_starts_from(channels, gain_db):
     """An oracle ratio mask of the mono fold (what the model estimates) applied to every channel
     cannot separate sources that differ in place; the Wiener filter's spatial covariances can
@@ -376,6 +378,7 @@ def test_wiener_filter_beats_the_mask_it_starts_from(channels, gain_db):
 
 
 @pytest.mark.parametrize("sr, seconds, channels", [(44100, 20.0, 2), (22050, 3.0, 1), (8192, 5.0, 2), (16000, 0.01, 2)])
+@pytest.mark.slow
 def test_wiener_filter_keeps_rate_channels_length_and_sums_to_the_mixture(sr, seconds, channels):
     x = noise(seconds, sr, channels)
     by_patch = inference.Separator(lambda patches: np.clip(patches, 0, 1))  # a mask that varies with the song
@@ -553,6 +556,7 @@ def test_a_separator_prepares_its_model_once(tiny_model, monkeypatch):
 
 # ---------------------------------------------------------------------------- the command line as a process
 
+@pytest.mark.slow
 def test_command_line_process_writes_the_stems_and_its_exit_status(tmp_path, tiny_model_dir, capsys):
     """`python inference.py` as a whole process (Keras' optional imports hidden, TensorFlow's
     start-up log kept out): the same stems as the in-process main(), the device on the first line,
@@ -574,6 +578,7 @@ def test_command_line_process_writes_the_stems_and_its_exit_status(tmp_path, tin
     assert proc.returncode == 2 and "already exists" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_importing_inference_hides_nothing():
     """Only the command line hides Keras' optional imports: a program or notebook that imports
     inference can still import scikit-learn, pandas and matplotlib."""

@@ -181,6 +181,7 @@ def test_prepare_rerun_skips_and_unreadable_files(tmp_path, capsys):
     assert err.count("error:") == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_prepare_streams_a_long_file_in_bounded_memory(tmp_path):
     """Five minutes of 44.1 kHz stereo (53 MB as float32 whole) are prepared with a small peak."""
     sr, seconds = 44100, 300

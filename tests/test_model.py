@@ -83,6 +83,7 @@ def test_tiny_model_parameter_count_follows_arguments():
     assert tuple(model.outputs[0].shape) == (None, 32, 16, 1)
 
 
+@pytest.mark.slow
 def test_output_is_mask_times_input_and_mask_is_in_unit_interval():
     model = tiny_model()
     x = random_patches(3)

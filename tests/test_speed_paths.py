@@ -38,6 +38,7 @@ def masks(model, x, precision="float32"):
     ((32, 16, 1), (3, 5, 7), 3),               # 2x2 parity kernels
     ((64, 32, 1), (8, 16, 24), 7),             # 4x4 parity kernels, every path
 ])
+@pytest.mark.slow
 def test_inference_model_gives_the_mask_of_the_trained_model(shape, filters, kernel_size):
     model = randomized(unet_model.build_unet(shape, filters, kernel_size=kernel_size))
     x = patches(3, shape)
@@ -48,6 +49,7 @@ def test_inference_model_gives_the_mask_of_the_trained_model(shape, filters, ker
     assert paths[0] == "conv" and paths[-1] == "subpixel"
 
 
+@pytest.mark.slow
 def test_full_size_model_every_path_and_bfloat16():
     model = randomized(unet_model.build_unet(), seed=2)
     x = patches(2, (512, 128, 1), seed=3)
@@ -62,6 +64,7 @@ def test_full_size_model_every_path_and_bfloat16():
     assert difference.mean() < 1e-3
 
 
+@pytest.mark.slow
 def test_trained_batch_norm_and_dropout_settings_are_followed():
     """A model after a few training steps (moving statistics updated, dropout off at inference); a
     three-level U-Net whose blocks take every route (as in the first test's last case)."""
@@ -88,6 +91,7 @@ def test_inference_model_refuses_other_models_and_precisions():
         unet_fast.inference_mask_model(unet_model.build_unet((64, 64, 1), (4, 8)), "float16")
 
 
+@pytest.mark.slow
 def test_separator_runs_the_inference_model_and_keeps_other_models_working():
     params = AudioParams(n_bins=64, patch_frames=64)
     model = randomized(unet_model.build_unet((64, 64, 1), SMALL), seed=6)
@@ -112,6 +116,7 @@ def test_separator_runs_the_inference_model_and_keeps_other_models_working():
 
 
 @pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.slow
 def test_auto_precision_follows_the_cpu(monkeypatch, fast):
     """"auto" (the command line's default) is bfloat16 exactly where unet_fast says it is fast."""
     monkeypatch.setattr(unet_fast, "bfloat16_is_fast", lambda: fast)
@@ -140,6 +145,7 @@ def test_an_edited_network_falls_back_to_the_readable_model_with_a_warning(monke
     assert unet_fast.inference_mask_model(edited, check=False).get_layer("mask").__class__ is unet_fast.InferenceMask
 
 
+@pytest.mark.slow
 def test_perturbed_weights_are_still_followed_and_a_wrong_fold_is_caught(monkeypatch):
     """Weights are read afresh from the model (edited ones are followed); a fast path that folds
     them wrongly is caught by the check instead of serving another mask."""
@@ -165,6 +171,7 @@ def test_perturbed_weights_are_still_followed_and_a_wrong_fold_is_caught(monkeyp
         unet_fast.inference_mask_model(model, "bfloat16")
 
 
+@pytest.mark.slow
 def test_the_shipped_model_passes_the_bfloat16_check():
     """bfloat16 rounding leaves isolated mask cells several 1e-2 off (0.09 on an AMD EPYC): the
     check must accept that rounding, or every bfloat16 run warns and falls back to the slow path."""

@@ -166,7 +166,7 @@ def test_sigkill_mid_epoch_then_same_command_resumes_under_mirrored_strategy(tin
     """train.py with --distribute mirrored on two logical CPU devices (two replicas), killed
     (SIGKILL) during its third epoch; the same command, on two replicas again, resumes it."""
     run = tmp_path / "run"
-    cmd = [sys.executable, "-c", MIRRORED, str(ROOT), *tiny_args(tiny_cache, run, 6, 40, "--distribute", "mirrored")]
+    cmd = [sys.executable, "-c", MIRRORED, str(ROOT), *tiny_args(tiny_cache, run, 4, 30, "--distribute", "mirrored")]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
     log = tmp_path / "first.txt"
     with open(log, "w") as out:
@@ -186,19 +186,19 @@ def test_sigkill_mid_epoch_then_same_command_resumes_under_mirrored_strategy(tin
     assert "2 replicas" in log.read_text()
     state = json.loads((run / "backup" / "state.json").read_text())
     done = state["epoch"]
-    assert 2 <= done < 6 and state["finished"] is None
+    assert 2 <= done < 4 and state["finished"] is None
     before = {k: v[:done] for k, v in history(run).items()}
 
     rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-3000:]
-    assert f"resuming after epoch {done} of 6" in rerun.stdout and "2 replicas" in rerun.stdout
+    assert f"resuming after epoch {done} of 4" in rerun.stdout and "2 replicas" in rerun.stdout
     after = history(run)
-    assert after["epoch"] == [0, 1, 2, 3, 4, 5]  # each epoch once: a half-written row was dropped
+    assert after["epoch"] == [0, 1, 2, 3]  # each epoch once: a half-written row was dropped
     assert {k: v[:done] for k, v in after.items()} == before  # the history before the kill is kept
     assert np.isfinite(after["loss"]).all() and np.isfinite(after["val_loss"]).all()
-    assert json.loads((run / "backup" / "state.json").read_text())["epoch"] == 6
+    assert json.loads((run / "backup" / "state.json").read_text())["epoch"] == 4
     assert all(np.isfinite(w).all() for w in weights_of(run / "last.keras"))
-    assert sorted(p.name for p in (run / "backup").iterdir()) == ["epoch-0005.weights.h5", "epoch-0006.weights.h5",
+    assert sorted(p.name for p in (run / "backup").iterdir()) == ["epoch-0003.weights.h5", "epoch-0004.weights.h5",
                                                                   "state.json"]
 
 
@@ -486,6 +486,7 @@ def stand_in_production(monkeypatch):
     return module
 
 
+@pytest.mark.slow
 def test_mixing_options_train_and_reach_the_config(tiny_cache, tmp_path, stand_in_production, capsys):
     run = tmp_path / "run"
     options = ["--instrumental-share", "0.25", "--vocal-level", "-4", "6", "--vocal-fx", "all", "--accompaniment-from", "stems"]
