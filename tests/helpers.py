@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SR = 8192
 #: A small cache: 64 bins x 64 frames patches (a U-Net of up to six levels fits them).
 TINY_PARAMS = AudioParams(n_bins=64, patch_frames=64)
-#: pipeline.py in miniature: 2 training songs and 1 test song of 8 s, a two-level U-Net trained for
+#: pipeline.py in miniature: 2 training songs and 1 test song of 4 s, a two-level U-Net trained for
 #: 2 epochs of 2 steps, the test song separated and evaluated with the baselines.
-TINY_PIPELINE = ["--train-songs", "2", "--test-songs", "1", "--seconds", "8", "--epochs", "2",
+TINY_PIPELINE = ["--train-songs", "2", "--test-songs", "1", "--seconds", "4", "--epochs", "2",
                  "--steps-per-epoch", "2", "--batch-size", "2", "--filters", "4,8", "--jobs", "1"]
 
 

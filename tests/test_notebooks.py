@@ -88,7 +88,7 @@ def test_separation_demo(tiny_pipeline):
     # The model as a run folder and the song relative to the repository root, not to notebooks/
     song = tiny_pipeline / "data" / "builtin" / "test" / "test000"
     run = execute(DEMO, UNET_MODEL=str(tiny_pipeline / "runs" / "builtin"), UNET_SONG_DIR=os.path.relpath(song, ROOT))
-    assert "song: test000, 8.0 s at 44100 Hz, 2 channel(s)" in run.text
+    assert "song: test000, 4.0 s at 44100 Hz, 2 channel(s)" in run.text
     assert "vocals + accompaniment == mixture: True" in run.text
     assert len(run.images) == 2  # the mask figure and the spectrograms
     assert sum("<audio" in html for html in run.html) == 4
