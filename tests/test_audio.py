@@ -255,7 +255,6 @@ def test_stft_overrides_for_other_rates():
 @pytest.mark.parametrize("n_fft,hop", [(1024, 768), (5512, 4134), (1024, 256)])
 @pytest.mark.parametrize("samples", [100, 1023, 8192 * 3 + 17, 300 * 128 + 5], ids=lambda n: f"n={n}")
 @pytest.mark.parametrize("channels", [None, 1, 2], ids=lambda c: f"ch={c}")
-@pytest.mark.slow
 def test_stft_pair_equals_librosa(n_fft, hop, samples, channels):
     """The scipy.fft STFT pair is librosa's (centred, zero-padded, periodic Hann) on the end-padded signal.
 
