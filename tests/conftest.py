@@ -1,18 +1,24 @@
-"""Shared fixtures. The project is installed (editable, by requirements.txt), so tests import its
-scripts and packages as any user code does."""
+"""Shared fixtures, each built once per test run where it is pure (a test that changes one works on
+a copy: helpers.copy_of). The project is installed (editable, by requirements.txt), so tests
+import its scripts and packages as any user code does; the helpers they share are in helpers.py."""
 
 import contextlib
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import types
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-ROOT = Path(__file__).resolve().parent.parent
-
 import pytest  # noqa: E402
+
+from helpers import (ROOT, SR, TINY_PIPELINE, history, noise, tiny_args, voice_and_band, write_songs,  # noqa: E402
+                     write_track)
 
 MIR1K = Path(os.environ.get("MIR1K_ROOT", ROOT.parent / "shared" / "data" / "mir1k"))
 
@@ -26,9 +32,107 @@ def mir1k_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A run-like folder holding a tiny untrained two-level U-Net (best.keras: quick to load and run)
+    and its audio_params.json (the default 512 x 128 patches)."""
+    import unet_model
+    from separation.audio import DEFAULT_PARAMS
+
+    folder = tmp_path_factory.mktemp("tiny_model")
+    unet_model.build_unet(filters=(2, 4)).save(folder / "best.keras")
+    DEFAULT_PARAMS.save(folder / "audio_params.json")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_songs(tmp_path_factory) -> Path:
+    """Four 8-s training songs and one 3-s test song a U-Net can learn from (helpers.write_songs):
+    <root>/train/song0..3 and <root>/test/test0."""
+    root = tmp_path_factory.mktemp("songs")
+    write_songs(root)
+    write_songs(root, n_tracks=1, seconds=3.0, seed=5, split="test", prefix="test")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tiny_songs, tmp_path_factory) -> Path:
+    """The training split of ``tiny_songs`` prepared with helpers.TINY_PARAMS (64 x 64 patches)."""
+    from helpers import TINY_PARAMS
+    from separation.cache import prepare
+
+    path = tmp_path_factory.mktemp("caches") / "tiny"
+    prepare("stems", tiny_songs, path, split="train", params=TINY_PARAMS, progress=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_cache, tmp_path_factory) -> types.SimpleNamespace:
+    """A tiny run trained for 3 epochs of 10 steps (helpers.tiny_args), in two sessions: a time
+    limit stops the first after epoch 1, the same command without it trains on.
+
+    ``run`` is its folder (copy it to change it: helpers.copy_of), ``outputs`` the two sessions'
+    printed text."""
+    import train
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    outputs = []
+    for extra in (["--max-minutes", "0.0001"], []):
+        with _captured_output() as out:
+            assert train.main(tiny_args(tiny_cache, run, 3, 10, *extra)) == 0
+        outputs.append(out.text)
+    return types.SimpleNamespace(run=run, outputs=outputs)
+
+
+@contextlib.contextmanager
+def _captured_output():
+    """What this process and its children print inside the block: ``.text``, once it has ended."""
+    import io
+    import tempfile
+
+    result = types.SimpleNamespace(text="")
+    buffer = io.StringIO()
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile("w+") as children:
+        os.dup2(children.fileno(), 1)
+        try:
+            with contextlib.redirect_stdout(buffer):
+                yield result
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+            children.seek(0)
+            result.text = buffer.getvalue() + children.read()
+
+
+@pytest.fixture(scope="session")
+def two_songs(tmp_path_factory) -> Path:
+    """References to score: <root>/test/{song_a,song_b}/{mixture,vocals,accompaniment}.wav, 2 s at
+    8192 Hz, mono (helpers.voice_and_band)."""
+    root = tmp_path_factory.mktemp("stems")
+    for seed, name in enumerate(("song_a", "song_b")):
+        write_track(root / "test" / name, *voice_and_band(2.0, seed))
+    return root
+
+
+@pytest.fixture()
+def noise_songs(tmp_path) -> Path:
+    """Two 4-s reference tracks of noise, <root>/{song_a,song_b}/, made afresh for each test (some spoil them)."""
+    from separation import audio
+
+    root = tmp_path / "refs"
+    for i, name in enumerate(["song_a", "song_b"]):
+        voc, acc = noise(4.0, seed=2 * i), noise(4.0, seed=2 * i + 1)
+        (root / name).mkdir(parents=True)
+        for stem, x in (("vocals", voc), ("accompaniment", acc), ("mixture", voc + acc)):
+            audio.save_audio(root / name / f"{stem}.wav", x, SR)
+    return root
+
+
+@pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory) -> Path:
-    """A whole pipeline run in miniature: 2 training songs and 1 test song of 8 s, a tiny U-Net
-    trained for 2 epochs of 2 steps, the test song separated and evaluated with the baselines."""
+    """A whole pipeline run in miniature (helpers.TINY_PIPELINE): its --work folder."""
     import pipeline
 
     work = tmp_path_factory.mktemp("pipeline")
@@ -36,20 +140,58 @@ def tiny_pipeline(tmp_path_factory) -> Path:
     return work
 
 
-TINY_PIPELINE = ["--train-songs", "2", "--test-songs", "1", "--seconds", "8", "--epochs", "2",
-                 "--steps-per-epoch", "2", "--batch-size", "2", "--filters", "4,8,8,8,8,8", "--jobs", "1"]
-
-
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """A run-like folder holding a tiny untrained U-Net (best.keras) and its audio_params.json."""
-    import unet_model
-    from separation.audio import DEFAULT_PARAMS
+def tiny_comparison(tiny_cache, tmp_path_factory) -> types.SimpleNamespace:
+    """``pytorch_twin/compare_frameworks.py train`` on ``tiny_cache`` (3 epochs of 1 step, no dropout, the
+    test song scored), run as a user who stopped it would run it: killed (SIGKILL) once its second
+    training had saved an epoch, then the same command again (in this process), which finished it.
 
-    folder = tmp_path_factory.mktemp("tiny_model")
-    unet_model.build_unet(filters=(2, 4, 4, 4, 4, 4)).save(folder / "best.keras")
-    DEFAULT_PARAMS.save(folder / "audio_params.json")
-    return folder
+    Returns ``run`` (its folder), ``options`` (the command's arguments), ``recipe`` (its options after
+    --cache and --run-dir), ``epochs``, what the kill left: ``survivors`` (processes still naming
+    ``run`` a second after the kill), ``done`` (the second training's saved epochs) and
+    ``first_history`` (the first training's history), and the second command's ``status`` and
+    printed ``out``. The same command may be run again in ``run`` (a copy elsewhere would not resume:
+    the trainings' --init-from names this folder's init.keras); it finds the trainings done and
+    prints the same table again."""
+    pytest.importorskip("torch", reason="PyTorch not installed: `pip install torch==2.13.0` (CPU wheel) to compare "
+                                        "the frameworks")
+    from pytorch_twin import compare_frameworks
+
+    run = tmp_path_factory.mktemp("comparison") / "compare"
+    epochs = 3
+    options = ["train", *tiny_args(tiny_cache, run, epochs, 1, "--dropout", "0"), "--test", "test", "--threads", "1"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "pytorch_twin" / "compare_frameworks.py"), *options], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = run / "keras-torch" / "backup" / "state.json"
+    try:
+        deadline = time.monotonic() + 600
+        while not state.is_file():  # the second training saved its first epoch
+            assert proc.poll() is None, "the comparison ended before its second training"
+            assert time.monotonic() < deadline, "training too slow"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)  # the comparison only: its training dies with it
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    time.sleep(1)
+    comparison = types.SimpleNamespace(
+        run=run, options=options, recipe=options[5:], epochs=epochs, done=json.loads(state.read_text())["epoch"],
+        survivors=[pid for pid in os.listdir("/proc") if pid.isdigit() and pid != str(os.getpid())
+                   and str(run) in _command_line(pid)],
+        first_history=history(run / "keras-tensorflow"))
+    with _captured_output() as out:  # the trainings print from processes of their own: file descriptor 1 too
+        comparison.status = compare_frameworks.main(options)
+    comparison.out = out.text
+    return comparison
+
+
+def _command_line(pid: str) -> str:
+    """The command line of process ``pid`` ("" once it has gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 #: A second process taking a folder's flock, as separation.files.lock_folder takes it.

@@ -18,23 +18,8 @@ import soundfile as sf
 from separation import audio, cli
 import evaluate
 import inference
+from helpers import ROOT, SR, assert_one_line_error, files_under, noise, wav_bytes
 from separation.stems import song_name
-import unet_model
-from separation.audio import DEFAULT_PARAMS
-
-ROOT = Path(__file__).resolve().parent.parent
-SR = 8192
-
-
-def wav_bytes(x, sr, subtype="PCM_16"):
-    buf = io.BytesIO()
-    sf.write(buf, x, sr, format="WAV", subtype=subtype)
-    return buf.getvalue()
-
-
-def noise(seconds, sr=SR, channels=1, seed=0):
-    return (0.1 * np.random.default_rng(seed).standard_normal((int(seconds * sr), channels))).astype(np.float32)
-
 
 #: name -> (file name, bytes maker, expected: "error" words or None for a correct result)
 CORPUS = {
@@ -71,30 +56,10 @@ def corpus(tmp_path_factory) -> dict:
     return paths
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    unet_model.build_unet(filters=(2, 4, 4, 4, 4, 4)).save(folder / "best.keras")
-    DEFAULT_PARAMS.save(folder / "audio_params.json")
-    return folder
-
-
-def assert_one_line_error(err: str, *words):
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert lines, "no message"
-    assert "Traceback" not in err
-    for word in words:
-        assert any(word in line for line in lines), (word, err)
-
-
-def files_under(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
-
-
 @pytest.mark.parametrize("name", [n for n, (_, _, expected) in CORPUS.items() if expected])
-def test_inference_refuses_a_bad_file_in_one_line_and_writes_nothing(name, corpus, model_dir, tmp_path, capsys):
+def test_inference_refuses_a_bad_file_in_one_line_and_writes_nothing(name, corpus, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "separated"
-    status = cli.run_cli(inference.main, [str(corpus[name]), "-o", str(out), "--model", str(model_dir)])
+    status = cli.run_cli(inference.main, [str(corpus[name]), "-o", str(out), "--model", str(tiny_model_dir)])
     err = capsys.readouterr().err
     assert status != 0
     assert_one_line_error(err, CORPUS[name][2], corpus[name].name)
@@ -102,9 +67,9 @@ def test_inference_refuses_a_bad_file_in_one_line_and_writes_nothing(name, corpu
 
 
 @pytest.mark.parametrize("name", [n for n, (_, _, expected) in CORPUS.items() if expected is None])
-def test_inference_separates_odd_but_valid_files_correctly(name, corpus, model_dir, tmp_path, capsys):
+def test_inference_separates_odd_but_valid_files_correctly(name, corpus, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "separated"
-    assert cli.run_cli(inference.main, [str(corpus[name]), "-o", str(out), "--model", str(model_dir)]) == 0
+    assert cli.run_cli(inference.main, [str(corpus[name]), "-o", str(out), "--model", str(tiny_model_dir)]) == 0
     mixture, sr = audio.load_audio(corpus[name])
     song = out / song_name(corpus[name])
     assert files_under(song.parent) == [f"{song.name}/accompaniment.wav", f"{song.name}/vocals.wav"]
@@ -118,17 +83,18 @@ def test_inference_separates_odd_but_valid_files_correctly(name, corpus, model_d
         assert not np.any(stems["vocals"]) and not np.any(stems["accompaniment"])
 
 
-def test_one_bad_file_among_good_ones_is_reported_and_the_rest_separated(corpus, model_dir, tmp_path, capsys):
+def test_one_bad_file_among_good_ones_is_reported_and_the_rest_separated(corpus, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "separated"
     status = cli.run_cli(inference.main, [str(corpus["text"]), str(corpus["zeros"]), str(corpus["truncated"]),
-                             "-o", str(out), "--model", str(model_dir)])
+                             "-o", str(out), "--model", str(tiny_model_dir)])
     err = capsys.readouterr().err
     assert status == 1
     assert "text.wav" in err and "truncated.wav" in err and "Traceback" not in err
     assert files_under(out) == ["zeros/accompaniment.wav", "zeros/vocals.wav"]
 
 
-def test_an_hour_of_silence_is_separated_in_bounded_memory(model_dir, tmp_path):
+@pytest.mark.slow
+def test_an_hour_of_silence_is_separated_in_bounded_memory(tiny_model_dir, tmp_path):
     """One hour at 1 kHz mono (7 MB of 16-bit samples, 29 M samples at the model's rate)."""
     hour = tmp_path / "hour of silence.wav"
     with sf.SoundFile(hour, "w", samplerate=1000, channels=1, subtype="PCM_16") as f:
@@ -136,7 +102,7 @@ def test_an_hour_of_silence_is_separated_in_bounded_memory(model_dir, tmp_path):
     out = tmp_path / "separated"
     code = (
         "import resource, sys, inference\nfrom separation import cli\n"
-        f"status = cli.run_cli(inference.main, [{str(hour)!r}, '-o', {str(out)!r}, '--model', {str(model_dir)!r}])\n"
+        f"status = cli.run_cli(inference.main, [{str(hour)!r}, '-o', {str(out)!r}, '--model', {str(tiny_model_dir)!r}])\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
         "sys.exit(status)\n"
     )
@@ -148,11 +114,11 @@ def test_an_hour_of_silence_is_separated_in_bounded_memory(model_dir, tmp_path):
     assert sr == 1000 and len(vocals) == 3600 * 1000 and not np.any(vocals)
 
 
-def test_existing_outputs_are_kept_unless_overwrite(corpus, model_dir, tmp_path, capsys):
+def test_existing_outputs_are_kept_unless_overwrite(corpus, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "separated"
     (out / "zeros").mkdir(parents=True)
     (out / "zeros" / "vocals.wav").write_bytes(b"precious")
-    assert cli.run_cli(inference.main, [str(corpus["zeros"]), "-o", str(out), "--model", str(model_dir)]) != 0
+    assert cli.run_cli(inference.main, [str(corpus["zeros"]), "-o", str(out), "--model", str(tiny_model_dir)]) != 0
     assert_one_line_error(capsys.readouterr().err, "--overwrite")
     assert (out / "zeros" / "vocals.wav").read_bytes() == b"precious"
     assert files_under(out) == ["zeros/vocals.wav"]
@@ -163,11 +129,11 @@ def test_existing_outputs_are_kept_unless_overwrite(corpus, model_dir, tmp_path,
     (["--model", "missing.keras", "x.wav"], "no such"),
     (["--overlap", "1.5", "x.wav"], "overlap"),
 ])
-def test_inference_bad_arguments(argv, words, tmp_path, model_dir, capsys, monkeypatch):
+def test_inference_bad_arguments(argv, words, tmp_path, tiny_model_dir, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "x.wav").write_bytes(wav_bytes(noise(1.0), SR))
     if "--model" not in argv:
-        argv = argv + ["--model", str(model_dir)]
+        argv = argv + ["--model", str(tiny_model_dir)]
     try:
         status = cli.run_cli(inference.main, argv)
     except SystemExit as exit_info:  # argparse refuses an option out of range before any work
@@ -177,14 +143,14 @@ def test_inference_bad_arguments(argv, words, tmp_path, model_dir, capsys, monke
     assert_one_line_error(captured.err, words)
 
 
-def test_read_only_output_folder_as_an_ordinary_user(model_dir):
+def test_read_only_output_folder_as_an_ordinary_user(tiny_model_dir):
     """A folder the user cannot write to. Root writes anywhere, so root runs this as 'nobody'."""
     base = Path(tempfile.mkdtemp(prefix="readonly-"))
     try:
         os.chmod(base, 0o755)
         model = base / "model"
         model.mkdir()
-        for f in model_dir.iterdir():
+        for f in tiny_model_dir.iterdir():
             (model / f.name).write_bytes(f.read_bytes())
         song = base / "song.wav"
         song.write_bytes(wav_bytes(noise(1.0), SR))
@@ -211,18 +177,6 @@ def test_read_only_output_folder_as_an_ordinary_user(model_dir):
 # ---------------------------------------------------------------------------- evaluate.py
 
 
-@pytest.fixture()
-def references(tmp_path):
-    """Two reference tracks in the stems layout."""
-    root = tmp_path / "refs"
-    for i, name in enumerate(["song_a", "song_b"]):
-        voc, acc = noise(4.0, seed=2 * i), noise(4.0, seed=2 * i + 1)
-        (root / name).mkdir(parents=True)
-        for stem, x in (("vocals", voc), ("accompaniment", acc), ("mixture", voc + acc)):
-            audio.save_audio(root / name / f"{stem}.wav", x, SR)
-    return root
-
-
 def estimates_like(references, tmp_path, break_b=None):
     """Estimates = references (perfect); ``break_b(path)`` spoils song_b's vocals."""
     est = tmp_path / "est"
@@ -236,10 +190,11 @@ def estimates_like(references, tmp_path, break_b=None):
 
 
 @pytest.mark.parametrize("name", ["empty", "truncated", "text", "nan"])
-def test_evaluate_reports_a_corrupt_estimate_and_scores_the_rest(name, corpus, references, tmp_path, capsys):
-    est = estimates_like(references, tmp_path, lambda p: p.write_bytes(corpus[name].read_bytes()))
+@pytest.mark.slow
+def test_evaluate_reports_a_corrupt_estimate_and_scores_the_rest(name, corpus, noise_songs, tmp_path, capsys):
+    est = estimates_like(noise_songs, tmp_path, lambda p: p.write_bytes(corpus[name].read_bytes()))
     out = tmp_path / "results"
-    status = cli.run_cli(evaluate.main, ["--references", str(references), "--estimates", str(est), "--out", str(out),
+    status = cli.run_cli(evaluate.main, ["--references", str(noise_songs), "--estimates", str(est), "--out", str(out),
                             "--metrics", "v3", "--no-plots", "--quiet"])
     captured = capsys.readouterr()
     assert status == 1 and "Traceback" not in captured.err

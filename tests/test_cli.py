@@ -75,6 +75,7 @@ print("imported")
 """
 
 
+@pytest.mark.slow
 def test_tensorflows_start_up_log_shows_with_verbose():
     """TensorFlow's C++ libraries print a start-up log while they load (absl's, before any level
     applies: the oneDNN notice on x86): --verbose shows it. That the command lines hide it

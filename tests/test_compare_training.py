@@ -3,13 +3,11 @@ ways (``pytorch_twin/compare_frameworks.py train``, pytorch_twin/compare_trainin
 resuming after SIGKILL, refusals. Skipped as a whole without PyTorch."""
 
 import csv
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,39 +22,13 @@ import data_generator  # noqa: E402
 import train  # noqa: E402
 from pytorch_twin import train_torch  # noqa: E402
 import unet_model  # noqa: E402
-from separation import runs  # noqa: E402
-from separation.cache import prepare  # noqa: E402
+from helpers import ROOT, TINY_PARAMS, history, tiny_args  # noqa: E402
 from separation.errors import UserError  # noqa: E402
-from test_train import TINY_PARAMS, write_stems  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def stems(tmp_path_factory) -> Path:
-    """Four training songs and one short test song (a stems folder with train/ and test/)."""
-    root = tmp_path_factory.mktemp("stems")
-    write_stems(root)
-    write_stems(root, n_tracks=1, seconds=3.0, seed=5, split="test", prefix="test")
-    return root
-
-
-@pytest.fixture(scope="module")
-def cache(stems, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("caches") / "tiny"
-    prepare("stems", stems, path, split="train", params=TINY_PARAMS, progress=False)
-    return path
 
 
 def recipe(cache, run_dir, epochs=3, steps=4, *extra):
-    """Options of train.py / pytorch_twin/train_torch.py for a tiny U-Net (20,701 parameters) on the tiny cache."""
-    return ["--cache", str(cache), "--run-dir", str(run_dir), "--epochs", str(epochs), "--steps-per-epoch", str(steps),
-            "--batch-size", "4", "--filters", "4,8,8,8,8,8", "--learning-rate", "1e-3", "--validation-split", "0.25",
-            "--verbose", "0", *extra]
-
-
-def history(run_dir) -> dict:
-    return runs.read_history(Path(run_dir) / runs.HISTORY_FILE)
+    """Options of train.py / pytorch_twin/train_torch.py for a tiny U-Net on the tiny cache (helpers.tiny_args)."""
+    return tiny_args(cache, run_dir, epochs, steps, *extra)
 
 
 def subprocess_env() -> dict:
@@ -68,9 +40,10 @@ def subprocess_env() -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def test_twin_history_model_and_conversion(cache, tmp_path, capsys):
+@pytest.mark.slow
+def test_twin_history_model_and_conversion(tiny_cache, tmp_path, capsys):
     run = tmp_path / "twin"
-    assert train_torch.main(recipe(cache, run, 2)) == 0
+    assert train_torch.main(recipe(tiny_cache, run, 2)) == 0
     assert sorted(p.name for p in run.iterdir()) == ["audio_params.json", "best.pt", "checkpoint.pt", "history.csv",
                                                      "last.pt", "loss.png", "torch_config.json"]
     header = (run / "history.csv").read_text().splitlines()[0]
@@ -80,10 +53,10 @@ def test_twin_history_model_and_conversion(cache, tmp_path, capsys):
     assert all(np.isfinite(h["loss"])) and all(np.isfinite(h["val_loss"]))
 
     # a rerun does nothing; another configuration is refused
-    assert train_torch.main(recipe(cache, run, 2)) == 0
+    assert train_torch.main(recipe(tiny_cache, run, 2)) == 0
     assert "already trained for 2 epochs" in capsys.readouterr().out
     with pytest.raises(UserError, match="made by another configuration.*learning_rate"):
-        train_torch.main(recipe(cache, run, 2, 4, "--learning-rate", "5e-4"))
+        train_torch.main(recipe(tiny_cache, run, 2, 4, "--learning-rate", "5e-4"))
 
     # best.pt -> .keras with pytorch_twin/convert_weights.py; the Keras model gives the twin's validation loss
     keras_file = tmp_path / "converted" / "best.keras"
@@ -94,42 +67,42 @@ def test_twin_history_model_and_conversion(cache, tmp_path, capsys):
     model, params = unet_model.load_model(keras_file)
     assert params == TINY_PARAMS
     config = train.TrainConfig.load(run / train_torch.CONFIG_FILE)
-    val = data_generator.PatchSampler(cache, list(config.validation_tracks), mode="validation", batch_size=4)
+    val = data_generator.PatchSampler(tiny_cache, list(config.validation_tracks), mode="validation", batch_size=4)
     mixture, vocals = (np.concatenate(parts) for parts in zip(*(val[i] for i in range(len(val)))))
     masks = np.asarray(unet_model.mask_model(model).predict_on_batch(mixture))
     keras_loss = float(np.mean((masks * mixture - vocals) ** 2))
     assert keras_loss == pytest.approx(min(h["val_loss"]), rel=1e-4)
 
 
-def test_twin_and_keras_refuse_each_others_folders(cache, tmp_path):
+def test_twin_and_keras_refuse_each_others_folders(tiny_cache, tmp_path):
     twin, keras_run = tmp_path / "twin", tmp_path / "keras"
     for folder, name in ((twin, "config.json"), (keras_run, "torch_config.json")):
         folder.mkdir()
         (folder / name).write_text("{}")
     with pytest.raises(UserError, match="no torch_config.json, so it is not a run of pytorch_twin/train_torch.py"):
-        train_torch.main(recipe(cache, twin))
+        train_torch.main(recipe(tiny_cache, twin))
     with pytest.raises(UserError, match="no config.json, so it is not a run of train.py"):
-        train.main(recipe(cache, keras_run))
+        train.main(recipe(tiny_cache, keras_run))
     with pytest.raises(UserError, match="--distribute and --jit-compile are Keras'"):
-        train_torch.main(recipe(cache, tmp_path / "new", 1, 1, "--distribute", "mirrored"))
+        train_torch.main(recipe(tiny_cache, tmp_path / "new", 1, 1, "--distribute", "mirrored"))
     from pytorch_twin import unet_torch
 
     other = tmp_path / "other.pt"
     torch.save(unet_torch.UNet((4, 8, 8, 8, 8, 16)).state_dict(), other)
     with pytest.raises(UserError, match="other.pt: does not fit this run's U-Net.*size mismatch"):
-        train_torch.main(recipe(cache, tmp_path / "init", 1, 1, "--init-from", str(other)))
+        train_torch.main(recipe(tiny_cache, tmp_path / "init", 1, 1, "--init-from", str(other)))
 
 
 @pytest.mark.slow
-def test_twin_resumes_after_sigkill_exactly_as_if_never_stopped(cache, tmp_path):
+def test_twin_resumes_after_sigkill_exactly_as_if_never_stopped(tiny_cache, tmp_path, capsys):
     """Killed at any moment and run again, the twin ends with the history of a run never killed:
     the resume point restores weights, Adam, the schedule, early stopping and dropout's random state."""
     epochs, steps = 4, 4
     whole = tmp_path / "whole"
-    assert train_torch.main(recipe(cache, whole, epochs, steps)) == 0
+    assert train_torch.main(recipe(tiny_cache, whole, epochs, steps)) == 0
 
     run = tmp_path / "killed"
-    cmd = [sys.executable, str(ROOT / "pytorch_twin" / "train_torch.py"), *recipe(cache, run, epochs, steps)]
+    cmd = [sys.executable, str(ROOT / "pytorch_twin" / "train_torch.py"), *recipe(tiny_cache, run, epochs, steps)]
     proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -145,9 +118,9 @@ def test_twin_resumes_after_sigkill_exactly_as_if_never_stopped(cache, tmp_path)
     done = torch.load(run / train_torch.CHECKPOINT_FILE, weights_only=True)["epoch"]
     assert 1 <= done < epochs
 
-    rerun = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
-    assert f"resuming after epoch {done} of {epochs}" in rerun.stdout
+    capsys.readouterr()
+    assert train_torch.main(recipe(tiny_cache, run, epochs, steps)) == 0  # the same command, in this process
+    assert f"resuming after epoch {done} of {epochs}" in capsys.readouterr().out
     assert history(run) == history(whole)
     for name in (train_torch.BEST_FILE, train_torch.LAST_FILE):
         a, b = (torch.load(r / name, weights_only=True) for r in (run, whole))
@@ -159,8 +132,8 @@ def test_twin_resumes_after_sigkill_exactly_as_if_never_stopped(cache, tmp_path)
 # --------------------------------------------------------------------------------------------
 
 
-def test_recipe_argv_gives_train_py_the_same_configuration(cache, tmp_path):
-    options = recipe(cache, tmp_path / "x", 7, 3, "--remix", "--vocal-level", "-4", "6", "--vocal-fx", "reverb,eq",
+def test_recipe_argv_gives_train_py_the_same_configuration(tiny_cache, tmp_path):
+    options = recipe(tiny_cache, tmp_path / "x", 7, 3, "--remix", "--vocal-level", "-4", "6", "--vocal-fx", "reverb,eq",
                      "--no-jit-compile", "--loss", "l1", "--seed", "3", "--max-minutes", "2.5")
     config = train.TrainConfig.from_args(compare_training.get_parser().parse_args(options + ["--test", "test"]))
     argv = compare_training.recipe_argv(config, tmp_path / "y", tmp_path / "init.keras")
@@ -171,13 +144,13 @@ def test_recipe_argv_gives_train_py_the_same_configuration(cache, tmp_path):
     assert "--patience" not in argv  # defaults are left to train.py
 
 
-def test_comparison_refuses_other_folders_and_keras_only_options(cache, tmp_path):
+def test_comparison_refuses_other_folders_and_keras_only_options(tiny_cache, tmp_path):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="not a comparison's folder"):
-        compare_frameworks.main(["train", *recipe(cache, tmp_path / "other")])
+        compare_frameworks.main(["train", *recipe(tiny_cache, tmp_path / "other")])
     with pytest.raises(UserError, match="Keras-only"):
-        compare_frameworks.main(["train", *recipe(cache, tmp_path / "new"), "--jit-compile"])
+        compare_frameworks.main(["train", *recipe(tiny_cache, tmp_path / "new"), "--jit-compile"])
     assert not (tmp_path / "new").exists()
 
 
@@ -187,43 +160,21 @@ def row_of(text: str, label: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_three_frameworks_end_to_end_and_resumed_after_a_kill(cache, tmp_path, capfd):
+def test_three_frameworks_end_to_end_and_resumed_after_a_kill(tiny_comparison):
     """The command trains all three from the same weights on the same batches (without dropout the
     first batch's loss is the same function of the same weights: epoch 1's loss agrees), scores the
     test split, prints the table and draws the curves; killed during the second training, the same
-    command keeps the first, resumes the second and trains the third."""
-    run = tmp_path / "compare"
-    epochs = 3
-    options = ["train", *recipe(cache, run, epochs, 1, "--dropout", "0"), "--test", "test", "--threads", "1"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "pytorch_twin" / "compare_frameworks.py"), *options], env=subprocess_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    second = run / "keras-torch"
-    state = second / "backup" / "state.json"
-    try:
-        deadline = time.monotonic() + 600
-        while not state.is_file():  # the second training saved its first epoch
-            assert proc.poll() is None, "the comparison ended before its second training"
-            assert time.monotonic() < deadline, "training too slow"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)  # the comparison only: its training dies with it
-        proc.wait(timeout=30)
-    finally:
-        proc.kill()
-    time.sleep(1)
-    assert not any(str(run) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-                   for pid in os.listdir("/proc") if pid.isdigit() and Path(f"/proc/{pid}/cmdline").exists()
-                   and pid != str(os.getpid())), "a training outlived the comparison"
-    first_history = history(run / "keras-tensorflow")
-    assert first_history["epoch"] == list(range(epochs))
-    done = json.loads(state.read_text())["epoch"]
+    command keeps the first, resumes the second and trains the third (conftest.tiny_comparison)."""
+    run, epochs, done = tiny_comparison.run, tiny_comparison.epochs, tiny_comparison.done
+    assert tiny_comparison.survivors == [], "a training outlived the comparison"
+    assert tiny_comparison.first_history["epoch"] == list(range(epochs))
     assert 1 <= done < epochs
 
-    capfd.readouterr()
-    assert compare_frameworks.main(options) == 0
-    out = capfd.readouterr().out
+    assert tiny_comparison.status == 0
+    out = tiny_comparison.out
     assert f"already trained for {epochs} epochs" in out  # the first is kept...
     assert f"resuming after epoch {done} of {epochs}" in out  # ...the second resumes
-    assert history(run / "keras-tensorflow") == first_history
+    assert history(run / "keras-tensorflow") == tiny_comparison.first_history
 
     losses = [history(run / t.folder)["loss"][0] for t in compare_training.TRAININGS]
     assert max(losses) - min(losses) < 1e-4 * min(losses), losses

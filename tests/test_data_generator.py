@@ -20,7 +20,7 @@ from separation import audio, augment, cli, datasets
 from separation.augment import Augmentation
 from separation.cache import PARTS, WAVES, Cache, export, prepare
 from separation.errors import UserError
-from test_datasets import write_stems
+from helpers import write_stems
 
 P = audio.DEFAULT_PARAMS
 LONG_HZ, SHORT_HZ = 496.0, 1504.0  # vocals frequencies telling the two training tracks apart
@@ -113,8 +113,9 @@ def test_interrupted_prepare_resumes(stems_root, tmp_path, monkeypatch):
     assert len(list((cache / "tracks").glob("*.npy"))) == 3 * (len(PARTS) + len(WAVES))  # magnitudes + waveforms
 
 
-def test_prepare_subprocess_killed_then_resumed(stems_root, tmp_path):
-    """A real prepare killed from outside (SIGKILL, no clean-up at all) is completed by the same command."""
+def test_prepare_subprocess_killed_then_resumed(stems_root, tmp_path, capsys):
+    """A real prepare killed from outside (SIGKILL, no clean-up at all) is completed by the same command
+    (run again in this process)."""
     cache = tmp_path / "cache"
     cmd = [sys.executable, "data_generator.py", "prepare", "--dataset", "stems", "--root", str(stems_root),
            "--cache", str(cache), "--quiet"]
@@ -132,9 +133,9 @@ def test_prepare_subprocess_killed_then_resumed(stems_root, tmp_path):
     proc.communicate()
     done = Cache(cache).names()
     assert len(done) < 3 or proc.returncode == 0  # killed mid-way (or, on a fast machine, already finished)
-    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert f"added {3 - len(done)} track(s), {len(done)} already there" in out.stdout
+    capsys.readouterr()
+    assert dg.main(cmd[2:]) == 0
+    assert f"added {3 - len(done)} track(s), {len(done)} already there" in capsys.readouterr().out
     assert Cache(cache).names() == ["hifi", "long", "short"]
 
 

@@ -6,21 +6,8 @@ import numpy as np
 import pytest
 
 from separation import audio, datasets
+from helpers import write_stems
 from separation.errors import UserError
-
-
-def write_stems(folder: Path, sr: int = 8192, seconds: float = 2.0, channels: int = 1, freq: float = 440.0,
-                parts=("mixture", "vocals", "accompaniment"), vocals_gain: float = 0.3, seed: int = 0) -> dict:
-    """Write a small stems track: a sine as vocals, noise as accompaniment. Returns the arrays written."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    vocals = np.repeat((vocals_gain * np.sin(2 * np.pi * freq * t))[:, None], channels, axis=1).astype(np.float32)
-    accompaniment = (0.05 * rng.standard_normal((len(t), channels))).astype(np.float32)
-    arrays = {"mixture": vocals + accompaniment, "vocals": vocals, "accompaniment": accompaniment}
-    for part in parts:
-        audio.save_audio(folder / f"{part}.wav", arrays[part], sr)
-    return arrays
 
 
 def _pcm(x):
@@ -202,6 +189,7 @@ def test_musdb_validation_tracks_all_absent(tmp_path, musdb_root):
         datasets.find_tracks("musdb", tmp_path, "validation")
 
 
+@pytest.mark.slow
 def test_musdb_load(musdb_root):
     (track,) = datasets.find_tracks("musdb", musdb_root, "test")
     stems, sr = track.load()

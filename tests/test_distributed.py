@@ -1,7 +1,8 @@
 """``train.py --distribute multiworker`` for real: two worker processes on this machine joined by
-TF_CONFIG over two loopback ports, on a tiny cache and a tiny U-Net. They train in step with the
-same losses as one process on the same global batch, only the chief writes the run folder, and
-when one is killed the other stops with one line, and the same commands resume the run."""
+TF_CONFIG over two loopback ports, on a tiny cache and a tiny U-Net, in one story (one cluster's
+start-ups are the cost): when one is killed the other stops with one line, and the same commands
+resume the run; the run then shows that only the chief wrote the run folder and that the workers
+trained in step, with the same losses as one process on the same global batch."""
 
 import json
 import os
@@ -16,22 +17,11 @@ import numpy as np
 import pytest
 
 import train
-from separation.cache import prepare
-from test_train import TINY_PARAMS, history, resume_epoch, tiny_args, write_stems
+from helpers import ROOT, history, resume_epoch, tiny_args
 
-ROOT = Path(__file__).resolve().parent.parent
 #: A global batch of 8 (4 per worker, so that batch norm sees enough of it), no dropout (its random
 #: masks differ between processes), few steps.
 MULTIWORKER = ("--batch-size", "8", "--dropout", "0", "--distribute", "multiworker")
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    stems = tmp_path_factory.mktemp("stems")
-    write_stems(stems)
-    path = tmp_path_factory.mktemp("caches") / "tiny"
-    prepare("stems", stems, path, params=TINY_PARAMS, progress=False)
-    return path
 
 
 def free_ports(n: int) -> list[int]:
@@ -73,37 +63,17 @@ def wait_all(procs, logs: Path, timeout: float = 600) -> list[str]:
 
 
 @pytest.mark.slow
-def test_two_workers_train_like_one_process_and_only_the_chief_writes_the_run_dir(cache, tmp_path):
+def test_a_killed_worker_stops_the_other_in_one_line_the_same_commands_resume_as_one_process_would(tiny_cache,
+                                                                                                     tmp_path):
     run = tmp_path / "runs" / "mw"
-    args = tiny_args(cache, run, 2, 2, *MULTIWORKER)
-    procs = start_workers(args, free_ports(2), tmp_path / "logs")
-    logs = wait_all(procs, tmp_path / "logs")
-    assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
-    assert "2 replicas" in logs[0] and f"{run}: finished after epoch 2" in logs[0]
-    # the chief (worker 0) wrote the run folder, once per epoch; worker 1 only its own folder beside it
-    assert sorted(p.name for p in run.parent.iterdir()) == ["mw", "mw.worker1"]
-    assert history(run)["epoch"] == [0, 1]
-    assert json.loads((run / "backup" / "state.json").read_text())["epoch"] == 2
-    # the workers trained one model in step: the same losses in both folders
-    assert history(run) == history(run.parent / "mw.worker1")
-
-    single = tmp_path / "runs" / "single"  # one process, the same global batch of 8
-    assert train.main(tiny_args(cache, single, 2, 2, *MULTIWORKER[:-2])) == 0
-    # batch norm normalises each worker's half batch apart, so the losses agree closely, not exactly
-    np.testing.assert_allclose(history(run)["loss"], history(single)["loss"], rtol=0.05)
-    np.testing.assert_allclose(history(run)["val_loss"], history(single)["val_loss"], rtol=0.05)
-
-
-@pytest.mark.slow
-def test_a_killed_worker_stops_the_other_in_one_line_and_the_same_commands_resume(cache, tmp_path):
-    run = tmp_path / "mw"
-    args = tiny_args(cache, run, 2, 2, *MULTIWORKER)
+    worker1 = run.parent / "mw.worker1"
+    args = tiny_args(tiny_cache, run, 3, 2, *MULTIWORKER)
     ports = free_ports(2)
     logs_dir = tmp_path / "logs"
     procs = start_workers(args, ports, logs_dir)
     try:
         deadline = time.monotonic() + 300
-        while resume_epoch(run) < 1:
+        while resume_epoch(run) < 1 or resume_epoch(worker1) < 1:  # both saved the first epoch
             assert all(p.poll() is None for p in procs), [(logs_dir / f"worker-{i}.txt").read_text()[-2000:]
                                                           for i in range(2)]
             assert time.monotonic() < deadline, "training too slow"
@@ -115,9 +85,10 @@ def test_a_killed_worker_stops_the_other_in_one_line_and_the_same_commands_resum
     finally:
         logs = wait_all(procs, logs_dir, timeout=1)
     assert procs[0].returncode == 2, logs[0][-3000:]
+    assert "2 replicas" in logs[0]
     errors = [line for line in logs[0].splitlines() if line.startswith("error:")]
-    done = resume_epoch(run)
-    assert done == 1, logs[0][-3000:]
+    done = resume_epoch(run)  # 1, or 2 when the second epoch ended before worker 1 died
+    assert done in (1, 2), logs[0][-3000:]
     assert len(errors) == 1 and "Traceback" not in logs[0], logs[0][-3000:]
     assert f"error: --distribute multiworker: worker 1 of the cluster stopped during epoch {done + 1}; start the " \
            f"same command again on every worker to resume after epoch {done}" == errors[0]
@@ -128,6 +99,17 @@ def test_a_killed_worker_stops_the_other_in_one_line_and_the_same_commands_resum
     procs = start_workers(args, ports, logs_dir)
     logs = wait_all(procs, logs_dir)
     assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
-    assert f"resuming after epoch {done} of 2" in logs[0] and f"resuming after epoch {done} of 2" in logs[1]
-    assert history(run)["epoch"] == [0, 1]
-    assert json.loads((run / "backup" / "state.json").read_text())["epoch"] == 2
+    assert f"resuming after epoch {done} of 3" in logs[0] and f"resuming after epoch {done} of 3" in logs[1]
+    assert "2 replicas" in logs[0] and f"{run}: finished after epoch 3" in logs[0]
+    # the chief (worker 0) wrote the run folder, once per epoch; worker 1 only its own folder beside it
+    assert sorted(p.name for p in run.parent.iterdir()) == ["mw", "mw.worker1"]
+    assert history(run)["epoch"] == [0, 1, 2]
+    assert json.loads((run / "backup" / "state.json").read_text())["epoch"] == 3
+    # the workers trained one model in step: the same losses in both folders
+    assert history(run) == history(worker1)
+
+    single = tmp_path / "runs" / "single"  # one process, the same global batch of 8, never stopped
+    assert train.main(tiny_args(tiny_cache, single, 3, 2, *MULTIWORKER[:-2])) == 0
+    # batch norm normalises each worker's half batch apart, so the losses agree closely, not exactly
+    np.testing.assert_allclose(history(run)["loss"], history(single)["loss"], rtol=0.05)
+    np.testing.assert_allclose(history(run)["val_loss"], history(single)["val_loss"], rtol=0.05)

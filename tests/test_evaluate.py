@@ -6,48 +6,11 @@ import warnings
 import numpy as np
 import pytest
 
-from separation import audio, cli, baselines, datasets, metrics
+from separation import audio, cli, baselines, metrics
 import evaluate
 from separation.errors import UserError
 
-SR = 8192
-
-
-def voice_and_band(seconds: float, seed: int, sr: int = SR, silent_voice: bool = False):
-    """A gliding, vibrato 'voice' with pauses and a band of steady chords and noise bursts,
-    each ``(samples, 1)`` float32 peaking near 0.4."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    f0 = (200 + 60 * seed) * (1 + 0.3 * t / seconds) * (1 + 0.01 * np.sin(2 * np.pi * 5.5 * t))
-    phase = 2 * np.pi * np.cumsum(f0) / sr
-    voice = sum(np.sin(k * phase) / k for k in range(1, 8)) * (np.sin(2 * np.pi * 0.7 * t) > -0.6)
-    chord = sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) for f in (110, 165, 220, 277, 330))
-    bursts = rng.standard_normal(len(t)) * (np.sin(2 * np.pi * 2 * t) > 0.95)
-    band = chord + 2 * bursts
-    voice = np.zeros_like(t) if silent_voice else 0.4 * voice / np.abs(voice).max()
-    band = 0.4 * band / np.abs(band).max()
-    return voice[:, None].astype(np.float32), band[:, None].astype(np.float32)
-
-
-def write_track(folder, vocals, accompaniment, sr=SR, mixture=None):
-    folder.mkdir(parents=True)
-    audio.save_audio(folder / "vocals.wav", vocals, sr)
-    audio.save_audio(folder / "accompaniment.wav", accompaniment, sr)
-    audio.save_audio(folder / "mixture.wav", vocals + accompaniment if mixture is None else mixture, sr)
-
-
-@pytest.fixture(scope="module")
-def stems(tmp_path_factory):
-    """<root>/test/{song_a,song_b}/{mixture,vocals,accompaniment}.wav, 2 s at 8192 Hz, mono."""
-    root = tmp_path_factory.mktemp("stems")
-    for seed, name in enumerate(("song_a", "song_b")):
-        write_track(root / "test" / name, *voice_and_band(2.0, seed))
-    return root
-
-
-def references(root, name):
-    track = next(t for t in datasets.find_tracks("stems", root, split="test") if t.name == name)
-    return track.load()
+from helpers import SR, references, voice_and_band, write_track
 
 
 def write_estimates(folder, track, vocals, accompaniment, sr=SR):
@@ -72,20 +35,25 @@ def by(rows, track, method=None):
 # --------------------------------------------------------------------------------------------
 
 
-def test_perfect_mixture_and_swapped_estimates(stems, tmp_path):
-    """References as estimates: very high SDR; the mixture: NSDR exactly 0; swapped: far below."""
+@pytest.mark.slow
+def test_perfect_mixture_and_swapped_estimates(two_songs, tmp_path):
+    """References as estimates: very high SDR; the mixture (the baseline that gives it as both
+    sources, scored in the same run): NSDR exactly 0; swapped: far below."""
     cases = {}
-    for case in ("perfect", "mixture", "swapped"):
+    for case in ("perfect", "swapped"):
         est = tmp_path / case
         for name in ("song_a", "song_b"):
-            refs, sr = references(stems, name)
-            voc, acc, mix = refs["vocals"], refs["accompaniment"], refs["mixture"]
-            pair = {"perfect": (voc, acc), "mixture": (mix, mix), "swapped": (acc, voc)}[case]
-            write_estimates(est, name, *pair)
-        code, rows = run(stems, est, tmp_path / f"out_{case}")
-        assert code == 0 and [r["track"] for r in rows] == ["song_a", "song_b"]
-        assert all(r["method"] == case and r["status"] == "ok" for r in rows)
-        cases[case] = rows
+            refs, sr = references(two_songs, name)
+            voc, acc = refs["vocals"], refs["accompaniment"]
+            write_estimates(est, name, *{"perfect": (voc, acc), "swapped": (acc, voc)}[case])
+        code, rows = run(two_songs, est, tmp_path / f"out_{case}", *(["--baselines", "mixture"] if case == "perfect" else []))
+        assert code == 0 and all(r["status"] == "ok" for r in rows)
+        for method in (case, "mixture") if case == "perfect" else (case,):
+            cases[method] = [r for r in rows if r["method"] == method]
+            assert [r["track"] for r in cases[method]] == ["song_a", "song_b"]
+    for name in ("song_a", "song_b"):  # the baseline is the mixture itself, as both sources
+        refs, _ = references(two_songs, name)
+        np.testing.assert_array_equal(baselines.separate("mixture", refs["mixture"], SR)["vocals"], refs["mixture"])
     for perfect, mixture, swapped in zip(cases["perfect"], cases["mixture"], cases["swapped"]):
         for s in metrics.SOURCES:
             assert perfect[f"v3_{s}_SDR"] > 60 and perfect[f"v4_{s}_SDR"] > 60
@@ -98,16 +66,17 @@ def test_perfect_mixture_and_swapped_estimates(stems, tmp_path):
             assert swapped[f"v4_{s}_SDR"] < min(0, mixture[f"v4_{s}_SDR"])
 
 
-def test_csv_matches_mir_eval_and_museval_called_directly(stems, tmp_path):
+@pytest.mark.slow
+def test_csv_matches_mir_eval_and_museval_called_directly(two_songs, tmp_path):
     import mir_eval
     import museval
 
-    refs, sr = references(stems, "song_a")
+    refs, sr = references(two_songs, "song_a")
     rng = np.random.default_rng(7)
     voc, acc, mix = refs["vocals"], refs["accompaniment"], refs["mixture"]
     write_estimates(tmp_path / "est", "song_a", voc + 0.3 * acc + 0.01 * rng.standard_normal(voc.shape).astype(np.float32),
                     acc + 0.2 * voc)
-    code, rows = run(stems, tmp_path / "est", tmp_path / "out", "--limit", "1")
+    code, rows = run(two_songs, tmp_path / "est", tmp_path / "out", "--limit", "1")
     assert code == 0 and len(rows) == 1
     row = rows[0]
     est = {s: audio.load_audio(tmp_path / "est" / "song_a" / f"{s}.wav")[0] for s in metrics.SOURCES}
@@ -128,6 +97,7 @@ def test_csv_matches_mir_eval_and_museval_called_directly(stems, tmp_path):
     assert row["seconds"] == pytest.approx(2.0)
 
 
+@pytest.mark.slow
 def test_score_track_resamples_and_folds_to_the_evaluation_rate():
     """Stereo 44.1 kHz references are scored at 8192 Hz mono by default; native keeps the rate."""
     voc, acc = voice_and_band(1.0, 1, sr=44100)
@@ -157,6 +127,7 @@ def test_summarize_weights_by_length_and_leaves_out_nan_and_inf():
     assert "GNSDR" in " ".join(header) and lines[0][:2] == ["m", pytest.approx(2.5)]
 
 
+@pytest.mark.slow
 def test_silent_reference_is_reported_not_averaged_and_silent_frames_are_nan(tmp_path):
     root = tmp_path / "refs"
     write_track(root / "test" / "gappy", *voice_and_band(2.0, 0))
@@ -185,23 +156,25 @@ def test_silent_reference_is_reported_not_averaged_and_silent_frames_are_nan(tmp
 # --------------------------------------------------------------------------------------------
 
 
-def test_missing_estimate_is_reported_the_others_scored_and_the_exit_non_zero(stems, tmp_path, capsys):
-    refs, _ = references(stems, "song_a")
+@pytest.mark.slow
+def test_missing_estimate_is_reported_the_others_scored_and_the_exit_non_zero(two_songs, tmp_path, capsys):
+    refs, _ = references(two_songs, "song_a")
     write_estimates(tmp_path / "est", "song_a", refs["vocals"], refs["accompaniment"])
     (tmp_path / "est" / "song_b").mkdir()
     audio.save_audio(tmp_path / "est" / "song_b" / "vocals.wav", refs["vocals"], SR)
-    code, rows = run(stems, tmp_path / "est", tmp_path / "out", "--metrics", "v3")
+    code, rows = run(two_songs, tmp_path / "est", tmp_path / "out", "--metrics", "v3")
     assert code == 1
     assert by(rows, "song_a")["status"] == "ok" and by(rows, "song_a")["v3_vocals_SDR"] > 60
     assert by(rows, "song_b")["status"].startswith("missing estimate") and "accompaniment.wav" in by(rows, "song_b")["status"]
     assert "not scored: song_b" in capsys.readouterr().err
 
 
-def test_other_rate_and_length_are_resampled_and_aligned_with_a_note(stems, tmp_path, capsys):
-    refs, _ = references(stems, "song_a")
+@pytest.mark.slow
+def test_other_rate_and_length_are_resampled_and_aligned_with_a_note(two_songs, tmp_path, capsys):
+    refs, _ = references(two_songs, "song_a")
     up = {s: audio.resample(refs[s], SR, 16000)[: int(1.8 * 16000)] for s in metrics.SOURCES}
     write_estimates(tmp_path / "est", "song_a", up["vocals"], up["accompaniment"], sr=16000)
-    code, rows = run(stems, tmp_path / "est", tmp_path / "out", "--limit", "1", "--metrics", "v3")
+    code, rows = run(two_songs, tmp_path / "est", tmp_path / "out", "--limit", "1", "--metrics", "v3")
     row = rows[0]
     assert code == 0 and row["status"] == "ok"
     assert "resampled" in row["notes"] and "shorter than the reference; zero-padded" in row["notes"]
@@ -210,23 +183,23 @@ def test_other_rate_and_length_are_resampled_and_aligned_with_a_note(stems, tmp_
     assert "resampled" in capsys.readouterr().err
 
 
-def test_wrong_layout_and_bad_options_are_one_line_errors(stems, tmp_path, capsys):
+def test_wrong_layout_and_bad_options_are_one_line_errors(two_songs, tmp_path, capsys):
     flat = tmp_path / "flat"
     flat.mkdir()
-    refs, _ = references(stems, "song_a")
+    refs, _ = references(two_songs, "song_a")
     audio.save_audio(flat / "vocals.wav", refs["vocals"], SR)
     with pytest.raises(UserError, match=r"expected .*<track>/vocals.wav.*song_a/vocals.wav"):
-        run(stems, flat, tmp_path / "out")
+        run(two_songs, flat, tmp_path / "out")
     with pytest.raises(UserError, match="no such estimates folder"):
-        run(stems, tmp_path / "nowhere", tmp_path / "out")
+        run(two_songs, tmp_path / "nowhere", tmp_path / "out")
     with pytest.raises(UserError, match="--sr"):
-        run(stems, flat, tmp_path / "out", "--sr", "fast")
+        run(two_songs, flat, tmp_path / "out", "--sr", "fast")
     with pytest.raises(UserError, match="unknown"):
-        run(stems, flat, tmp_path / "out", "--baselines", "repet")
+        run(two_songs, flat, tmp_path / "out", "--baselines", "repet")
     with pytest.raises(UserError, match="nothing to score"):
-        evaluate.main(["--references", str(stems)])
+        evaluate.main(["--references", str(two_songs)])
     # through the CLI wrapper: one line, exit status 2, no traceback
-    assert cli.run_cli(evaluate.main, ["--references", str(stems / "test"), "--estimates", str(flat)]) == 2
+    assert cli.run_cli(evaluate.main, ["--references", str(two_songs / "test"), "--estimates", str(flat)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
 
@@ -236,6 +209,7 @@ def test_wrong_layout_and_bad_options_are_one_line_errors(stems, tmp_path, capsy
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_baselines_partition_the_mixture_and_the_oracle_is_near_perfect():
     # 3 s + 600 samples: the tail lies past the last centred STFT frame (600 > n_fft/2 of hop 768)
     voc, acc = voice_and_band(3.0 + 600 / SR, 0)
@@ -277,13 +251,14 @@ def test_nmf_is_deterministic_and_decreases_the_divergence():
     np.testing.assert_allclose(w2.sum(axis=0), 1.0)
 
 
-def test_baselines_in_the_same_table_and_parallel_rows_match_serial(stems, tmp_path, capsys):
-    refs, _ = references(stems, "song_a")
+@pytest.mark.slow
+def test_baselines_in_the_same_table_and_parallel_rows_match_serial(two_songs, tmp_path, capsys):
+    refs, _ = references(two_songs, "song_a")
     est = tmp_path / "unet"
     for name in ("song_a", "song_b"):
-        r, _ = references(stems, name)
+        r, _ = references(two_songs, name)
         write_estimates(est, name, r["vocals"] + 0.2 * r["accompaniment"], r["accompaniment"] + 0.1 * r["vocals"])
-    code, rows = run(stems, est, tmp_path / "serial", "--baselines", "--limit", "1", "--metrics", "v3")
+    code, rows = run(two_songs, est, tmp_path / "serial", "--baselines", "--limit", "1", "--metrics", "v3")
     assert code == 0
     assert [r["method"] for r in rows] == ["unet"] + list(baselines.BASELINES)
     nsdr = {r["method"]: r["v3_vocals_NSDR"] for r in rows}
@@ -291,14 +266,15 @@ def test_baselines_in_the_same_table_and_parallel_rows_match_serial(stems, tmp_p
     out = capsys.readouterr().out
     assert "GNSDR" in out and "hpss" in out and "nmf" in out
 
-    code, serial = run(stems, est, tmp_path / "s", "--baselines", "mixture", "--metrics", "v3")
-    code2, parallel = run(stems, est, tmp_path / "p", "--baselines", "mixture", "--metrics", "v3", "--jobs", "2")
+    code, serial = run(two_songs, est, tmp_path / "s", "--baselines", "mixture", "--metrics", "v3")
+    code2, parallel = run(two_songs, est, tmp_path / "p", "--baselines", "mixture", "--metrics", "v3", "--jobs", "2")
     assert code == code2 == 0 and len(serial) == 4
     assert serial == parallel  # same order, same numbers
 
 
-def test_box_plots_one_png_per_metric(stems, tmp_path):
-    code = evaluate.main(["--references", str(stems), "--split", "test", "--baselines", "mixture", "irm",
+@pytest.mark.slow
+def test_box_plots_one_png_per_metric(two_songs, tmp_path):
+    code = evaluate.main(["--references", str(two_songs), "--split", "test", "--baselines", "mixture", "irm",
                           "--out", str(tmp_path / "out"), "--quiet", "--limit", "1", "--metrics", "v4"])
     assert code == 0
     pngs = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
@@ -307,6 +283,7 @@ def test_box_plots_one_png_per_metric(stems, tmp_path):
     assert not list((tmp_path / "out").glob(".*part*"))  # atomic writes left nothing behind
 
 
+@pytest.mark.slow
 def test_mir1k_huang_test_clips(mir1k_root, tmp_path):
     """Two clips of the Huang test split with the mixture and the oracle: the protocol's numbers."""
     code = evaluate.main(["--references", str(mir1k_root), "--dataset", "mir1k", "--split", "huang-test",

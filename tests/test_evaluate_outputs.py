@@ -11,11 +11,7 @@ import pytest
 
 from separation import audio, cli, errors, metrics
 import evaluate
-import test_evaluate
-from test_evaluate import SR, references
-
-ROOT = Path(__file__).resolve().parent.parent
-stems = test_evaluate.stems  # the fixture: <root>/test/{song_a,song_b}, 2-s songs
+from helpers import ROOT, SR, references
 
 
 def separate_like(tool_folder, root, files):
@@ -41,21 +37,22 @@ def evaluate_main(root, estimates, out, *extra):
 # --------------------------------------------------------------------------------------------
 
 
-def test_demucs_spleeter_and_open_unmix_layouts_score_like_ours(stems, tmp_path, capsys):
+@pytest.mark.slow
+def test_demucs_spleeter_and_open_unmix_layouts_score_like_ours(two_songs, tmp_path, capsys):
     """The same separation written in each tool's layout gets the same scores as ours."""
     ours, demucs, umx = tmp_path / "ours", tmp_path / "htdemucs", tmp_path / "umx"
-    separate_like(ours, stems, lambda v, r: {"vocals": v, "accompaniment": r["mixture"] - v})
-    separate_like(demucs, stems, lambda v, r: {"vocals": v, "no_vocals": r["mixture"] - v})
+    separate_like(ours, two_songs, lambda v, r: {"vocals": v, "accompaniment": r["mixture"] - v})
+    separate_like(demucs, two_songs, lambda v, r: {"vocals": v, "no_vocals": r["mixture"] - v})
     # Open-Unmix's four targets: the accompaniment is their sum (here: a three-way split of it)
-    separate_like(umx, stems, lambda v, r: {"vocals": v, "bass": 0.5 * (r["mixture"] - v),
+    separate_like(umx, two_songs, lambda v, r: {"vocals": v, "bass": 0.5 * (r["mixture"] - v),
                                             "drums": 0.3 * (r["mixture"] - v), "other": 0.2 * (r["mixture"] - v)})
     quick = ["--metrics", "v3", "--limit", "1"]
-    assert evaluate_main(stems, ours, tmp_path / "o", *quick) == 0
+    assert evaluate_main(two_songs, ours, tmp_path / "o", *quick) == 0
     expected = evaluate.read_csv(tmp_path / "o" / "per_track.csv")
     for folder, names in ((demucs, "vocals=vocals,accompaniment=no_vocals"), (demucs, "demucs"),
                           (ours, "spleeter"), (umx, "open-unmix"), (umx, "vocals=vocals, accompaniment=bass+drums+other")):
         out = tmp_path / f"{folder.name}-{len(names)}"
-        assert evaluate_main(stems, folder, out, *quick, "--stem-names", names, "--name", "ours") == 0
+        assert evaluate_main(two_songs, folder, out, *quick, "--stem-names", names, "--name", "ours") == 0
         rows = evaluate.read_csv(out / "per_track.csv")
         assert [r["status"] for r in rows] == ["ok"]
         for row, want in zip(rows, expected):
@@ -66,13 +63,14 @@ def test_demucs_spleeter_and_open_unmix_layouts_score_like_ours(stems, tmp_path,
     assert expected[0]["v3_vocals_SDR"] > 10  # not a trivial case
 
 
-def test_a_missing_stem_is_derived_exactly_from_the_mixture_and_said_so(stems, tmp_path, capsys):
+@pytest.mark.slow
+def test_a_missing_stem_is_derived_exactly_from_the_mixture_and_said_so(two_songs, tmp_path, capsys):
     ours, vocals_only = tmp_path / "ours", tmp_path / "vocals_only"
-    separate_like(ours, stems, lambda v, r: {"vocals": v, "accompaniment": r["mixture"] - v})
-    separate_like(vocals_only, stems, lambda v, r: {"vocals": v})
-    evaluate_main(stems, ours, tmp_path / "o", "--metrics", "v3", "--limit", "1")
+    separate_like(ours, two_songs, lambda v, r: {"vocals": v, "accompaniment": r["mixture"] - v})
+    separate_like(vocals_only, two_songs, lambda v, r: {"vocals": v})
+    evaluate_main(two_songs, ours, tmp_path / "o", "--metrics", "v3", "--limit", "1")
     capsys.readouterr()
-    assert evaluate_main(stems, vocals_only, tmp_path / "d", "--metrics", "v3", "--limit", "1", "--stem-names", "vocals=vocals") == 0
+    assert evaluate_main(two_songs, vocals_only, tmp_path / "d", "--metrics", "v3", "--limit", "1", "--stem-names", "vocals=vocals") == 0
     assert "accompaniment = mixture - vocals estimate" in capsys.readouterr().err
     derived, expected = (evaluate.read_csv(tmp_path / x / "per_track.csv") for x in ("d", "o"))
     assert len(derived) == 1 and derived[0]["status"] == "ok" and 10 < derived[0]["v3_accompaniment_SDR"] < 40
@@ -82,18 +80,19 @@ def test_a_missing_stem_is_derived_exactly_from_the_mixture_and_said_so(stems, t
     assert settings["stem_names"]["accompaniment"] == "mixture minus the other"
 
     # not exact at another rate: that track is reported unscored, not approximated
-    refs, _ = references(stems, "song_b")
+    refs, _ = references(two_songs, "song_b")
     audio.save_audio(vocals_only / "song_b" / "vocals.wav", audio.resample(refs["vocals"], SR, 16000), 16000)
-    code = evaluate_main(stems, vocals_only, tmp_path / "d2", "--metrics", "v3", "--stem-names", "vocals=vocals")
+    code = evaluate_main(two_songs, vocals_only, tmp_path / "d2", "--metrics", "v3", "--stem-names", "vocals=vocals")
     rows = evaluate.read_csv(tmp_path / "d2" / "per_track.csv")
     assert code == 1 and rows[0]["status"] == "ok"
     assert "cannot derive accompaniment exactly" in rows[1]["status"] and "16000 Hz" in rows[1]["status"]
 
 
-def test_missing_named_stem_is_reported_by_its_name(stems, tmp_path):
+@pytest.mark.slow
+def test_missing_named_stem_is_reported_by_its_name(two_songs, tmp_path):
     demucs = tmp_path / "htdemucs"
-    separate_like(demucs, stems, lambda v, r: {"vocals": v, "accompaniment": r["mixture"] - v})
-    code = evaluate_main(stems, demucs, tmp_path / "o", "--metrics", "v3", "--stem-names", "demucs")
+    separate_like(demucs, two_songs, lambda v, r: {"vocals": v, "accompaniment": r["mixture"] - v})
+    code = evaluate_main(two_songs, demucs, tmp_path / "o", "--metrics", "v3", "--stem-names", "demucs")
     rows = evaluate.read_csv(tmp_path / "o" / "per_track.csv")
     assert code == 1 and all(r["status"].startswith("missing estimate") and "no_vocals.wav" in r["status"] for r in rows)
 
@@ -107,11 +106,11 @@ def test_missing_named_stem_is_reported_by_its_name(stems, tmp_path):
     ("vocals=sub/vocals", "without folders or extensions"),
     (",", "no stem named"),
 ])
-def test_bad_stem_names_are_one_line_errors_and_nothing_is_written(stems, tmp_path, capsys, value, message):
+def test_bad_stem_names_are_one_line_errors_and_nothing_is_written(two_songs, tmp_path, capsys, value, message):
     """Exit status 2 and one line naming the option, the fix (an example, the presets); no output folder."""
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_:
-        cli.run_cli(evaluate.main, ["--references", str(stems / "test"), "--estimates", str(tmp_path),
+        cli.run_cli(evaluate.main, ["--references", str(two_songs / "test"), "--estimates", str(tmp_path),
                                     "--out", str(out), "--stem-names", value])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and err.startswith("error: argument --stem-names")
@@ -119,33 +118,33 @@ def test_bad_stem_names_are_one_line_errors_and_nothing_is_written(stems, tmp_pa
     assert not out.exists()
 
 
-def test_wrong_layout_message_shows_the_stems_that_stem_names_asks_for(stems, tmp_path):
+def test_wrong_layout_message_shows_the_stems_that_stem_names_asks_for(two_songs, tmp_path):
     """Demucs' stems written flat (no track folders): the message names no_vocals.wav, not ours."""
     flat = tmp_path / "flat"
     flat.mkdir()
-    refs, _ = references(stems, "song_a")
+    refs, _ = references(two_songs, "song_a")
     audio.save_audio(flat / "no_vocals.wav", refs["accompaniment"], SR)
     with pytest.raises(errors.UserError, match=r"expected <estimates>/<track>/vocals.wav and "
                                             r"<estimates>/<track>/no_vocals.wav, e.g. .*song_a/vocals.wav"):
-        evaluate_main(stems, flat, tmp_path / "o", "--stem-names", "demucs")
+        evaluate_main(two_songs, flat, tmp_path / "o", "--stem-names", "demucs")
     with pytest.raises(errors.UserError, match=r"expected <estimates>/<track>/vocals.wav and "
                                             r"<estimates>/<track>/bass\+drums\+other.wav"):
-        evaluate_main(stems, flat, tmp_path / "o", "--stem-names", "open-unmix")
+        evaluate_main(two_songs, flat, tmp_path / "o", "--stem-names", "open-unmix")
     with pytest.raises(errors.UserError, match=r"no such estimates folder; expected <estimates>/<track>/no_vocals.wav$"):
-        evaluate_main(stems, tmp_path / "nowhere", tmp_path / "o", "--stem-names", "accompaniment=no_vocals")
+        evaluate_main(two_songs, tmp_path / "nowhere", tmp_path / "o", "--stem-names", "accompaniment=no_vocals")
     assert not (tmp_path / "o").exists()
 
 
-def test_stem_names_without_estimates_is_refused(stems, tmp_path):
+def test_stem_names_without_estimates_is_refused(two_songs, tmp_path):
     with pytest.raises(errors.UserError, match="--stem-names names the files of --estimates"):
-        evaluate.main(["--references", str(stems / "test"), "--baselines", "mixture", "--stem-names", "demucs",
+        evaluate.main(["--references", str(two_songs / "test"), "--baselines", "mixture", "--stem-names", "demucs",
                        "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
 
 
-def test_bad_stem_names_from_the_shell(stems, tmp_path):
+def test_bad_stem_names_from_the_shell(two_songs, tmp_path):
     """The real command line: the same one line, no traceback."""
-    result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--references", str(stems / "test"),
+    result = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--references", str(two_songs / "test"),
                              "--estimates", str(tmp_path), "--out", str(tmp_path / "out"), "--stem-names", "voice=vocals"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stdout == ""
@@ -158,14 +157,15 @@ def test_bad_stem_names_from_the_shell(stems, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-def test_museval_json_validates_against_its_schema_and_museval_loads_it(stems, tmp_path):
+@pytest.mark.slow
+def test_museval_json_validates_against_its_schema_and_museval_loads_it(two_songs, tmp_path):
     import jsonschema
     import museval
     import simplejson
 
     ours = tmp_path / "unet"
-    separate_like(ours, stems, lambda v, r: {"vocals": v, "accompaniment": r["mixture"] - v})
-    assert evaluate_main(stems, ours, tmp_path / "out", "--baselines", "mixture", "--metrics", "v4") == 0
+    separate_like(ours, two_songs, lambda v, r: {"vocals": v, "accompaniment": r["mixture"] - v})
+    assert evaluate_main(two_songs, ours, tmp_path / "out", "--baselines", "mixture", "--metrics", "v4") == 0
     rows = evaluate.read_csv(tmp_path / "out" / "per_track.csv")
     folder = tmp_path / "out" / "museval"
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.json")) == [
@@ -191,10 +191,11 @@ def test_museval_json_validates_against_its_schema_and_museval_loads_it(stems, t
     assert table[("unet", "vocals", "SDR")] > table[("mixture", "vocals", "SDR")] + 5
 
 
-def test_settings_record_versions_and_commit_and_the_terminal_shows_two_tables(stems, tmp_path, capsys):
+@pytest.mark.slow
+def test_settings_record_versions_and_commit_and_the_terminal_shows_two_tables(two_songs, tmp_path, capsys):
     ours = tmp_path / "unet"
-    separate_like(ours, stems, lambda v, r: {"vocals": v, "accompaniment": r["mixture"] - v})
-    assert evaluate_main(stems, ours, tmp_path / "out") == 0
+    separate_like(ours, two_songs, lambda v, r: {"vocals": v, "accompaniment": r["mixture"] - v})
+    assert evaluate_main(two_songs, ours, tmp_path / "out") == 0
     out = capsys.readouterr().out
     settings = json.loads((tmp_path / "out" / "settings.json").read_text())
     for package in ("mir_eval", "museval", "numpy", "scipy", "tensorflow", "keras"):
@@ -210,7 +211,7 @@ def test_settings_record_versions_and_commit_and_the_terminal_shows_two_tables(s
     assert {r["metric"] for r in summary} == set(metrics.metric_columns())
     assert len(out.splitlines()) < 20
 
-    assert evaluate_main(stems, ours, tmp_path / "verbose", "--verbose", "--metrics", "v4", "--limit", "1") == 0
+    assert evaluate_main(two_songs, ours, tmp_path / "verbose", "--verbose", "--metrics", "v4", "--limit", "1") == 0
     out = capsys.readouterr().out
     assert "len-weighted" in out and "v4_accompaniment_ISR" in out
 

@@ -25,18 +25,10 @@ import pytest
 import soundfile as sf
 
 from separation import audio, cli, stems
-from separation.cache import prepare
 import evaluate
 import inference
 import train
-import test_bad_inputs
-from test_bad_inputs import assert_one_line_error, files_under, noise, wav_bytes
-from test_train import TINY_PARAMS, tiny_args, write_stems
-
-ROOT = Path(__file__).resolve().parent.parent
-SR = 8192
-model_dir = test_bad_inputs.model_dir  # a tiny U-Net's folder (fixture)
-references = test_bad_inputs.references  # two mono reference tracks, stems layout (fixture)
+from helpers import ROOT, SR, assert_one_line_error, files_under, noise, tiny_args, wav_bytes
 
 
 def song(folder: Path, name: str = "song.wav", seconds: float = 2.0) -> Path:
@@ -69,11 +61,11 @@ def no_reading(monkeypatch):
     monkeypatch.setattr(audio, "load_audio", read)
 
 
-def test_a_huge_sample_rate_in_a_header_is_refused_before_reading(no_reading, model_dir, tmp_path, capsys):
+def test_a_huge_sample_rate_in_a_header_is_refused_before_reading(no_reading, tiny_model_dir, tmp_path, capsys):
     """2^31 - 1 Hz and 3000 samples: one full-band STFT window alone would take gigabytes."""
     path = tmp_path / "absurd.wav"
     path.write_bytes(wav_header(3000, 2**31 - 1, 1) + bytes(6000))
-    status = separate(path, "-o", tmp_path / "out", "--model", model_dir)
+    status = separate(path, "-o", tmp_path / "out", "--model", tiny_model_dir)
     err = capsys.readouterr().err
     assert status == 1
     assert_one_line_error(err, "absurd.wav", "2147483647 Hz", "--max-memory")
@@ -91,11 +83,11 @@ def six_hours(folder):
     return path
 
 
-def test_a_four_gigabyte_song_is_refused_before_reading_unless_the_limit_is_raised(no_reading, model_dir, tmp_path,
+def test_a_four_gigabyte_song_is_refused_before_reading_unless_the_limit_is_raised(no_reading, tiny_model_dir, tmp_path,
                                                                                    capsys):
     """6.5 hours of 44.1 kHz stereo, a 4.1 GB WAV (sparse: it takes no disk space)."""
     path = six_hours(tmp_path)
-    status = separate(path, "-o", tmp_path / "out", "--model", model_dir)
+    status = separate(path, "-o", tmp_path / "out", "--model", tiny_model_dir)
     err = capsys.readouterr().err
     assert status == 1
     assert_one_line_error(err, "six hours.wav", "390.0 minutes", "GiB", "--max-memory")
@@ -103,23 +95,23 @@ def test_a_four_gigabyte_song_is_refused_before_reading_unless_the_limit_is_rais
     assert 10 < needed < 30  # two float32 copies of 2 x 1.03 G samples, and more
     # with the limit raised, the song gets past the check (and is read: the fixture stops it there)
     with pytest.raises(AssertionError, match="was read"):
-        separate(path, "-o", tmp_path / "out", "--model", model_dir, "--max-memory", str(needed + 1))
+        separate(path, "-o", tmp_path / "out", "--model", tiny_model_dir, "--max-memory", str(needed + 1))
 
 
-def test_only_the_part_that_start_and_duration_read_counts_against_max_memory(no_reading, model_dir, tmp_path,
+def test_only_the_part_that_start_and_duration_read_counts_against_max_memory(no_reading, tiny_model_dir, tmp_path,
                                                                                capsys):
     """The same 6.5-hour file: a minute of it, or its last minute, passes the check (and is read)."""
     path = six_hours(tmp_path)
     for part in (["--start", "60", "--duration", "60"], ["--start", str(6.5 * 3600 - 60)]):
         with pytest.raises(AssertionError, match="was read"):
-            separate(path, "-o", tmp_path / "out", "--model", model_dir, *part)
-    status = separate(path, "-o", tmp_path / "out", "--model", model_dir, "--start", "60")  # 6.48 hours left
+            separate(path, "-o", tmp_path / "out", "--model", tiny_model_dir, *part)
+    status = separate(path, "-o", tmp_path / "out", "--model", tiny_model_dir, "--start", "60")  # 6.48 hours left
     assert status == 1
     assert_one_line_error(capsys.readouterr().err, "six hours.wav", "389.0 minutes", "--max-memory")
 
 
-def test_memory_needed_grows_with_the_song_and_its_rate(model_dir):
-    separator = inference.Separator(model_dir)
+def test_memory_needed_grows_with_the_song_and_its_rate(tiny_model_dir):
+    separator = inference.Separator(tiny_model_dir)
     minute = stems.memory_needed(60 * 44100, 2, 44100, separator)
     hour = stems.memory_needed(3600 * 44100, 2, 44100, separator)
     assert stems.BASE_MEMORY < minute < hour < stems.DEFAULT_MAX_MEMORY * 2**30
@@ -128,7 +120,7 @@ def test_memory_needed_grows_with_the_song_and_its_rate(model_dir):
     assert absurd > 100 * usual
 
 
-def test_a_named_pipe_is_refused_by_name_without_waiting_for_a_writer(model_dir, tmp_path, capsys):
+def test_a_named_pipe_is_refused_by_name_without_waiting_for_a_writer(tiny_model_dir, tmp_path, capsys):
     fifo = tmp_path / "pipe.wav"
     os.mkfifo(fifo)
 
@@ -139,15 +131,15 @@ def test_a_named_pipe_is_refused_by_name_without_waiting_for_a_writer(model_dir,
     timer = threading.Timer(20, unblock)
     timer.start()
     try:
-        status = separate(fifo, "-o", tmp_path / "out", "--model", model_dir)
+        status = separate(fifo, "-o", tmp_path / "out", "--model", tiny_model_dir)
     finally:
         timer.cancel()
     assert status == 1
     assert_one_line_error(capsys.readouterr().err, "pipe.wav", "not a regular file")
 
 
-def test_a_device_file_is_refused_by_name(model_dir, tmp_path, capsys):
-    assert separate("/dev/zero", "-o", tmp_path / "out", "--model", model_dir) == 1
+def test_a_device_file_is_refused_by_name(tiny_model_dir, tmp_path, capsys):
+    assert separate("/dev/zero", "-o", tmp_path / "out", "--model", tiny_model_dir) == 1
     assert_one_line_error(capsys.readouterr().err, "/dev/zero", "not a regular file")
     with pytest.raises(audio.AudioError, match="not a regular file"):
         audio.load_audio("/dev/zero")
@@ -156,31 +148,31 @@ def test_a_device_file_is_refused_by_name(model_dir, tmp_path, capsys):
 # ---------------------------------------------------------------------------- names
 
 
-def test_a_255_byte_file_name_is_separated(model_dir, tmp_path, capsys):
+def test_a_255_byte_file_name_is_separated(tiny_model_dir, tmp_path, capsys):
     long = song(tmp_path / "in", "a" * 251 + ".wav")
     out = tmp_path / "out"
-    assert separate(long, "-o", out, "--model", model_dir) == 0
+    assert separate(long, "-o", out, "--model", tiny_model_dir) == 0
     assert files_under(out) == [f"{'a' * 251}/accompaniment.wav", f"{'a' * 251}/vocals.wav"]
 
 
-def test_a_name_that_is_not_utf8_is_separated_under_a_readable_name_and_said(model_dir, tmp_path, capsys):
+def test_a_name_that_is_not_utf8_is_separated_under_a_readable_name_and_said(tiny_model_dir, tmp_path, capsys):
     folder = tmp_path / "in"
     good = song(folder)
     raw = os.path.join(os.fsencode(folder), b"chanson \xe9t\xe9.wav")  # Latin-1, not UTF-8
     os.rename(good, raw)
     out = tmp_path / "out"
-    assert separate(os.fsdecode(raw), "-o", out, "--model", model_dir) == 0
+    assert separate(os.fsdecode(raw), "-o", out, "--model", tiny_model_dir) == 0
     captured = capsys.readouterr()
     assert "not valid UTF-8" in captured.err and "Traceback" not in captured.err
     assert files_under(out) == ["chanson \ufffdt\ufffd/accompaniment.wav", "chanson \ufffdt\ufffd/vocals.wav"]
 
 
 @pytest.mark.parametrize("output", ["same", "parent"])
-def test_an_output_folder_that_is_or_holds_an_input_folder_is_refused(output, model_dir, tmp_path, capsys):
+def test_an_output_folder_that_is_or_holds_an_input_folder_is_refused(output, tiny_model_dir, tmp_path, capsys):
     inputs = tmp_path / "songs"
     song(inputs)
     out = inputs if output == "same" else tmp_path
-    assert separate(inputs, "-o", out, "--model", model_dir) == 2
+    assert separate(inputs, "-o", out, "--model", tiny_model_dir) == 2
     assert_one_line_error(capsys.readouterr().err, f"-o {out}", "input folder", "choose another output folder")
     assert files_under(inputs) == ["song.wav"]
 
@@ -200,13 +192,14 @@ def spoil_reference(kind: str, root: Path, estimates: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["truncated reference", "stems of 2 and 3 channels", "stereo estimate, mono reference"])
-def test_evaluate_lists_a_track_that_fails_and_scores_the_others(kind, references, tmp_path, capsys):
+@pytest.mark.slow
+def test_evaluate_lists_a_track_that_fails_and_scores_the_others(kind, noise_songs, tmp_path, capsys):
     estimates = tmp_path / "est"
-    for track in references.iterdir():
+    for track in noise_songs.iterdir():
         shutil.copytree(track, estimates / track.name)
-    spoil_reference(kind, references, estimates)
+    spoil_reference(kind, noise_songs, estimates)
     out = tmp_path / "results"
-    status = cli.run_cli(evaluate.main, ["--references", str(references), "--estimates", str(estimates),
+    status = cli.run_cli(evaluate.main, ["--references", str(noise_songs), "--estimates", str(estimates),
                                          "--out", str(out), "--metrics", "v3", "--stereo", "--no-plots", "--quiet"])
     captured = capsys.readouterr()
     assert status == 1 and "Traceback" not in captured.err
@@ -231,7 +224,8 @@ def can_mount_tmpfs() -> bool:
 
 @pytest.mark.skipif(not can_mount_tmpfs(), reason="no unprivileged tmpfs here (user namespaces off); "
                                                   "test_a_simulated_full_disk_* cover the same path")
-def test_a_full_disk_during_inference_is_one_line_and_leaves_nothing(model_dir, tmp_path):
+@pytest.mark.slow
+def test_a_full_disk_during_inference_is_one_line_and_leaves_nothing(tiny_model_dir, tmp_path):
     """A real full disk: a 256 kB tmpfs as the output folder (a private mount namespace, no root)."""
     first, second = song(tmp_path / "in", "first.wav", 10.0), song(tmp_path / "in", "second.wav", 10.0)
     out = tmp_path / "out"
@@ -243,7 +237,7 @@ def test_a_full_disk_during_inference_is_one_line_and_leaves_nothing(model_dir, 
     proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
                            'mount -t tmpfs -o size=256k none "$1" && shift && exec "$@"', "sh", str(out),
                            sys.executable, "-c", code, str(out), str(first), str(second), "-o", str(out),
-                           "--model", str(model_dir)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           "--model", str(tiny_model_dir)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     for name in ("first", "second"):  # which stem no longer fits depends on the file system's blocks
@@ -252,7 +246,7 @@ def test_a_full_disk_during_inference_is_one_line_and_leaves_nothing(model_dir, 
     assert proc.stdout.strip().splitlines()[-1] == "LEFT []"  # no stem, no temporary folder
 
 
-def test_a_simulated_full_disk_during_inference_is_one_line_and_leaves_nothing(model_dir, tmp_path, monkeypatch,
+def test_a_simulated_full_disk_during_inference_is_one_line_and_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch,
                                                                                capsys):
     """libsndfile's own report of a full disk (checked on a real tmpfs: a bare "system error",
     code 2), with the space left faked to zero."""
@@ -266,13 +260,14 @@ def test_a_simulated_full_disk_during_inference_is_one_line_and_leaves_nothing(m
     monkeypatch.setattr(sf, "write", write_half_then_fail)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: types.SimpleNamespace(total=10**9, used=10**9, free=0))
     out = tmp_path / "out"
-    assert separate(path, "-o", out, "--model", model_dir) == 1
+    assert separate(path, "-o", out, "--model", tiny_model_dir) == 1
     err = capsys.readouterr().err
     assert_one_line_error(err, f"while writing {out}/song/vocals.wav", "no space left on /")
     assert files_under(out) == []
 
 
-def test_a_simulated_full_disk_during_evaluate_is_one_line_and_leaves_nothing(references, tmp_path, monkeypatch,
+@pytest.mark.slow
+def test_a_simulated_full_disk_during_evaluate_is_one_line_and_leaves_nothing(noise_songs, tmp_path, monkeypatch,
                                                                               capsys):
     """Python's own report of a full disk, ENOSPC, from the CSV writer after half the text."""
     real_write_text = Path.write_text
@@ -283,14 +278,15 @@ def test_a_simulated_full_disk_during_evaluate_is_one_line_and_leaves_nothing(re
 
     monkeypatch.setattr(Path, "write_text", write_half_then_fail)
     out = tmp_path / "results"
-    status = cli.run_cli(evaluate.main, ["--references", str(references), "--baselines", "mixture", "--out", str(out),
+    status = cli.run_cli(evaluate.main, ["--references", str(noise_songs), "--baselines", "mixture", "--out", str(out),
                                          "--metrics", "v3", "--no-plots", "--quiet"])
     assert status == 2
     assert_one_line_error(capsys.readouterr().err, f"while writing {out}/per_track.csv", "no space left on /")
     assert files_under(out) == []
 
 
-def test_a_simulated_full_disk_while_saving_the_box_plots_is_one_line(references, tmp_path, monkeypatch, capsys):
+@pytest.mark.slow
+def test_a_simulated_full_disk_while_saving_the_box_plots_is_one_line(noise_songs, tmp_path, monkeypatch, capsys):
     """The CSVs fit, then the disk fills while matplotlib writes the first box plot."""
     from matplotlib.figure import Figure
 
@@ -299,7 +295,7 @@ def test_a_simulated_full_disk_while_saving_the_box_plots_is_one_line(references
 
     monkeypatch.setattr(Figure, "savefig", fail)
     out = tmp_path / "results"
-    status = cli.run_cli(evaluate.main, ["--references", str(references), "--baselines", "mixture", "--out", str(out),
+    status = cli.run_cli(evaluate.main, ["--references", str(noise_songs), "--baselines", "mixture", "--out", str(out),
                                          "--metrics", "v3", "--quiet"])
     assert status == 2
     assert_one_line_error(capsys.readouterr().err, f"while writing {out}/v3_", ".png", "no space left on /")
@@ -310,7 +306,8 @@ def test_a_simulated_full_disk_while_saving_the_box_plots_is_one_line(references
 
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_while_writing_stems_removes_the_temporary_folder(sig, status, model_dir, tmp_path):
+@pytest.mark.slow
+def test_a_signal_while_writing_stems_removes_the_temporary_folder(sig, status, tiny_model_dir, tmp_path):
     """The process signals itself once the first stem is in its temporary folder."""
     out = tmp_path / "out"
     # Python leaves SIGINT ignored when it starts with it ignored (a background job of a
@@ -324,46 +321,37 @@ def test_a_signal_while_writing_stems_removes_the_temporary_folder(sig, status, 
             "audio.save_audio = save_then_signal\n"
             "sys.exit(cli.run_cli(inference.main, sys.argv[1:]))\n")
     proc = subprocess.run([sys.executable, "-c", code, str(song(tmp_path / "in")), "-o", str(out), "--model",
-                           str(model_dir)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           str(tiny_model_dir)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == status, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert files_under(out) == [] and list(out.iterdir()) == []
 
 
-def test_the_next_run_removes_what_a_killed_run_left(model_dir, tmp_path):
+def test_the_next_run_removes_what_a_killed_run_left(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     left = out / ".song.k7x2q9.part"  # write_stems' temporary folder, as SIGKILL leaves it
     left.mkdir(parents=True)
     (left / "vocals.wav").write_bytes(b"half a stem")
     (out / ".summary.txt.3jd8.part.txt").write_text("half")  # files.atomic_output's temporary file
-    assert separate(song(tmp_path / "in", "other.wav"), "-o", out, "--model", model_dir) == 0
+    assert separate(song(tmp_path / "in", "other.wav"), "-o", out, "--model", tiny_model_dir) == 0
     assert sorted(p.name for p in out.iterdir()) == ["other"]
 
 
 # ---------------------------------------------------------------------------- concurrent runs
 
 
-def test_a_second_inference_into_the_same_folder_is_refused_until_the_first_dies(model_dir, tmp_path, capsys,
+def test_a_second_inference_into_the_same_folder_is_refused_until_the_first_dies(tiny_model_dir, tmp_path, capsys,
                                                                                   locked_elsewhere):
     out = tmp_path / "out"
     out.mkdir()
     path = song(tmp_path / "in")
     with locked_elsewhere(out) as holder:
-        assert separate(path, "-o", out, "--model", model_dir) == 2
+        assert separate(path, "-o", out, "--model", tiny_model_dir) == 2
         assert_one_line_error(capsys.readouterr().err, str(out), f"pid {holder.pid}", "-o")
         assert list(out.iterdir()) == []
     # the holder was killed: its lock went with it, and the same command now runs
-    assert separate(path, "-o", out, "--model", model_dir) == 0
+    assert separate(path, "-o", out, "--model", tiny_model_dir) == 0
     assert files_under(out) == ["song/accompaniment.wav", "song/vocals.wav"]
-
-
-@pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory) -> Path:
-    stems = tmp_path_factory.mktemp("stems")
-    write_stems(stems, n_tracks=2, seconds=4.0)
-    path = tmp_path_factory.mktemp("caches") / "tiny"
-    prepare("stems", stems, path, params=TINY_PARAMS, progress=False)
-    return path
 
 
 def test_a_second_training_in_the_same_run_folder_is_refused(tiny_cache, tmp_path, capsys, locked_elsewhere):

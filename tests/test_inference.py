@@ -1,9 +1,10 @@
 """Tests of inference.py: overlap-add, full-band masking, the Separator and the CLI's files and errors.
 
-Models are tiny untrained U-Nets (a few hundred weights, the default 512 x 128 patches); where a
-test needs to know the mask, a constant-mask callable stands in for the model.
+Models are tiny untrained two-level U-Nets (a few hundred weights, the default 512 x 128 patches);
+where a test needs to know the mask, a constant-mask callable stands in for the model.
 """
 
+import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,6 @@ import unet_model
 from separation.audio import AudioParams, DEFAULT_PARAMS
 from separation.errors import UserError
 
-TINY_FILTERS = (2, 4, 4, 4, 4, 4)
 
 
 def noise(seconds, sr, channels=2, seed=0):
@@ -40,22 +40,14 @@ def band_energy(x, sr, lo, hi=None):
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
-    return unet_model.build_unet(filters=TINY_FILTERS)
+def tiny_model(tiny_model_dir):
+    """The U-Net of conftest.tiny_model_dir."""
+    return unet_model.load_model(tiny_model_dir)[0]
 
 
 @pytest.fixture(scope="module")
 def separator(tiny_model):
     return inference.Separator(tiny_model)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_model):
-    """A run-like folder: best.keras with audio_params.json beside it."""
-    folder = tmp_path_factory.mktemp("run")
-    tiny_model.save(folder / "best.keras")
-    DEFAULT_PARAMS.save(folder / "audio_params.json")
-    return folder
 
 
 def write(path, x, sr):
@@ -261,6 +253,7 @@ def test_separator_refuses_values_out_of_range(tiny_model, options, words):
 
 
 @pytest.mark.parametrize("post_filter", [None, "wiener"])
+@pytest.mark.slow
 def test_progress_reaches_its_total_once_per_step(tiny_model, post_filter):
     calls = []
     separator = inference.Separator(tiny_model, post_filter=post_filter)
@@ -296,7 +289,7 @@ def test_song_names_follow_the_contract(path, name):
     assert song_name(path) == name
 
 
-def test_cli_separates_files_and_folders(tmp_path, model_dir, capsys):
+def test_cli_separates_files_and_folders(tmp_path, tiny_model_dir, capsys):
     songs = tmp_path / "in"
     write(songs / "b_stereo44k.wav", noise(3.0, 44100, 2), 44100)
     write(songs / "Track One" / "mixture.flac", noise(2.0, 22050, 1), 22050)
@@ -307,7 +300,7 @@ def test_cli_separates_files_and_folders(tmp_path, model_dir, capsys):
     (songs / "notes.txt").write_text("not audio")
     single = write(tmp_path / "a_mono8k.wav", noise(20.0, 8192, 1), 8192)
     out = tmp_path / "separated"
-    assert inference.main([str(single), str(songs), "-o", str(out), "--model", str(model_dir)]) == 0
+    assert inference.main([str(single), str(songs), "-o", str(out), "--model", str(tiny_model_dir)]) == 0
     expected = {"a_mono8k": (8192, 1, 20.0), "b_stereo44k": (44100, 2, 3.0), "Track One": (22050, 1, 2.0),
                 "c": (48000, 2, 1.5)}
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
@@ -327,25 +320,25 @@ def test_cli_separates_files_and_folders(tmp_path, model_dir, capsys):
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
-def test_cli_reads_a_stem_mp4_mixture(tmp_path, model_dir):
+def test_cli_reads_a_stem_mp4_mixture(tmp_path, tiny_model_dir):
     """A .stem.mp4's first stream is the mixture; the name drops .stem."""
     path = tmp_path / "Song.stem.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=2:sample_rate=44100",
                     "-f", "lavfi", "-i", "sine=frequency=880:duration=2:sample_rate=44100",
                     "-map", "0:a", "-map", "1:a", "-c:a", "aac", str(path)], check=True)
     out = tmp_path / "out"
-    assert inference.main([str(path), "-o", str(out), "--model", str(model_dir / "best.keras")]) == 0
+    assert inference.main([str(path), "-o", str(out), "--model", str(tiny_model_dir / "best.keras")]) == 0
     info = sf.info(str(out / "Song" / "vocals.wav"))
     assert info.samplerate == 44100 and abs(info.frames - 2 * 44100) < 2048  # aac priming/padding
 
 
-def test_cli_loads_the_model_once_for_many_files(tmp_path, model_dir, monkeypatch):
+def test_cli_loads_the_model_once_for_many_files(tmp_path, tiny_model_dir, monkeypatch):
     calls = []
     load = unet_model.load_model
     monkeypatch.setattr(unet_model, "load_model", lambda path: calls.append(path) or load(path))
     for i in range(3):
         write(tmp_path / "in" / f"s{i}.wav", noise(1.0, 8192, 1, seed=i), 8192)
-    assert inference.main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(model_dir)]) == 0
+    assert inference.main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir)]) == 0
     assert len(calls) == 1 and len(list((tmp_path / "out").iterdir())) == 3
 
 
@@ -367,6 +360,7 @@ def sdr(reference, estimate):
 
 
 @pytest.mark.parametrize("channels, gain_db", [(2, 3.0), (1, 0.3)])
+@pytest.mark.slow
 def test_wiener_filter_beats_the_mask_it_starts_from(channels, gain_db):
     """An oracle ratio mask of the mono fold (what the model estimates) applied to every channel
     cannot separate sources that differ in place; the Wiener filter's spatial covariances can
@@ -384,6 +378,7 @@ def test_wiener_filter_beats_the_mask_it_starts_from(channels, gain_db):
 
 
 @pytest.mark.parametrize("sr, seconds, channels", [(44100, 20.0, 2), (22050, 3.0, 1), (8192, 5.0, 2), (16000, 0.01, 2)])
+@pytest.mark.slow
 def test_wiener_filter_keeps_rate_channels_length_and_sums_to_the_mixture(sr, seconds, channels):
     x = noise(seconds, sr, channels)
     by_patch = inference.Separator(lambda patches: np.clip(patches, 0, 1))  # a mask that varies with the song
@@ -419,11 +414,11 @@ def test_wiener_vocals_with_a_unit_mask_are_the_mixture():
     np.testing.assert_allclose(inference.wiener_vocals(spec, mask, iterations=2, block_frames=7), spec, atol=1e-5)
 
 
-def test_cli_wiener_separates_a_file(tmp_path, model_dir, capsys):
+def test_cli_wiener_separates_a_file(tmp_path, tiny_model_dir, capsys):
     song = write(tmp_path / "song.wav", noise(4.0, 22050, 2), 22050)
     outputs = {}
     for name, options in (("plain", []), ("wiener", ["--wiener", "--wiener-iterations", "2"])):
-        assert inference.main([str(song), "-o", str(tmp_path / name), "--model", str(model_dir)] + options) == 0
+        assert inference.main([str(song), "-o", str(tmp_path / name), "--model", str(tiny_model_dir)] + options) == 0
         assert f"{song} -> {tmp_path / name / 'song'}/vocals.wav, " in capsys.readouterr().out
         outputs[name] = {stem: sf.read(str(tmp_path / name / "song" / f"{stem}.wav"))[0] for stem in STEMS}
     x = sf.read(str(song))[0]
@@ -452,17 +447,17 @@ def test_no_model_says_how_to_train_one(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_the_pretrained_folder_is_the_default(tmp_path, model_dir, monkeypatch):
-    monkeypatch.setattr(unet_model, "PRETRAINED", model_dir)
+def test_the_pretrained_folder_is_the_default(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(unet_model, "PRETRAINED", tiny_model_dir)
     song = write(tmp_path / "s.wav", noise(1.0, 8192, 1), 8192)
     assert inference.main([str(song), "-o", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "s" / "vocals.wav").is_file()
 
 
-def test_model_saved_with_other_params_is_refused(tmp_path, model_dir, capsys):
+def test_model_saved_with_other_params_is_refused(tmp_path, tiny_model_dir, capsys):
     other = tmp_path / "other"
     other.mkdir()
-    shutil.copy(model_dir / "best.keras", other / "best.keras")
+    shutil.copy(tiny_model_dir / "best.keras", other / "best.keras")
     AudioParams(patch_frames=64).save(other / "audio_params.json")
     song = write(tmp_path / "s.wav", noise(1.0, 8192, 1), 8192)
     status, err = run([str(song), "-o", str(tmp_path / "out"), "--model", str(other)], capsys)
@@ -470,43 +465,43 @@ def test_model_saved_with_other_params_is_refused(tmp_path, model_dir, capsys):
     assert not (tmp_path / "out" / "s").exists()
 
 
-def test_unreadable_input_is_skipped_and_reported(tmp_path, model_dir, capsys):
+def test_unreadable_input_is_skipped_and_reported(tmp_path, tiny_model_dir, capsys):
     good = write(tmp_path / "good.wav", noise(1.0, 8192, 1), 8192)
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF not really a wave file")
     missing = tmp_path / "missing.mp3"
     out = tmp_path / "out"
-    status, err = run([str(bad), str(missing), str(good), "-o", str(out), "--model", str(model_dir)], capsys)
+    status, err = run([str(bad), str(missing), str(good), "-o", str(out), "--model", str(tiny_model_dir)], capsys)
     assert status == 1
     assert "bad.wav" in err and "missing.mp3" in err and "2 of 3 inputs failed" in err
     assert (out / "good" / "vocals.wav").is_file() and (out / "good" / "accompaniment.wav").is_file()
     assert sorted(p.name for p in out.iterdir()) == ["good"]  # nothing for the bad ones, no temp folders
 
 
-def test_existing_outputs_are_refused_unless_overwrite(tmp_path, model_dir, capsys):
+def test_existing_outputs_are_refused_unless_overwrite(tmp_path, tiny_model_dir, capsys):
     song = write(tmp_path / "s.wav", noise(1.0, 8192, 1), 8192)
     out = tmp_path / "out"
     (out / "s").mkdir(parents=True)
     (out / "s" / "vocals.wav").write_bytes(b"old")
-    status, err = run([str(song), "-o", str(out), "--model", str(model_dir)], capsys)
+    status, err = run([str(song), "-o", str(out), "--model", str(tiny_model_dir)], capsys)
     assert status == 2 and "already exists" in err and "--overwrite" in err
     assert (out / "s" / "vocals.wav").read_bytes() == b"old"
     assert not (out / "s" / "accompaniment.wav").exists()
-    status, _ = run([str(song), "-o", str(out), "--model", str(model_dir), "--overwrite"], capsys)
+    status, _ = run([str(song), "-o", str(out), "--model", str(tiny_model_dir), "--overwrite"], capsys)
     assert status == 0 and sf.info(str(out / "s" / "vocals.wav")).frames == 8192
 
 
-def test_unwritable_output_folder(tmp_path, model_dir, capsys):
+def test_unwritable_output_folder(tmp_path, tiny_model_dir, capsys):
     song = write(tmp_path / "s.wav", noise(1.0, 8192, 1), 8192)
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
-    status, err = run([str(song), "-o", str(blocker), "--model", str(model_dir)], capsys)
+    status, err = run([str(song), "-o", str(blocker), "--model", str(tiny_model_dir)], capsys)
     assert status == 2 and "not a folder" in err and "-o" in err
-    status, err = run([str(song), "-o", str(blocker / "sub"), "--model", str(model_dir)], capsys)
+    status, err = run([str(song), "-o", str(blocker / "sub"), "--model", str(tiny_model_dir)], capsys)
     assert status == 2 and "cannot create the output folder" in err
 
 
-def test_a_failed_write_leaves_no_partial_stems(tmp_path, model_dir, monkeypatch, capsys):
+def test_a_failed_write_leaves_no_partial_stems(tmp_path, tiny_model_dir, monkeypatch, capsys):
     song = write(tmp_path / "s.wav", noise(1.0, 8192, 1), 8192)
     save = audio.save_audio
 
@@ -517,15 +512,15 @@ def test_a_failed_write_leaves_no_partial_stems(tmp_path, model_dir, monkeypatch
 
     monkeypatch.setattr(audio, "save_audio", failing_save)
     out = tmp_path / "out"
-    status, err = run([str(song), "-o", str(out), "--model", str(model_dir)], capsys)
+    status, err = run([str(song), "-o", str(out), "--model", str(tiny_model_dir)], capsys)
     assert status == 1 and "disk full" in err
     assert list(out.iterdir()) == []  # neither vocals.wav nor the temporary folder
 
 
-def test_two_songs_with_one_name_are_refused(tmp_path, model_dir, capsys):
+def test_two_songs_with_one_name_are_refused(tmp_path, tiny_model_dir, capsys):
     a = write(tmp_path / "x" / "Song" / "mixture.wav", noise(1.0, 8192, 1), 8192)
     b = write(tmp_path / "y" / "Song.wav", noise(1.0, 8192, 1), 8192)
-    status, err = run([str(a), str(b), "-o", str(tmp_path / "out"), "--model", str(model_dir)], capsys)
+    status, err = run([str(a), str(b), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir)], capsys)
     assert status == 2 and "both be written" in err
 
 
@@ -533,10 +528,10 @@ def test_two_songs_with_one_name_are_refused(tmp_path, model_dir, capsys):
                                            (["--wiener", "--wiener-iterations", "0"], "--wiener-iterations"),
                                            (["--wiener", "--wiener-iterations", "two"], "--wiener-iterations"),
                                            (["--wiener-iterations", "2"], "only with --wiener")])
-def test_bad_options(tmp_path, model_dir, capsys, option, words):
+def test_bad_options(tmp_path, tiny_model_dir, capsys, option, words):
     song = write(tmp_path / "s.wav", noise(1.0, 8192, 1), 8192)
     with pytest.raises(SystemExit) as exit_info:  # argparse: one line, exit 2, before any work
-        inference.main([str(song), "--model", str(model_dir)] + option)
+        inference.main([str(song), "--model", str(tiny_model_dir)] + option)
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and words in err[-1] and "Traceback" not in "".join(err)
 
@@ -561,15 +556,21 @@ def test_a_separator_prepares_its_model_once(tiny_model, monkeypatch):
 
 # ---------------------------------------------------------------------------- the command line as a process
 
-def test_command_line_process_writes_the_stems_and_its_exit_status(tmp_path, model_dir, capsys):
-    """`python inference.py` as a whole process (Keras' optional imports hidden): the same
-    stems as the in-process main(), and exit status 2 when they exist already."""
+@pytest.mark.slow
+def test_command_line_process_writes_the_stems_and_its_exit_status(tmp_path, tiny_model_dir, capsys):
+    """`python inference.py` as a whole process (Keras' optional imports hidden, TensorFlow's
+    start-up log kept out): the same stems as the in-process main(), the device on the first line,
+    no oneDNN notice, absl or CUDA lines; and exit status 2 when the stems exist already."""
     song = write(tmp_path / "song.wav", noise(2.0, 44100, 2, seed=9), 44100)
-    command = [sys.executable, inference.__file__, str(song), "-o", str(tmp_path / "cli"), "--model", str(model_dir)]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, inference.__file__, str(song), "-o", str(tmp_path / "cli"), "--model", str(tiny_model_dir)]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("Separating 1 song on ")
     assert "song.wav -> " in proc.stdout and "Traceback" not in proc.stderr
-    assert run([str(song), "-o", str(tmp_path / "api"), "--model", str(model_dir)], capsys)[0] == 0
+    for noise_word in ("oneDNN", "absl", "cuInit", "cuda", "I0000", "E0000", "W0000"):
+        assert noise_word not in proc.stderr, proc.stderr
+    assert run([str(song), "-o", str(tmp_path / "api"), "--model", str(tiny_model_dir)], capsys)[0] == 0
     for stem in STEMS:
         np.testing.assert_array_equal(sf.read(tmp_path / "cli" / "song" / f"{stem}.wav")[0],
                                       sf.read(tmp_path / "api" / "song" / f"{stem}.wav")[0])
@@ -577,6 +578,7 @@ def test_command_line_process_writes_the_stems_and_its_exit_status(tmp_path, mod
     assert proc.returncode == 2 and "already exists" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_importing_inference_hides_nothing():
     """Only the command line hides Keras' optional imports: a program or notebook that imports
     inference can still import scikit-learn, pandas and matplotlib."""

@@ -1,13 +1,11 @@
 """Tests of inference.py's output options from the command line: --format, --bits, --mp3-bitrate,
---stems, --filename, --start/--duration, the first line (device and precision), and TensorFlow's
-start-up log kept out of the terminal. Bad values: one line, exit status 2, nothing written.
+--stems, --filename, --start/--duration and the first line (device and precision); TensorFlow's
+start-up log kept out of the terminal is checked on inference.py as a process (test_inference.py).
+Bad values: one line, exit status 2, nothing written.
 
 The model is a tiny untrained U-Net; what is checked is what gets written, not how well.
 """
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -239,19 +237,6 @@ def test_first_line_says_device_and_precision(tmp_path, tiny_model_dir, capsys):
     first = capsys.readouterr().out.splitlines()[0]
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     assert first.startswith(f"Separating 1 song on {device}") and "in float32" in first
-
-
-def test_the_command_line_keeps_tensorflows_start_up_log_out(tmp_path, tiny_model_dir):
-    """As a process: no oneDNN notice, no absl or CUDA lines; the first line names the device."""
-    song = write(tmp_path / "song.wav", noise(1.0, 8192), 8192)
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    proc = subprocess.run([sys.executable, "inference.py", str(song), "-o", str(tmp_path / "out"), "--model",
-                           str(tiny_model_dir), "--format", "ogg"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.startswith("Separating 1 song on ")
-    for noise_word in ("oneDNN", "absl", "cuInit", "cuda", "I0000", "E0000", "W0000"):
-        assert noise_word not in proc.stderr, proc.stderr
-    assert files_under(tmp_path / "out") == ["song/accompaniment.ogg", "song/vocals.ogg"]
 
 
 def test_the_docs_show_each_option_with_an_example():

@@ -16,11 +16,11 @@ import pytest
 import separation
 
 import data_generator as dg
-from separation import audio, datasets
+from separation import audio, cli, datasets
 from separation.augment import Augmentation, AugmentationError, level_gain
 from separation.cache import CACHE_FORMAT, PARTS, Cache, magnitude_blocks, prepare
 from separation.errors import UserError
-from test_datasets import write_stems
+from helpers import write_stems
 
 P = audio.DEFAULT_PARAMS
 SR = P.sample_rate
@@ -175,13 +175,13 @@ def test_prepare_rerun_skips_and_unreadable_files(tmp_path, capsys):
     assert Cache(tmp_path / "c").names() == ["good"] and "broken" in Cache(tmp_path / "c").skipped
     assert dg.main(argv) == 0
     assert "added 0 track(s), 1 already there" in capsys.readouterr().out
-    proc = subprocess.run([sys.executable, str(Path(dg.__file__)), *argv[:-1], "--cache", str(tmp_path / "strict"),
-                           "--strict", "--quiet"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    assert "broken.ogg: cannot read as audio" in proc.stderr and "--strict" in proc.stderr
-    assert proc.stderr.count("error:") == 1 and "Traceback" not in proc.stderr
+    assert cli.run_cli(dg.main, [*argv[:-1], "--cache", str(tmp_path / "strict"), "--strict", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "broken.ogg: cannot read as audio" in err and "--strict" in err
+    assert err.count("error:") == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_prepare_streams_a_long_file_in_bounded_memory(tmp_path):
     """Five minutes of 44.1 kHz stereo (53 MB as float32 whole) are prepared with a small peak."""
     sr, seconds = 44100, 300

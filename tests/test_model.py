@@ -7,16 +7,15 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import unet_model
+from helpers import ROOT, randomized
 from separation.audio import AudioParams, DEFAULT_PARAMS
 from separation.errors import UserError
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY_FILTERS = (4, 8, 8, 8, 8, 8)
 TINY_SHAPE = (64, 64, 1)  # depth 6 needs both axes divisible by 2**6
 TINY_PARAMS = AudioParams(patch_frames=64, n_bins=64)
@@ -84,6 +83,7 @@ def test_tiny_model_parameter_count_follows_arguments():
     assert tuple(model.outputs[0].shape) == (None, 32, 16, 1)
 
 
+@pytest.mark.slow
 def test_output_is_mask_times_input_and_mask_is_in_unit_interval():
     model = tiny_model()
     x = random_patches(3)
@@ -122,11 +122,11 @@ def test_build_unet_rejects_inconsistent_settings(kwargs, message):
 
 @pytest.fixture
 def saved_tiny(tmp_path):
-    """A tiny model saved as run/best.keras with its audio parameters beside it."""
+    """A tiny two-level model saved as run/best.keras with its audio parameters beside it."""
     import keras
 
     keras.utils.set_random_seed(1)
-    model = tiny_model()
+    model = unet_model.build_unet(input_shape=TINY_SHAPE, filters=(4, 8))  # two levels: loading is not about depth
     run = tmp_path / "run"
     run.mkdir()
     model.save(run / "best.keras")
@@ -211,7 +211,7 @@ def wrong_mask_model(kind):
 
 @pytest.mark.parametrize("kind, shape", [("channels", r"'mask' layer \(64, 64, 2\)"),
                                          ("resolution", r"'mask' layer \(32, 32, 1\)")])
-def test_a_model_with_a_wrong_mask_layer_is_refused_in_one_line(tmp_path, kind, shape):
+def test_a_model_with_a_wrong_mask_layer_is_refused_in_one_line(tmp_path, kind, shape, capsys):
     folder = tmp_path / "model"
     folder.mkdir()
     wrong_mask_model(kind).save(folder / "best.keras")
@@ -220,16 +220,17 @@ def test_a_model_with_a_wrong_mask_layer_is_refused_in_one_line(tmp_path, kind, 
                                         rf"\(.*{shape}.*\); use a model saved by train.py"):
         unet_model.load_model(folder)
     # the command line: one line, exit 2, nothing written
-    song = tmp_path / "song.wav"
     import soundfile
 
+    import inference
+    from separation import cli
+
+    song = tmp_path / "song.wav"
     soundfile.write(song, np.zeros((8192, 2), "float32"), 8192)
-    proc = subprocess.run([sys.executable, str(ROOT / "inference.py"), str(song), "--model", str(folder),
-                           "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "not the U-Net of this project" in lines[0] and "Traceback" not in proc.stderr
+    assert cli.run_cli(inference.main, [str(song), "--model", str(folder), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "not the U-Net of this project" in lines[0] and "Traceback" not in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -260,6 +261,7 @@ SECOND_BACKEND = textwrap.dedent(
     import numpy as np
     import keras
     sys.path.insert(0, sys.argv[1])
+    from separation import unet_fast
     import unet_model
 
     assert keras.backend.backend() == "torch", keras.backend.backend()
@@ -271,7 +273,7 @@ SECOND_BACKEND = textwrap.dedent(
 
     # and a fresh model builds and trains here
     keras.utils.set_random_seed(0)
-    model = unet_model.build_unet(input_shape=(64, 64, 1), filters=(4, 8, 8, 8, 8, 8))
+    model = unet_model.build_unet(input_shape=(64, 64, 1), filters=(4, 8))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     y = x * (np.arange(64, dtype="float32")[None, :, None, None] < 32)  # "vocals": the low half
     before = [w.copy() for w in model.get_weights()]
@@ -281,21 +283,38 @@ SECOND_BACKEND = textwrap.dedent(
     mask = keras.ops.convert_to_numpy(unet_model.mask_model(model)(x, training=False))
     out = keras.ops.convert_to_numpy(model(x, training=False))
     np.testing.assert_allclose(out, mask * x, rtol=1e-5, atol=1e-7)
+
+    # keras.ops only: the inference-only U-Net (unet_fast) runs here too, every path
+    model = keras.saving.load_model(sys.argv[5])
+    x = np.load(sys.argv[6])
+    reference = keras.ops.convert_to_numpy(unet_model.mask_model(model)(x, training=False))
+    for precision, tolerance in (("float32", 2e-6), ("bfloat16", 1e-2)):
+        fast = np.asarray(unet_fast.inference_mask_model(model, precision).predict_on_batch(x))
+        assert np.abs(fast - reference).max() < tolerance, (precision, np.abs(fast - reference).max())
+    assert not unet_fast.bfloat16_is_fast()  # TensorFlow's oneDNN only
     print("ok", loss)
     """
 )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None,
                     reason="PyTorch not installed (pip install torch==2.13.0 to test the torch backend)")
-def test_model_loads_and_trains_on_torch_backend(saved_tiny, tmp_path):
+def test_model_loads_trains_and_runs_the_inference_model_on_torch_backend(saved_tiny, tmp_path):
+    """One process on Keras' PyTorch backend: a model saved by the TensorFlow backend predicts the
+    same there, a fresh one trains, and the inference-only U-Net gives its mask on every path."""
     model, path = saved_tiny
     x = random_patches(2, seed=3)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", np.asarray(model.predict(x, verbose=0)))
+    # the speed paths' every-route U-Net (test_speed_paths.py), batch norm far from its initial values
+    paths = randomized(unet_model.build_unet((64, 32, 1), (8, 16, 24), kernel_size=7), seed=12)
+    paths.save(tmp_path / "paths.keras")
+    np.save(tmp_path / "paths.npy", random_patches(2, (64, 32, 1), seed=13))
     env = dict(os.environ, KERAS_BACKEND="torch")
     proc = subprocess.run(
-        [sys.executable, "-c", SECOND_BACKEND, str(ROOT), str(path), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+        [sys.executable, "-c", SECOND_BACKEND, str(ROOT), str(path), str(tmp_path / "x.npy"), str(tmp_path / "y.npy"),
+         str(tmp_path / "paths.keras"), str(tmp_path / "paths.npy")],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

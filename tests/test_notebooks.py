@@ -88,7 +88,7 @@ def test_separation_demo(tiny_pipeline):
     # The model as a run folder and the song relative to the repository root, not to notebooks/
     song = tiny_pipeline / "data" / "builtin" / "test" / "test000"
     run = execute(DEMO, UNET_MODEL=str(tiny_pipeline / "runs" / "builtin"), UNET_SONG_DIR=os.path.relpath(song, ROOT))
-    assert "song: test000, 8.0 s at 44100 Hz, 2 channel(s)" in run.text
+    assert "song: test000, 4.0 s at 44100 Hz, 2 channel(s)" in run.text
     assert "vocals + accompaniment == mixture: True" in run.text
     assert len(run.images) == 2  # the mask figure and the spectrograms
     assert sum("<audio" in html for html in run.html) == 4
@@ -122,14 +122,18 @@ def check_torch_missing(run: Executed):
 
 
 @pytest.mark.slow
-def test_tensorflow_vs_pytorch(tiny_pipeline, tmp_path):
-    tiny = "--epochs 2 --steps-per-epoch 1 --batch-size 2 --filters 4,8,8,8,8,8 --verbose 0 --test test --limit 1"
-    # section 4 starts three training processes (about 5 minutes on a shared 2-core machine)
+def test_tensorflow_vs_pytorch(tiny_pipeline, request):
+    torch_installed = importlib.util.find_spec("torch") is not None
+    compare = {}
+    if torch_installed:
+        # section 4 is given the comparison conftest.tiny_comparison ran (the three trainings of 3 epochs,
+        # scored on the test song): the same command finds them done and prints their table again
+        comparison = request.getfixturevalue("tiny_comparison")
+        compare = dict(UNET_CACHE=str(comparison.options[2]), UNET_COMPARE_DIR=str(comparison.run),
+                       UNET_COMPARE_OPTIONS=" ".join(comparison.recipe))
     run = execute(FRAMEWORKS, timeout=900, UNET_MODEL=str(tiny_pipeline / "runs" / "builtin" / "best.keras"),
-                  UNET_SONG_DIR=str(tiny_pipeline / "data" / "builtin" / "test" / "test000"),
-                  UNET_CACHE=str(tiny_pipeline / "cache" / "builtin"), UNET_COMPARE_DIR=str(tmp_path / "compare"),
-                  UNET_COMPARE_OPTIONS=tiny)
-    if importlib.util.find_spec("torch") is None:
+                  UNET_SONG_DIR=str(tiny_pipeline / "data" / "builtin" / "test" / "test000"), **compare)
+    if not torch_installed:
         check_torch_missing(run)
         return
     assert "Keras padding: torch" in run.text
@@ -138,10 +142,10 @@ def test_tensorflow_vs_pytorch(tiny_pipeline, tmp_path):
     assert run.number(r"overall: mask \S+, vocals (\S+)") < 1e-5
     assert run.row("keras") == run.row("torch")  # the same scores (GNSDR table, 2 decimals)
     assert "Patches per second" in run.text
-    # section 4: the table of the three trainings (2 epochs each, scored on the test song) and their curves
+    # section 4: the table of the three trainings (scored on the test song) and their curves
     for label in ("Keras/TensorFlow", "Keras/PyTorch", "PyTorch twin"):
         cells = next(line for line in run.text.splitlines() if line.startswith(label + " "))[len(label):].split()
-        assert int(cells[2]) == 2 and all(math.isfinite(float(c)) for c in cells), cells
+        assert int(cells[2]) == comparison.epochs and all(math.isfinite(float(c)) for c in cells), cells
     assert len(run.images) == 2
 
 

@@ -6,9 +6,10 @@ import pytest
 
 import pipeline
 from separation.errors import UserError
-from conftest import TINY_PIPELINE
+from helpers import TINY_PIPELINE
 
 
+@pytest.mark.slow
 def test_pipeline_writes_every_step_and_the_unet_row(tiny_pipeline):
     names = {p.name for p in (tiny_pipeline / "data" / "builtin" / "test").iterdir()}
     assert names == {"test000"}
@@ -24,6 +25,7 @@ def test_pipeline_writes_every_step_and_the_unet_row(tiny_pipeline):
     assert (tiny_pipeline / "results" / "builtin" / "museval" / "unet" / "test" / "test000.json").is_file()
 
 
+@pytest.mark.slow
 def test_pipeline_prints_the_script_calls_and_reruns_cheaply(tiny_pipeline, capsys):
     """Running again skips the data, the cache and the finished training; it prints each step's command."""
     capsys.readouterr()
@@ -38,6 +40,7 @@ def test_pipeline_prints_the_script_calls_and_reruns_cheaply(tiny_pipeline, caps
     assert "len-weighted" not in out  # the per-metric statistics stay in summary.csv
 
 
+@pytest.mark.slow
 def test_pipeline_refuses_a_changed_configuration_of_the_same_run(tiny_pipeline, capsys):
     argv = TINY_PIPELINE + ["--work", str(tiny_pipeline)]
     argv[argv.index("--batch-size") + 1] = "3"

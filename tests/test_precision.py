@@ -11,36 +11,16 @@ import inference
 import train
 import unet_model
 from separation import cli, runs, unet_fast
-from separation.audio import AudioParams, save_audio
-from separation.cache import prepare
 
-SR = 8192
-TINY_PARAMS = AudioParams(n_bins=64, patch_frames=64)
+from helpers import SR, TINY_PARAMS
+
 TINY_FILTERS = (4, 8, 8, 8, 8, 8)
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """Three 8-second stems tracks (a gated tone over noise) in a 64 x 64 cache."""
-    root = tmp_path_factory.mktemp("stems")
-    rng = np.random.default_rng(0)
-    t = np.arange(8 * SR) / SR
-    for i in range(3):
-        folder = root / "train" / f"song{i}"
-        folder.mkdir(parents=True)
-        vocals = (0.2 * np.sin(2 * np.pi * (300 + 50 * i) * t) * (np.sin(2 * np.pi * 0.5 * t) > 0)).astype(np.float32)
-        accompaniment = (0.05 * rng.standard_normal(t.size)).astype(np.float32)
-        for name, x in (("vocals", vocals), ("accompaniment", accompaniment), ("mixture", vocals + accompaniment)):
-            save_audio(folder / f"{name}.wav", x, SR)
-    path = tmp_path_factory.mktemp("cache") / "tiny"
-    prepare("stems", root, path, params=TINY_PARAMS, progress=False)
-    return path
-
-
 def options(cache, run, epochs, *extra):
+    """train.py's options for a two-level U-Net (precision is not about depth) on conftest.tiny_cache."""
     return ["--cache", str(cache), "--run-dir", str(run), "--epochs", str(epochs), "--steps-per-epoch", "2",
-            "--batch-size", "2", "--filters", ",".join(map(str, TINY_FILTERS)), "--validation-split", "0.34",
-            "--verbose", "0", *extra]
+            "--batch-size", "2", "--filters", "4,8", "--validation-split", "0.25", "--verbose", "0", *extra]
 
 
 def policies(model) -> dict[str, str]:
@@ -72,9 +52,9 @@ def test_float32_model_is_the_same_network_and_weights_in_float32():
 
 
 @pytest.mark.slow
-def test_a_bfloat16_run_saves_float32_models_that_separate_and_resumes_in_bfloat16(cache, tmp_path, capsys):
+def test_a_bfloat16_run_saves_float32_models_that_separate_and_resumes_in_bfloat16(tiny_cache, tmp_path, capsys):
     run = tmp_path / "run"
-    assert train.main(options(cache, run, 1, "--precision", "bfloat16")) == 0
+    assert train.main(options(tiny_cache, run, 1, "--precision", "bfloat16")) == 0
     assert "1 replica, in bfloat16\n" in capsys.readouterr().out
     config = json.loads((run / "config.json").read_text())
     assert (config["precision"], config["precision_used"]) == ("bfloat16", "bfloat16")
@@ -85,26 +65,26 @@ def test_a_bfloat16_run_saves_float32_models_that_separate_and_resumes_in_bfloat
     stems = inference.Separator(run).separate(song, SR)
     assert stems["vocals"].shape == song.shape and np.all(np.isfinite(stems["vocals"]))
 
-    assert train.main(options(cache, run, 2, "--precision", "bfloat16")) == 0
+    assert train.main(options(tiny_cache, run, 2, "--precision", "bfloat16")) == 0
     out = capsys.readouterr().out
     assert "resuming after epoch 1" in out and "in bfloat16" in out
     assert len(runs.read_history(run / "history.csv")["epoch"]) == 2
 
-    assert cli.run_cli(train.main, options(cache, run, 3, "--precision", "float32")) == 2
+    assert cli.run_cli(train.main, options(tiny_cache, run, 3, "--precision", "float32")) == 2
     err = capsys.readouterr().err
     assert "precision: 'bfloat16' -> 'float32'" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow
-def test_auto_is_decided_when_the_run_starts_and_kept_when_it_resumes(cache, tmp_path, monkeypatch, capsys):
+def test_auto_is_decided_when_the_run_starts_and_kept_when_it_resumes(tiny_cache, tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     monkeypatch.setattr(train, "auto_precision", lambda: ("bfloat16", "a stand-in machine"))
-    assert train.main(options(cache, run, 1, "--precision", "auto")) == 0
+    assert train.main(options(tiny_cache, run, 1, "--precision", "auto")) == 0
     assert "in bfloat16 (auto: a stand-in machine)" in capsys.readouterr().out
     config = json.loads((run / "config.json").read_text())
     assert (config["precision"], config["precision_used"]) == ("auto", "bfloat16")
     monkeypatch.setattr(train, "auto_precision", lambda: ("float32", "another machine"))
-    assert train.main(options(cache, run, 2, "--precision", "auto")) == 0
+    assert train.main(options(tiny_cache, run, 2, "--precision", "auto")) == 0
     assert "in bfloat16 (auto, as the run started)" in capsys.readouterr().out
 
 
@@ -115,21 +95,21 @@ def test_auto_precision_follows_the_cpu(monkeypatch, fast):
     assert precision == ("bfloat16" if fast else "float32") and why
 
 
-def test_a_bad_precision_is_refused_in_one_line(cache, tmp_path, capsys):
+def test_a_bad_precision_is_refused_in_one_line(tiny_cache, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
-        train.main(options(cache, tmp_path / "run", 1, "--precision", "half"))
+        train.main(options(tiny_cache, tmp_path / "run", 1, "--precision", "half"))
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "--precision" in err and "half" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
-def test_the_twin_trains_in_bfloat16_and_records_it(cache, tmp_path, capsys):
+def test_the_twin_trains_in_bfloat16_and_records_it(tiny_cache, tmp_path, capsys):
     pytest.importorskip("torch")
     from pytorch_twin import train_torch
 
     run = tmp_path / "twin"
-    assert train_torch.main(options(cache, run, 1, "--precision", "bfloat16")) == 0
+    assert train_torch.main(options(tiny_cache, run, 1, "--precision", "bfloat16")) == 0
     assert "in bfloat16" in capsys.readouterr().out
     config = json.loads((run / train_torch.CONFIG_FILE).read_text())
     assert (config["precision"], config["precision_used"]) == ("bfloat16", "bfloat16")

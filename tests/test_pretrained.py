@@ -1,6 +1,7 @@
 """The shipped model (pretrained/) loads with its parameters and separates singing it never heard."""
 
 import numpy as np
+import pytest
 
 from separation import datasets, metrics
 import inference
@@ -13,6 +14,7 @@ def test_pretrained_model_is_the_default_and_fits_the_size_limit():
     assert path.stat().st_size < 45e6
 
 
+@pytest.mark.slow
 def test_pretrained_model_separates_unseen_mir1k_singers(mir1k_root):
     """Two clips of a test-split singer (never in training): the vocals gain several dB over the mixture."""
     separator = inference.Separator()  # the shipped model

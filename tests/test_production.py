@@ -156,6 +156,7 @@ def test_dev_song_stems_add_up_exactly_and_do_not_clip():
     assert level == pytest.approx(3.0, abs=0.01)
 
 
+@pytest.mark.slow
 def test_devset_command_writes_exact_stems_deterministically(tmp_path):
     mir1k = tmp_path / "mir1k" / "Wavfile"
     mir1k.mkdir(parents=True)

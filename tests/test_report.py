@@ -17,7 +17,7 @@ import pytest
 from separation import audio, metrics
 from separation.report import EXCERPT_SECONDS, PLAYER_RATE, loudest_excerpt
 import evaluate
-from test_evaluate import SR, references, voice_and_band, write_track
+from helpers import SR, references, voice_and_band, write_track
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -44,6 +44,7 @@ def report(tmp_path_factory):
     return out / "report.html"
 
 
+@pytest.mark.slow
 def test_report_is_self_contained_worst_first_with_players_and_images(report):
     page = report.read_text()
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing fetched from anywhere
@@ -70,6 +71,7 @@ def test_loudest_excerpt_finds_the_loud_passage():
     assert loudest_excerpt(signal[: 2 * SR], SR, 4.0) == slice(0, 2 * SR)
 
 
+@pytest.mark.slow
 def test_report_tracks_zero_keeps_the_tables_only(tmp_path):
     root = tmp_path / "stems"
     write_track(root / "test" / "song", *voice_and_band(2.0, 0))
@@ -115,6 +117,7 @@ def column(driver, name):
         return Array.from(table.tBodies[0].rows).map(r => r.cells[i].textContent);""", name)
 
 
+@pytest.mark.slow
 def test_report_in_headless_chromium(report):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -153,6 +156,7 @@ def test_report_in_headless_chromium(report):
         driver.quit()
 
 
+@pytest.mark.slow
 def test_report_escapes_track_names(tmp_path):
     root = tmp_path / "stems"
     write_track(root / "test" / "a<b>&c", *voice_and_band(2.0, 0))

@@ -12,7 +12,7 @@ import train
 from separation import augment, audio, cli
 from separation.augment import Augmentation, AugmentationError
 from separation.cache import Cache
-from test_datasets import write_stems
+from helpers import write_stems
 
 P = audio.DEFAULT_PARAMS
 LENGTH = P.patch_frames * P.hop_length  # samples of a patch

@@ -32,6 +32,7 @@ def dataset(tmp_path_factory):
     return root, folders
 
 
+@pytest.mark.slow
 def test_layout_format_and_description(dataset):
     root, folders = dataset
     assert folders == [root / "train" / "train000", root / "train" / "train001", root / "test" / "test000"]
@@ -77,6 +78,7 @@ def test_different_seeds_and_tracks_differ(dataset, tmp_path):
         assert first[f"test/test000/{stem}.wav"] != first[f"train/train000/{stem}.wav"]
 
 
+@pytest.mark.slow
 def test_files_match_the_score_silent_rests_and_sung_phrases(dataset):
     root, _ = dataset
     for split, index in (("train", 0), ("train", 1), ("test", 0)):

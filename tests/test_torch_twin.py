@@ -102,6 +102,7 @@ def test_twin_has_the_documented_state_dict_and_the_keras_parameter_count():
     assert module.bn1.eps == 1e-5 and module.bn1.momentum == 0.1
 
 
+@pytest.mark.slow
 def test_twin_forward_shapes_mask_range_and_dropout():
     torch.manual_seed(0)
     module = unet_torch.UNet(TINY_FILTERS)
@@ -179,6 +180,7 @@ def test_keras_same_padding_is_pytorch_mirrored_and_explicit_padding_is_exact(tr
 
 
 @pytest.mark.parametrize("skip_first", [False, True], ids=["decoder-first", "skip-first"])
+@pytest.mark.slow
 def test_conversion_is_exact_for_torch_padding_and_round_trips(skip_first):
     model = randomize(unet_model.build_unet(TINY_SHAPE, TINY_FILTERS), seed=1)
     assert convert_weights.padding_layout(model) == convert_weights.TORCH_PADDING
@@ -199,6 +201,7 @@ def test_conversion_is_exact_for_torch_padding_and_round_trips(skip_first):
         assert np.abs(keras_mask(wrong, x) - ours).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_full_size_model_gives_the_same_mask_in_both_frameworks():
     """The default 512 x 128 U-Net on one patch, batch norm statistics included."""
     model = randomize(unet_model.build_unet((512, 128, 1), unet_torch.FILTERS), seed=3)
@@ -210,6 +213,7 @@ def test_full_size_model_gives_the_same_mask_in_both_frameworks():
     assert same_weights(convert_weights.torch_to_keras(module), model)
 
 
+@pytest.mark.slow
 def test_build_unet_pads_as_pytorch_so_the_functions_agree():
     """build_unet pads as PyTorch does: the weights round-trip and the outputs agree."""
     model = randomize(unet_model.build_unet(TINY_SHAPE, TINY_FILTERS), seed=5)
@@ -301,17 +305,22 @@ def test_checkpoint_errors_name_the_file_and_fix(tmp_path, twin, monkeypatch):
 # --------------------------------------------------------------------------------------------
 
 
+#: The filters of the command's model: two levels (the conversion of every depth is tested above).
+RUN_FILTERS = (4, 8)
+
+
 @pytest.fixture
 def run_dir(tmp_path):
-    """A trained-looking tiny model saved as run/best.keras with its audio parameters."""
+    """A trained-looking tiny two-level model saved as run/best.keras with its audio parameters."""
     run = tmp_path / "run"
     run.mkdir()
-    model = randomize(unet_model.build_unet(TINY_SHAPE, TINY_FILTERS), seed=6)
+    model = randomize(unet_model.build_unet(TINY_SHAPE, RUN_FILTERS), seed=6)
     model.save(run / "best.keras")
     TINY_PARAMS.save(run / unet_model.PARAMS_FILE)
     return model, run / "best.keras"
 
 
+@pytest.mark.slow
 def test_cli_keras2torch_then_torch2keras(run_dir, tmp_path, capsys):
     model, path = run_dir
     pt = tmp_path / "out.pt"
@@ -319,7 +328,7 @@ def test_cli_keras2torch_then_torch2keras(run_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "wrote" in out and ": equivalent" in out
     # the coursework's own code loads it strictly
-    module = unet_torch.UNet(TINY_FILTERS)
+    module = unet_torch.UNet(RUN_FILTERS)
     module.load_state_dict(torch.load(pt, weights_only=True))
     x = random_patches(2, seed=7)
     np.testing.assert_allclose(unet_torch.predict_mask(module, x), keras_mask(model, x), rtol=1e-4, atol=1e-6)
@@ -362,6 +371,7 @@ def test_commands_without_torch_say_how_to_install_it(monkeypatch, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_compare_frameworks_on_two_short_tracks(run_dir, tmp_path, capsys):
     _, path = run_dir
     rng = np.random.default_rng(0)
@@ -396,7 +406,7 @@ def test_compare_frameworks_on_two_short_tracks(run_dir, tmp_path, capsys):
             "--bench-batches", "0", "--threads", "1"]
     assert compare_frameworks.main(argv) == 0
     out = capsys.readouterr().out
-    layout = convert_weights.padding_layout(unet_model.build_unet(TINY_SHAPE, TINY_FILTERS))
+    layout = convert_weights.padding_layout(unet_model.build_unet(TINY_SHAPE, RUN_FILTERS))
     assert f"Keras padding: {layout}" in out and "overall: mask" in out
     assert "GNSDR" not in out and "Patches per second" not in out
 

@@ -1,5 +1,9 @@
 """Tests of train.py: real (tiny) trainings on a small prepared cache, resuming after SIGKILL,
-NaN and save failures, refusals of bad input, and MirroredStrategy on two CPU devices."""
+NaN and save failures, refusals of bad input, and MirroredStrategy on two CPU devices.
+
+One run of 3 epochs (conftest.trained_run) serves every test that goes on from a trained run
+(resuming, NaN losses, failed saves, damaged checkpoints, fine-tuning): each works on a copy of it.
+The run folder's refusals come from the same train.main before any training."""
 
 import dataclasses
 import json
@@ -20,75 +24,17 @@ import separation
 import data_generator
 import train
 import unet_model
+from helpers import ROOT, TINY_PARAMS, copy_of, history, resume_epoch, tiny_args, weights_of, write_songs
 from separation import distributed, runs
-from separation.audio import AudioParams, save_audio
+from separation.audio import AudioParams
 from separation.augment import Augmentation
 from separation.cache import Cache, prepare
 from separation.errors import UserError
 
-ROOT = Path(__file__).resolve().parent.parent
-SR = 8192
-#: A small cache: 64 bins x 64 frames patches (the U-Net's depth 6 needs multiples of 64).
-TINY_PARAMS = AudioParams(n_bins=64, patch_frames=64)
 
-
-def write_stems(root: Path, n_tracks: int = 4, seconds: float = 8.0, seed: int = 0, split: str = "train",
-                prefix: str = "song") -> None:
-    """A stems folder root/<split>/<prefix>N/{mixture,vocals,accompaniment}.wav: gated harmonic
-    "vocals" over noise and a low tone, so the vocals are learnable from the mixture."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    for i in range(n_tracks):
-        f0 = rng.uniform(200, 500)
-        gate = np.sin(2 * np.pi * rng.uniform(0.3, 0.8) * t) > 0
-        phase = 2 * np.pi * f0 * t * (1 + 0.01 * np.sin(2 * np.pi * 5 * t))
-        vocals = 0.2 * gate * sum(np.sin(k * phase) / k for k in range(1, 5))
-        accompaniment = 0.05 * rng.standard_normal(t.size) + 0.2 * np.sin(2 * np.pi * rng.uniform(60, 120) * t)
-        folder = root / split / f"{prefix}{i}"
-        folder.mkdir(parents=True)
-        save_audio(folder / "vocals.wav", vocals.astype(np.float32), SR)
-        save_audio(folder / "accompaniment.wav", accompaniment.astype(np.float32), SR)
-        save_audio(folder / "mixture.wav", (vocals + accompaniment).astype(np.float32), SR)
-
-
-@pytest.fixture(scope="module")
-def stems(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("stems")
-    write_stems(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def cache(stems, tmp_path_factory) -> Path:
-    """A cache of the four tracks made by the data engineer's prepare (64 x 64 patches)."""
-    path = tmp_path_factory.mktemp("caches") / "tiny"
-    prepare("stems", stems, path, params=TINY_PARAMS, progress=False)
-    return path
-
-
-def tiny_args(cache, run_dir, epochs=3, steps=8, *extra):
-    """train.py options for a tiny U-Net (20,701 parameters) on the tiny cache."""
-    return ["--cache", str(cache), "--run-dir", str(run_dir), "--epochs", str(epochs),
-            "--steps-per-epoch", str(steps), "--batch-size", "4", "--filters", "4,8,8,8,8,8",
-            "--learning-rate", "1e-3", "--validation-split", "0.25", "--verbose", "0", *extra]
-
-
-def history(run_dir) -> dict:
-    return runs.read_history(Path(run_dir) / runs.HISTORY_FILE)
-
-
-def resume_epoch(run_dir) -> int:
-    """The epoch saved in the run's resume point (0 before the first one); read as train.py does."""
-    try:
-        state = runs.read_state(Path(run_dir) / "backup")
-    except UserError:  # not there yet
-        return 0
-    return state["epoch"] if state else 0
-
-
-def weights_of(path) -> list:
-    model, _ = unet_model.load_model(path)
-    return model.get_weights()
+def files_of(run: Path) -> dict:
+    """Every file of a run folder and its bytes."""
+    return {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,14 +43,12 @@ def weights_of(path) -> list:
 
 
 @pytest.mark.slow
-def test_training_decreases_loss_and_fills_the_run_dir(cache, tmp_path, capsys):
-    run = tmp_path / "run"
-    # a time limit stops after the first epoch; the same command without it trains on
-    assert train.main(tiny_args(cache, run, 3, 10, "--max-minutes", "0.0001")) == 0
-    assert "stopped at the time limit after epoch 1" in capsys.readouterr().out
-    assert history(run)["epoch"] == [0]
-    assert train.main(tiny_args(cache, run, 3, 10)) == 0
-    assert "resuming after epoch 1 of 3" in capsys.readouterr().out
+def test_training_decreases_loss_and_fills_the_run_dir(trained_run, tiny_cache, tmp_path, capsys):
+    # a time limit stopped the first session after the first epoch; the same command without it trained on
+    first, second = trained_run.outputs
+    assert "stopped at the time limit after epoch 1" in first
+    assert "resuming after epoch 1 of 3" in second
+    run = trained_run.run
     h = history(run)
     assert h["epoch"] == [0, 1, 2]
     assert h["loss"][-1] < 0.8 * h["loss"][0], h["loss"]
@@ -112,7 +56,7 @@ def test_training_decreases_loss_and_fills_the_run_dir(cache, tmp_path, capsys):
     assert h["learning_rate"][0] == pytest.approx(1e-3)
 
     config = json.loads((run / "config.json").read_text())
-    assert config["filters"] == [4, 8, 8, 8, 8, 8] and config["loss"] == "mse" and config["seed"] == 0
+    assert config["filters"] == [4, 8] and config["loss"] == "mse" and config["seed"] == 0
     assert sorted(config["train_tracks"] + config["validation_tracks"]) == [f"song{i}" for i in range(4)]
     assert len(config["validation_tracks"]) == 1
     assert AudioParams.load(run / "audio_params.json") == TINY_PARAMS
@@ -120,22 +64,26 @@ def test_training_decreases_loss_and_fills_the_run_dir(cache, tmp_path, capsys):
     if (run / "logs").exists():  # TensorBoard is optional (see train.make_callbacks)
         assert list((run / "logs").rglob("events.out.tfevents.*"))
 
-    # best.keras is the epoch of lowest validation loss, loadable with its parameters
+    # best.keras is the epoch of lowest validation loss, loadable with its parameters (inside the files too)
     model, params = unet_model.load_model(run / "best.keras")
     assert params == TINY_PARAMS
-    x, _ = data_generator.DataGenerator(cache, batch_size=2, mode="validation")[0]
+    assert unet_model.saved_params(run / "best.keras") == unet_model.saved_params(run / "last.keras") == TINY_PARAMS
+    x, _ = data_generator.DataGenerator(tiny_cache, batch_size=2, mode="validation")[0]
     assert np.isfinite(model.predict(x, verbose=0)).all()
     best_epoch = int(np.argmin(h["val_loss"]))
     state = json.loads((run / "backup" / "state.json").read_text())
     assert state["epoch"] == 3 and state["finished"] == "completed"
     assert state["callbacks"]["best_checkpoint"]["best"] == pytest.approx(h["val_loss"][best_epoch])
+    # the last two epochs' resume points are kept
+    assert sorted(p.name for p in (run / "backup").glob("*.h5")) == ["epoch-0002.weights.h5", "epoch-0003.weights.h5"]
 
     # the same command again does nothing; a larger --epochs continues from epoch 3
+    run = copy_of(run, tmp_path / "run")
     last = (run / "last.keras").read_bytes()
-    assert train.main(tiny_args(cache, run, 3, 10)) == 0
+    assert train.main(tiny_args(tiny_cache, run, 3, 10)) == 0
     assert "already trained for 3 epochs" in capsys.readouterr().out
     assert (run / "last.keras").read_bytes() == last
-    assert train.main(tiny_args(cache, run, 4, 10)) == 0
+    assert train.main(tiny_args(tiny_cache, run, 4, 10)) == 0
     assert "resuming after epoch 3 of 4" in capsys.readouterr().out
     h2 = history(run)
     assert h2["epoch"] == [0, 1, 2, 3]
@@ -143,101 +91,63 @@ def test_training_decreases_loss_and_fills_the_run_dir(cache, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_seed_fixes_initial_weights_and_data_order(cache, tmp_path):
-    runs = {name: tmp_path / name for name in ("a", "b", "c")}
-    for name, run in runs.items():
+def test_seed_fixes_initial_weights_and_data_order(tiny_cache, tmp_path):
+    folders = {name: tmp_path / name for name in ("a", "b", "c")}
+    for name, run in folders.items():
         seed = "1" if name == "c" else "0"
-        assert train.main(tiny_args(cache, run, 1, 3, "--seed", seed, "--validation-split", "0")) == 0
-    a, b, c = (history(run)["loss"][0] for run in runs.values())
+        assert train.main(tiny_args(tiny_cache, run, 1, 3, "--seed", seed, "--validation-split", "0")) == 0
+    a, b, c = (history(run)["loss"][0] for run in folders.values())
     assert a == pytest.approx(b, rel=1e-5)
     assert a != pytest.approx(c, rel=1e-3)
-    for wa, wb in zip(weights_of(runs["a"] / "last.keras"), weights_of(runs["b"] / "last.keras")):
+    for wa, wb in zip(weights_of(folders["a"] / "last.keras"), weights_of(folders["b"] / "last.keras")):
         np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.slow
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(cache, tmp_path):
-    # a cache whose arrays turn NaN after two good epochs (a damaged file, say)
-    bad = tmp_path / "cache"
-    subprocess.run(["cp", "-r", str(cache), str(bad)], check=True)
-    run = tmp_path / "run"
-    assert train.main(tiny_args(bad, run, 2, 4)) == 0
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(trained_run, tiny_cache, tmp_path):
+    # the run's cache, whose arrays turn NaN after three good epochs (a damaged file, say)
+    bad = copy_of(tiny_cache, tmp_path / "cache")
+    run = copy_of(trained_run.run, tmp_path / "run")
     saved = {name: (run / name).read_bytes() for name in ("best.keras", "last.keras")}
     for path in (bad / "tracks").glob("*.mixture.npy"):
         np.save(path, np.full_like(np.load(path), np.nan))
 
-    with pytest.raises(UserError, match="NaN or infinite in epoch 3; the checkpoints keep epoch 2"):
-        train.main(tiny_args(bad, run, 4, 4))
+    with pytest.raises(UserError, match="NaN or infinite in epoch 4; the checkpoints keep epoch 3"):
+        train.main(tiny_args(bad, run, 5, 10))
     for name, content in saved.items():
         assert (run / name).read_bytes() == content, name
-    assert json.loads((run / "backup" / "state.json").read_text())["epoch"] == 2
+    assert json.loads((run / "backup" / "state.json").read_text())["epoch"] == 3
     assert all(np.isfinite(w).all() for w in weights_of(run / "last.keras"))
-    assert np.isnan(history(run)["loss"][2])  # the failed epoch is on record
+    assert np.isnan(history(run)["loss"][3])  # the failed epoch is on record
 
 
 @pytest.mark.slow
-def test_failed_save_keeps_the_previous_checkpoint(cache, tmp_path, monkeypatch):
+def test_failed_save_keeps_the_previous_checkpoint(trained_run, tiny_cache, tmp_path, monkeypatch):
     import keras
 
     real_save = keras.Model.save
     calls = []
 
-    def save_then_fail(self, filepath, *args, **kwargs):
+    def fail(self, filepath, *args, **kwargs):
         calls.append(filepath)
-        if len(calls) <= 2:  # epoch 1: best.keras and last.keras
-            return real_save(self, filepath, *args, **kwargs)
         Path(filepath).write_bytes(b"half a zip")  # the disk fills up halfway through
         raise OSError(28, "No space left on device")
 
-    run = tmp_path / "run"
-    monkeypatch.setattr(keras.Model, "save", save_then_fail)
+    run = copy_of(trained_run.run, tmp_path / "run")
+    saved = {name: (run / name).read_bytes() for name in ("best.keras", "last.keras")}
+    monkeypatch.setattr(keras.Model, "save", fail)  # epoch 4's checkpoint fails
     with pytest.raises(UserError, match="cannot save the checkpoint .*No space left.*the previous one is intact"):
-        train.main(tiny_args(cache, run, 2, 3))
-    monkeypatch.undo()
-    assert all(Path(p).name.startswith(".") for p in calls[2:])  # it wrote to a temporary file
+        train.main(tiny_args(tiny_cache, run, 4, 10))
+    monkeypatch.setattr(keras.Model, "save", real_save)
+    assert calls and all(Path(p).name.startswith(".") for p in calls)  # it wrote to a temporary file
     assert not list(run.glob(".*part*"))  # which is gone
-    for name in ("best.keras", "last.keras"):
+    for name, content in saved.items():  # epoch 3's checkpoints, as they were
+        assert (run / name).read_bytes() == content, name
         assert all(np.isfinite(w).all() for w in weights_of(run / name))
-    assert history(run)["epoch"] == [0]
-    # and the same command resumes after epoch 1
-    assert train.main(tiny_args(cache, run, 2, 3)) == 0
-    assert history(run)["epoch"] == [0, 1]
-
-
-@pytest.mark.slow
-def test_sigkill_mid_epoch_then_same_command_resumes(cache, tmp_path):
-    run = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "train.py"), *tiny_args(cache, run, 6, 40)]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 180
-        while resume_epoch(run) < 2:  # two epochs saved...
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "training too slow"
-            time.sleep(0.05)
-        time.sleep(0.4)  # ...and part of the third (an epoch takes about 2 s here)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        proc.kill()
-        proc.stdout.close()
-    assert proc.returncode == -signal.SIGKILL
-    state = json.loads((run / "backup" / "state.json").read_text())
-    done = state["epoch"]
-    assert 2 <= done < 6 and state["finished"] is None
-    before = {k: v[:done] for k, v in history(run).items()}
-
-    rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-3000:]
-    assert f"resuming after epoch {done} of 6" in rerun.stdout
-    after = history(run)
-    assert after["epoch"] == [0, 1, 2, 3, 4, 5]  # each epoch once: a half-written row was dropped
-    assert {k: v[:done] for k, v in after.items()} == before  # the history before the kill is kept
-    assert json.loads((run / "backup" / "state.json").read_text())["epoch"] == 6
-    assert all(np.isfinite(w).all() for w in weights_of(run / "last.keras"))
-    assert sorted(p.name for p in (run / "backup").iterdir()) == ["epoch-0005.weights.h5", "epoch-0006.weights.h5",
-                                                                  "state.json"]
+    assert history(run)["epoch"] == [0, 1, 2]
+    # and the same command resumes after epoch 3
+    assert train.main(tiny_args(tiny_cache, run, 4, 10)) == 0
+    assert history(run)["epoch"] == [0, 1, 2, 3]
 
 
 MIRRORED = """
@@ -252,17 +162,44 @@ sys.exit(train.main(sys.argv[2:]))
 
 
 @pytest.mark.slow
-def test_mirrored_strategy_on_two_cpu_devices(cache, tmp_path):
+def test_sigkill_mid_epoch_then_same_command_resumes_under_mirrored_strategy(tiny_cache, tmp_path):
+    """train.py with --distribute mirrored on two logical CPU devices (two replicas), killed
+    (SIGKILL) during its third epoch; the same command, on two replicas again, resumes it."""
     run = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-c", MIRRORED, str(ROOT), *tiny_args(cache, run, 2, 4, "--distribute", "mirrored")],
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "2 replicas" in proc.stdout
-    h = history(run)
-    assert h["epoch"] == [0, 1] and np.isfinite(h["loss"]).all() and np.isfinite(h["val_loss"]).all()
+    cmd = [sys.executable, "-c", MIRRORED, str(ROOT), *tiny_args(tiny_cache, run, 4, 30, "--distribute", "mirrored")]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    log = tmp_path / "first.txt"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while resume_epoch(run) < 2:  # two epochs saved...
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "training too slow"
+            time.sleep(0.05)
+        time.sleep(0.2)  # ...and part of the third
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert "2 replicas" in log.read_text()
+    state = json.loads((run / "backup" / "state.json").read_text())
+    done = state["epoch"]
+    assert 2 <= done < 4 and state["finished"] is None
+    before = {k: v[:done] for k, v in history(run).items()}
+
+    rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-3000:]
+    assert f"resuming after epoch {done} of 4" in rerun.stdout and "2 replicas" in rerun.stdout
+    after = history(run)
+    assert after["epoch"] == [0, 1, 2, 3]  # each epoch once: a half-written row was dropped
+    assert {k: v[:done] for k, v in after.items()} == before  # the history before the kill is kept
+    assert np.isfinite(after["loss"]).all() and np.isfinite(after["val_loss"]).all()
+    assert json.loads((run / "backup" / "state.json").read_text())["epoch"] == 4
     assert all(np.isfinite(w).all() for w in weights_of(run / "last.keras"))
+    assert sorted(p.name for p in (run / "backup").iterdir()) == ["epoch-0003.weights.h5", "epoch-0004.weights.h5",
+                                                                  "state.json"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,26 +216,43 @@ def test_missing_or_invalid_cache_is_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_run_dir_of_another_configuration_or_cache_is_refused(cache, stems, tmp_path):
-    run = tmp_path / "run"
-    assert train.main(tiny_args(cache, run, 1, 1)) == 0
-    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    with pytest.raises(UserError, match="made by another configuration .*learning_rate: 0.001 -> 0.01"):
-        train.main(tiny_args(cache, run, 1, 1, "--learning-rate", "1e-2"))
-    with pytest.raises(UserError, match="another configuration .*loss: 'mse' -> 'l1'"):
-        train.main(tiny_args(cache, run, 1, 1, "--loss", "l1"))
-    # a cache of the same tracks made with other audio parameters
-    other = tmp_path / "cache128"
-    prepare("stems", stems, other, params=AudioParams(n_bins=64, patch_frames=128), progress=False)
-    with pytest.raises(UserError, match="other audio parameters .*patch_frames: 64 vs 128"):
-        train.main(tiny_args(other, run, 2, 1))
-    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files  # nothing overwritten
+def config_of(argv: list[str], **changes) -> train.TrainConfig:
+    """The TrainConfig of a command line, its track lists filled in as train.py fills them (tiny_songs')."""
+    config = train.TrainConfig.from_args(train.get_parser().parse_args(argv))
+    return dataclasses.replace(config, train_tracks=("song0", "song1", "song2"), validation_tracks=("song3",),
+                               **changes)
 
+
+def test_run_dir_of_another_configuration_or_cache_is_refused(tmp_path):
+    """The run folder's preparation (separation.runs.prepare_run_dir, which train.main calls before
+    it trains) refuses a run made with one setting changed, or on a cache of other audio parameters."""
+    run = tmp_path / "run"
+    config = config_of(tiny_args(tmp_path / "cache", run, 3, 10))
+    assert runs.prepare_run_dir(run, config, TINY_PARAMS) is None  # a new run
+    files = files_of(run)
+    assert sorted(p.name for p in files) == ["audio_params.json", "config.json"]
+    with pytest.raises(UserError, match="made by another configuration .*learning_rate: 0.001 -> 0.01"):
+        runs.prepare_run_dir(run, config_of(tiny_args(tmp_path / "cache", run, 3, 10, "--learning-rate", "1e-2")),
+                             TINY_PARAMS)
+    with pytest.raises(UserError, match=r"another configuration \(loss: 'mse' -> 'l1'\)"):
+        runs.prepare_run_dir(run, config_of(tiny_args(tmp_path / "cache", run, 3, 10, "--loss", "l1")), TINY_PARAMS)
+    # a cache of the same tracks made with other audio parameters
+    with pytest.raises(UserError, match="other audio parameters .*patch_frames: 64 vs 128"):
+        runs.prepare_run_dir(run, config, AudioParams(n_bins=64, patch_frames=128))
+    assert files_of(run) == files  # nothing overwritten
+    # the same command, or one that only trains longer elsewhere, is the same run
+    longer = config_of(tiny_args(tmp_path / "moved", run, 5, 10))
+    assert runs.prepare_run_dir(run, longer, TINY_PARAMS) is None
+    assert json.loads((run / "config.json").read_text())["epochs"] == 5
+
+
+def test_a_folder_that_is_not_a_run_is_refused(tiny_cache, tmp_path):
     stranger = tmp_path / "photos"
     stranger.mkdir()
     (stranger / "cat.jpg").write_bytes(b"")
     with pytest.raises(UserError, match="not empty and has no config.json"):
-        train.main(tiny_args(cache, stranger))
+        train.main(tiny_args(tiny_cache, stranger))
+    assert [p.name for p in stranger.iterdir()] == ["cat.jpg"]
 
 
 @pytest.mark.parametrize(
@@ -316,9 +270,9 @@ def test_run_dir_of_another_configuration_or_cache_is_refused(cache, stems, tmp_
         (["--tempo", "-0.1"], r"--tempo: -0.1 is out of range"),
     ],
 )
-def test_options_out_of_range_are_refused_by_argparse(cache, tmp_path, capsys, extra, message):
+def test_options_out_of_range_are_refused_by_argparse(tiny_cache, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as exit_info:
-        train.main(tiny_args(cache, tmp_path / "run", 3, 8, *extra))
+        train.main(tiny_args(tiny_cache, tmp_path / "run", 3, 8, *extra))
     assert exit_info.value.code == 2
     assert re.search(message, capsys.readouterr().err.strip().splitlines()[-1])
     assert not (tmp_path / "run").exists()
@@ -332,13 +286,13 @@ def test_options_out_of_range_are_refused_by_argparse(cache, tmp_path, capsys, e
         (["--validation-from", "test"], "--validation-from test: the cache has no such tracks"),
     ],
 )
-def test_options_that_do_not_fit_the_cache_are_refused_before_training(cache, tmp_path, extra, message):
+def test_options_that_do_not_fit_the_cache_are_refused_before_training(tiny_cache, tmp_path, extra, message):
     with pytest.raises(UserError, match=message):
-        train.main(tiny_args(cache, tmp_path / "run", 3, 8, *extra))
+        train.main(tiny_args(tiny_cache, tmp_path / "run", 3, 8, *extra))
     assert not (tmp_path / "run").exists()
 
 
-def test_pitch_and_tempo_reach_the_config_and_the_training_generator(cache, tmp_path, monkeypatch):
+def test_pitch_and_tempo_reach_the_config_and_the_training_generator(tiny_cache, tmp_path, monkeypatch):
     """--pitch/--tempo are saved in config.json and given to the training DataGenerator only
     (stopped there, with stand-ins for Keras and DataGenerator, so nothing trains)."""
     calls = []
@@ -346,7 +300,7 @@ def test_pitch_and_tempo_reach_the_config_and_the_training_generator(cache, tmp_
     class Stop(Exception):
         pass
 
-    def generator(cache, **kwargs):
+    def generator(tiny_cache, **kwargs):
         calls.append(kwargs)
         raise Stop
 
@@ -355,12 +309,12 @@ def test_pitch_and_tempo_reach_the_config_and_the_training_generator(cache, tmp_
         utils=types.SimpleNamespace(set_random_seed=lambda seed: None)))
     run = tmp_path / "run"
     with pytest.raises(Stop):
-        train.main(tiny_args(cache, run, 1, 1, "--pitch", "2", "--tempo", "0.25", "--remix"))
+        train.main(tiny_args(tiny_cache, run, 1, 1, "--pitch", "2", "--tempo", "0.25", "--remix"))
     assert calls[0]["mode"] == "train" and calls[0]["augmentation"] == Augmentation(pitch=2.0, tempo=0.25, remix=True)
     config = json.loads((run / "config.json").read_text())
     assert (config["pitch"], config["tempo"]) == (2.0, 0.25)
     with pytest.raises(UserError, match="another configuration .*pitch: 2.0 -> 1.0"):
-        train.main(tiny_args(cache, run, 1, 1, "--pitch", "1", "--tempo", "0.25", "--remix"))
+        train.main(tiny_args(tiny_cache, run, 1, 1, "--pitch", "1", "--tempo", "0.25", "--remix"))
 
 
 #: Settings added by issues 18 and 25 (off: None), absent from the config.json of older runs.
@@ -417,8 +371,8 @@ def test_cli_prints_one_line_errors(tmp_path):
     assert proc.stderr.startswith("error: --cache") and proc.stderr.count("\n") == 1
 
 
-def test_validation_split_holds_out_whole_tracks(cache):
-    c = Cache(cache)
+def test_validation_split_holds_out_whole_tracks(tiny_cache):
+    c = Cache(tiny_cache)
     tr, va = train.split_tracks(c, "train", 0.5, seed=0)
     assert len(va) == 2 and not set(tr) & set(va) and sorted(tr + va) == c.names("train")
     assert train.split_tracks(c, "train", 0.5, seed=0) == (tr, va)
@@ -431,8 +385,8 @@ def test_validation_split_holds_out_whole_tracks(cache):
 
 def test_validation_from_another_split(tmp_path):
     """A cache holding two splits (as MIR-1K's train and validation): --validation-from uses the second."""
-    write_stems(tmp_path / "stems", n_tracks=2, seconds=3.0)
-    write_stems(tmp_path / "stems", n_tracks=1, seconds=3.0, seed=1, split="validation", prefix="other")
+    write_songs(tmp_path / "stems", n_tracks=2, seconds=3.0)
+    write_songs(tmp_path / "stems", n_tracks=1, seconds=3.0, seed=1, split="validation", prefix="other")
     path = tmp_path / "cache"
     for split in ("train", "validation"):
         prepare("stems", tmp_path / "stems", path, split=split, params=TINY_PARAMS, progress=False)
@@ -484,21 +438,17 @@ def test_a_damaged_resume_checkpoint_falls_back_to_the_previous_one_or_is_named(
 
 
 @pytest.mark.slow
-def test_training_keeps_two_resume_checkpoints_and_resumes_from_the_older_one(cache, tmp_path, capsys):
-    run = tmp_path / "run"
-    assert train.main(tiny_args(cache, run, 2, 2)) == 0
+def test_a_damaged_last_resume_checkpoint_resumes_from_the_one_before(trained_run, tiny_cache, tmp_path, capsys):
+    run = copy_of(trained_run.run, tmp_path / "run")
     backup = run / "backup"
-    assert sorted(p.name for p in backup.glob("*.h5")) == ["epoch-0001.weights.h5", "epoch-0002.weights.h5"]
-    assert unet_model.saved_params(run / "best.keras") == TINY_PARAMS  # the models carry their audio parameters
-    assert unet_model.saved_params(run / "last.keras") == TINY_PARAMS
-    latest = backup / "epoch-0002.weights.h5"
+    latest = backup / "epoch-0003.weights.h5"
     latest.write_bytes(latest.read_bytes()[:4096])
     capsys.readouterr()
-    assert train.main(tiny_args(cache, run, 3, 2)) == 0
+    assert train.main(tiny_args(tiny_cache, run, 4, 10)) == 0
     out = capsys.readouterr().out
-    assert "epoch-0002.weights.h5 is damaged" in out and "resuming after epoch 1 of 3" in out
-    assert history(run)["epoch"] == [0, 1, 2]
-    assert sorted(p.name for p in backup.glob("*.h5")) == ["epoch-0002.weights.h5", "epoch-0003.weights.h5"]
+    assert "epoch-0003.weights.h5 is damaged" in out and "resuming after epoch 2 of 4" in out
+    assert history(run)["epoch"] == [0, 1, 2, 3]
+    assert sorted(p.name for p in backup.glob("*.h5")) == ["epoch-0003.weights.h5", "epoch-0004.weights.h5"]
     assert all(np.isfinite(w).all() for w in weights_of(run / "last.keras"))
 
 
@@ -537,16 +487,17 @@ def stand_in_production(monkeypatch):
     return module
 
 
-def test_mixing_options_train_and_reach_the_config(cache, tmp_path, stand_in_production, capsys):
+@pytest.mark.slow
+def test_mixing_options_train_and_reach_the_config(tiny_cache, tmp_path, stand_in_production, capsys):
     run = tmp_path / "run"
     options = ["--instrumental-share", "0.25", "--vocal-level", "-4", "6", "--vocal-fx", "all", "--accompaniment-from", "stems"]
-    assert train.main(tiny_args(cache, run, 1, 2, *options)) == 0
+    assert train.main(tiny_args(tiny_cache, run, 1, 2, *options)) == 0
     config = json.loads((run / "config.json").read_text())
     assert (config["instrumental_share"], config["vocal_level"], config["vocal_fx"]) == (0.25, [-4.0, 6.0], ["double"])
     assert config["accompaniment_from"] == "stems"
     assert np.isfinite(history(run)["loss"]).all()
     with pytest.raises(UserError, match=r"another configuration \(vocal_level: \[-4.0, 6.0\] -> \[0.0, 6.0\]\)"):
-        train.main(tiny_args(cache, run, 2, 2, *options[:3], "0", "6", *options[5:]))
+        train.main(tiny_args(tiny_cache, run, 2, 2, *options[:3], "0", "6", *options[5:]))
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -556,10 +507,10 @@ def test_mixing_options_train_and_reach_the_config(cache, tmp_path, stand_in_pro
     (["--vocal-fx", "double,reverb"], r"--vocal-fx: 'double,reverb': unknown effect\(s\) reverb; choose from double or 'all'"),
     (["--vocal-fx", ","], r"unknown effect\(s\) \(none given\)"),
 ])
-def test_mixing_options_out_of_range_are_refused_by_argparse(cache, tmp_path, stand_in_production, capsys, extra,
+def test_mixing_options_out_of_range_are_refused_by_argparse(tiny_cache, tmp_path, stand_in_production, capsys, extra,
                                                               message):
     with pytest.raises(SystemExit) as exit_info:
-        train.main(tiny_args(cache, tmp_path / "run", 1, 1, *extra))
+        train.main(tiny_args(tiny_cache, tmp_path / "run", 1, 1, *extra))
     assert exit_info.value.code == 2
     assert re.search(message, capsys.readouterr().err.strip().splitlines()[-1])
     assert not (tmp_path / "run").exists()
@@ -572,9 +523,9 @@ def test_mixing_options_out_of_range_are_refused_by_argparse(cache, tmp_path, st
     (["--accompaniment-from", "instrumental"], "--accompaniment-from instrumental: no training track of that dataset "
                                                r"\(the training tracks are stems\)"),
 ])
-def test_bad_mixing_options_are_refused(cache, tmp_path, stand_in_production, extra, message):
+def test_bad_mixing_options_are_refused(tiny_cache, tmp_path, stand_in_production, extra, message):
     with pytest.raises(UserError, match=message):
-        train.main(tiny_args(cache, tmp_path / "run", 1, 1, *extra))
+        train.main(tiny_args(tiny_cache, tmp_path / "run", 1, 1, *extra))
     assert not (tmp_path / "run").exists()
 
 
@@ -626,19 +577,13 @@ def test_a_run_made_before_the_restructure_with_the_mixing_options_resumes(tmp_p
         runs.prepare_run_dir(run, dataclasses.replace(older, init_from="m.keras"), TINY_PARAMS)
 
 
-@pytest.fixture(scope="module")
-def trained(cache, tmp_path_factory) -> Path:
-    """A tiny run trained for one epoch: the model to fine-tune from."""
-    run = tmp_path_factory.mktemp("trained") / "run"
-    assert train.main(tiny_args(cache, run, 1, 3)) == 0
-    return run
-
-
-def test_init_from_starts_from_the_model_and_resume_keeps_the_checkpoint(cache, trained, tmp_path, capsys):
+@pytest.mark.slow
+def test_init_from_starts_from_the_model_and_resume_keeps_the_checkpoint(trained_run, tiny_cache, tmp_path, capsys):
+    trained = copy_of(trained_run.run, tmp_path / "trained")  # its best.keras moves away below
     run = tmp_path / "tuned"
     capsys.readouterr()
     # a learning rate so small that the first epoch leaves the starting weights as they were
-    assert train.main(tiny_args(cache, run, 1, 2, "--init-from", str(trained), "--learning-rate", "1e-12")) == 0
+    assert train.main(tiny_args(tiny_cache, run, 1, 2, "--init-from", str(trained), "--learning-rate", "1e-12")) == 0
     assert f"starting from the weights of {trained}" in capsys.readouterr().out
     assert json.loads((run / "config.json").read_text())["init_from"] == str(trained)
     source, tuned = unet_model.load_model(trained / "best.keras")[0], unet_model.load_model(run / "last.keras")[0]
@@ -646,43 +591,51 @@ def test_init_from_starts_from_the_model_and_resume_keeps_the_checkpoint(cache, 
         if layer.name.endswith(("_conv", "_deconv")):
             np.testing.assert_allclose(tuned.get_layer(layer.name).get_weights()[0], layer.get_weights()[0], atol=1e-6)
     scratch = tmp_path / "scratch"  # the same run without --init-from starts elsewhere
-    assert train.main(tiny_args(cache, scratch, 1, 2, "--learning-rate", "1e-12")) == 0
+    assert train.main(tiny_args(tiny_cache, scratch, 1, 2, "--learning-rate", "1e-12")) == 0
     assert not np.allclose(weights_of(scratch / "last.keras")[0], source.get_layer("encoder1_conv").get_weights()[0], atol=1e-6)
     # resuming: the checkpoint wins, the model is not even read again
     (trained / "best.keras").rename(trained / "moved.keras")
-    try:
-        assert train.main(tiny_args(cache, run, 2, 2, "--init-from", str(trained), "--learning-rate", "1e-12")) == 0
-    finally:
-        (trained / "moved.keras").rename(trained / "best.keras")
+    assert train.main(tiny_args(tiny_cache, run, 2, 2, "--init-from", str(trained), "--learning-rate", "1e-12")) == 0
     out = capsys.readouterr().out
     assert "resuming after epoch 1 of 2" in out and "starting from the weights" not in out
 
 
+@pytest.fixture(scope="module")
+def tiny_unet(tmp_path_factory) -> Path:
+    """A two-level U-Net (--filters 4,8 --kernel-size 5) for TINY_PARAMS patches, saved with them: a model
+    to start from."""
+    model = unet_model.build_unet((TINY_PARAMS.n_bins, TINY_PARAMS.patch_frames, 1), (4, 8))
+    path = tmp_path_factory.mktemp("init") / "model.keras"
+    unet_model.save_model(model, path, TINY_PARAMS)
+    return path
+
+
 @pytest.mark.parametrize("extra, message", [
-    (["--filters", "4,8,8,8,8,16"], r"another architecture \(--filters 4,8,8,8,8,8 --kernel-size 5; here "
-                                    r"--filters 4,8,8,8,8,16 --kernel-size 5\): train with those"),
-    (["--kernel-size", "3"], r"another architecture \(--filters 4,8,8,8,8,8 --kernel-size 5; here .* --kernel-size 3\)"),
+    (["--filters", "4,16"], r"another architecture \(--filters 4,8 --kernel-size 5; here "
+                            r"--filters 4,16 --kernel-size 5\): train with those"),
+    (["--kernel-size", "3"], r"another architecture \(--filters 4,8 --kernel-size 5; here .* --kernel-size 3\)"),
 ])
-def test_init_from_another_architecture_is_refused(cache, trained, tmp_path, extra, message):
+def test_init_from_another_architecture_is_refused(tiny_cache, tiny_unet, tmp_path, extra, message):
     with pytest.raises(UserError, match=message):
-        train.main(tiny_args(cache, tmp_path / "run", 1, 1, "--init-from", str(trained / "best.keras"), *extra))
+        train.main(tiny_args(tiny_cache, tmp_path / "run", 1, 1, "--init-from", str(tiny_unet), *extra))
     assert not (tmp_path / "run").exists()
 
 
-def test_init_from_other_audio_parameters_or_no_model_is_refused(cache, tmp_path):
-    with pytest.raises(UserError, match=r"--init-from .*unet_mir1k.keras was made with other audio parameters "
+def test_init_from_other_audio_parameters_or_no_model_is_refused(tiny_cache, tiny_model_dir, tmp_path):
+    """A run folder holding a model for the default 512 x 128 patches, and a missing file."""
+    with pytest.raises(UserError, match=r"--init-from .*best.keras was made with other audio parameters "
                                         r"\(patch_frames: 128 vs 64, n_bins: 512 vs 64\)"):
-        train.main(tiny_args(cache, tmp_path / "run", 1, 1, "--init-from", str(ROOT / "pretrained")))
+        train.main(tiny_args(tiny_cache, tmp_path / "run", 1, 1, "--init-from", str(tiny_model_dir)))
     with pytest.raises(UserError, match="no such model file or folder"):
-        train.main(tiny_args(cache, tmp_path / "run", 1, 1, "--init-from", str(tmp_path / "nothing.keras")))
+        train.main(tiny_args(tiny_cache, tmp_path / "run", 1, 1, "--init-from", str(tmp_path / "nothing.keras")))
     assert not (tmp_path / "run").exists()
 
 
-def test_vocal_fx_names_come_from_production_py(cache, tmp_path, capsys):
+def test_vocal_fx_names_come_from_production_py(tiny_cache, tmp_path, capsys):
     from separation import production
 
     with pytest.raises(SystemExit):
-        train.main(tiny_args(cache, tmp_path / "run", 1, 1, "--vocal-fx", "reverb,nosuch"))
+        train.main(tiny_args(tiny_cache, tmp_path / "run", 1, 1, "--vocal-fx", "reverb,nosuch"))
     assert f"unknown effect(s) nosuch; choose from {', '.join(production.EFFECTS)} or 'all'" in capsys.readouterr().err
-    args = train.get_parser().parse_args(tiny_args(cache, tmp_path / "run", 1, 1, "--vocal-fx", "all"))
+    args = train.get_parser().parse_args(tiny_args(tiny_cache, tmp_path / "run", 1, 1, "--vocal-fx", "all"))
     assert args.vocal_fx == tuple(production.EFFECTS)
