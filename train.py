@@ -57,6 +57,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import gc
 import importlib.util
 import json
 import math
@@ -342,13 +343,18 @@ def main(argv=None) -> int:
     monitor = "val_loss" if val_data is not None else "loss"
     callbacks = make_callbacks(run_dir, monitor, config, state, cache.params)
     backup = callbacks[-1]
+    lost = None
     try:
         model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=done, callbacks=callbacks,
                   verbose=config.verbose)
     except lost_worker_errors(strategy) as err:
-        raise UserError(f"--distribute multiworker: {lost_workers(err, strategy)} of the cluster stopped during epoch "
-                        f"{backup.epoch + 1}; start the same command again on every worker to resume after epoch "
-                        f"{backup.epoch}") from None
+        lost = lost_workers(err, strategy)
+    if lost is not None:
+        # The interrupted all-reduce leaves TensorFlow's thread pool open, held by the error's traceback; collected
+        # now, while its pipes are open, instead of at interpreter exit (where it prints "Exception ignored ...").
+        gc.collect()
+        raise UserError(f"--distribute multiworker: {lost} of the cluster stopped during epoch {backup.epoch + 1}; "
+                        f"start the same command again on every worker to resume after epoch {backup.epoch}")
 
     if backup.diverged is not None:
         raise UserError(
