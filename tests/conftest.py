@@ -23,6 +23,17 @@ from helpers import (ROOT, SR, TINY_PIPELINE, history, noise, tiny_args, voice_a
 MIR1K = Path(os.environ.get("MIR1K_ROOT", ROOT.parent / "shared" / "data" / "mir1k"))
 
 
+#: Most test processes that ``-n auto`` starts (pytest.ini): each imports TensorFlow (about 1 GB) and trains
+#: with every core, so more than a few only add memory.
+MAX_TEST_PROCESSES = 4
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: one test process per CPU this process may use, at most MAX_TEST_PROCESSES."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cpus, MAX_TEST_PROCESSES))
+
+
 @pytest.fixture(scope="session")
 def mir1k_root() -> Path:
     """The shared MIR-1K copy (../shared/data/mir1k beside the checkout, or $MIR1K_ROOT)."""
