@@ -34,6 +34,18 @@ def pytest_xdist_auto_num_workers(config) -> int:
     return max(1, min(cpus, MAX_TEST_PROCESSES))
 
 
+#: Test files that share a costly session fixture (``tiny_comparison``: three trainings; ``tiny_pipeline``), run in
+#: one process so that it is made once; every other file is a process's unit of work on its own.
+SAME_PROCESS = {"test_compare_training": "pipelines", "test_notebooks": "pipelines", "test_pipeline": "pipelines"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """``--dist loadgroup`` (pytest.ini): each test's group is its file, or its files' shared group."""
+    for item in items:
+        stem = item.path.stem
+        item.add_marker(pytest.mark.xdist_group(SAME_PROCESS.get(stem, stem)))
+
+
 @pytest.fixture(scope="session")
 def mir1k_root() -> Path:
     """The shared MIR-1K copy (../shared/data/mir1k beside the checkout, or $MIR1K_ROOT)."""
