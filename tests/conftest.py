@@ -28,6 +28,7 @@ MIR1K = Path(os.environ.get("MIR1K_ROOT", ROOT.parent / "shared" / "data" / "mir
 MAX_TEST_PROCESSES = 4
 
 
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: harmless where xdist is absent or disabled
 def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto``: one test process per CPU this process may use, at most MAX_TEST_PROCESSES."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
