@@ -15,6 +15,20 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# In one of several test processes, TensorFlow, PyTorch and OpenMP share out the CPUs instead of each
+# starting a thread per CPU (tiny models gain nothing from more threads, and the processes' threads
+# would only wait for one another); the trainings that tests start inherit it. Set before NumPy's import
+# starts its BLAS threads. docs/design.md, Tests.
+_processes = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _processes > 1:
+    for _name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        os.environ.setdefault(_name, str(max(1, usable_cpus() // _processes)))
+
 import pytest  # noqa: E402
 
 from helpers import (ROOT, SR, TINY_PIPELINE, history, noise, tiny_args, voice_and_band, write_songs,  # noqa: E402
@@ -23,28 +37,36 @@ from helpers import (ROOT, SR, TINY_PIPELINE, history, noise, tiny_args, voice_a
 MIR1K = Path(os.environ.get("MIR1K_ROOT", ROOT.parent / "shared" / "data" / "mir1k"))
 
 
-#: Most test processes that ``-n auto`` starts (pytest.ini): each imports TensorFlow (about 1 GB) and trains
-#: with every core, so more than a few only add memory.
+#: Most test processes that ``-n auto`` starts (pytest.ini): each imports TensorFlow (about 1 GB).
 MAX_TEST_PROCESSES = 4
 
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: harmless where xdist is absent or disabled
 def pytest_xdist_auto_num_workers(config) -> int:
-    """``-n auto``: one test process per CPU this process may use, at most MAX_TEST_PROCESSES."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cpus, MAX_TEST_PROCESSES))
+    """``-n auto``: one test process more than the usable CPUs (a test often waits for a process it
+    started, and another process then has the CPU), at most MAX_TEST_PROCESSES."""
+    return max(1, min(usable_cpus() + 1, MAX_TEST_PROCESSES))
 
 
 #: Test files that share a costly session fixture (``tiny_comparison``: three trainings; ``tiny_pipeline``), run in
 #: one process so that it is made once; every other file is a process's unit of work on its own.
 SAME_PROCESS = {"test_compare_training": "pipelines", "test_notebooks": "pipelines", "test_pipeline": "pipelines"}
+#: The groups that take longest (a minute to a minute and a half of CPU each, measured: docs/design.md), handed
+#: out first so that none of them starts last and runs on alone (pytest.ini: --no-loadscope-reorder).
+LONGEST_FIRST = ("pipelines", "test_train", "test_ablation", "test_distributed")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
-    """``--dist loadgroup`` (pytest.ini): each test's group is its file, or its files' shared group."""
+    """``--dist loadgroup`` (pytest.ini): each test's group is its file, or its files' shared group; the
+    longest groups come first."""
+    def group(item):
+        return SAME_PROCESS.get(item.path.stem, item.path.stem)
+
     for item in items:
-        stem = item.path.stem
-        item.add_marker(pytest.mark.xdist_group(SAME_PROCESS.get(stem, stem)))
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(group(item), len(rank)))  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")
