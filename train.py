@@ -65,7 +65,7 @@ import sys
 from pathlib import Path
 
 from separation.audio import AudioParams
-from separation.augment import MAX_PITCH, SHORT_TRACKS, Augmentation, AugmentationError, production_effects
+from separation.augment import MAX_PITCH, SHORT_TRACKS, Augmentation, make_augmentation, production_effects
 from separation.cli import ArgumentParser, bounded, run_cli
 from separation.errors import UserError
 from separation.distributed import lost_worker_errors, lost_workers, make_strategy, worker_run_dir
@@ -239,7 +239,7 @@ class TrainConfig:
 
     def augmentation(self) -> Augmentation:
         """The augmentation settings of the run, checked (AugmentationError), the accompaniment drawn
-        from every training track (:func:`make_augmentation` narrows it to ``accompaniment_from``)."""
+        from every training track (``augment.make_augmentation`` narrows it to ``accompaniment_from``)."""
         return Augmentation(remix=self.remix, gain=self.gain, pitch=self.pitch, tempo=self.tempo,
                             input_dropout=self.input_dropout, instrumental_share=self.instrumental_share,
                             vocal_level=self.vocal_level, effects=self.vocal_fx or (), short_tracks=self.short_tracks)
@@ -283,7 +283,9 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     config = TrainConfig.from_args(args)
-    cache = _open_cache(args.cache)
+    from separation.cache import open_cache
+
+    cache = open_cache(args.cache)
     train_tracks, val_tracks = split_tracks(cache, config.split, config.validation_split, config.seed,
                                             config.validation_from)
     config = dataclasses.replace(config, train_tracks=tuple(train_tracks), validation_tracks=tuple(val_tracks))
@@ -300,7 +302,7 @@ def main(argv=None) -> int:
         raise UserError(f"--batch-size {config.batch_size} does not divide over {replicas} replicas; "
                         f"use a multiple of {replicas}")
     run_dir = worker_run_dir(Path(args.run_dir), strategy)
-    precision, why = run_precision(config.precision, run_dir / CONFIG_FILE, auto_precision)
+    precision, why = run_precision(config.precision, run_dir / CONFIG_FILE)
     config = dataclasses.replace(config, precision_used=precision)
     init_weights = None
     if config.init_from is not None and not (run_dir / BACKUP_DIR / STATE_FILE).is_file():
@@ -371,12 +373,13 @@ def main(argv=None) -> int:
     return 0
 
 
-def run_precision(requested: str, config_path: Path, decide) -> tuple[str, str]:
+def run_precision(requested: str, config_path: Path, decide=None) -> tuple[str, str]:
     """The precision the run trains in, and why when ``--precision auto`` chose it (for the first lines).
 
     A run keeps its precision when resumed: ``auto`` is decided once by ``decide()`` (``(precision,
-    reason)``), when the run starts, and read back from the run's config file (``config_path``)
-    afterwards, since another machine may decide otherwise.
+    reason)``; by default the speed layer's ``unet_fast.auto_precision``, whether this machine
+    computes bfloat16 fast), when the run starts, and read back from the run's config file
+    (``config_path``) afterwards, since another machine may decide otherwise.
     """
     if requested != "auto":
         return requested, ""
@@ -384,41 +387,10 @@ def run_precision(requested: str, config_path: Path, decide) -> tuple[str, str]:
         saved = TrainConfig.load(config_path)
         if saved.precision == "auto":
             return saved.precision_used, " (auto, as the run started)"
+    if decide is None:
+        from separation.unet_fast import auto_precision as decide
     precision, reason = decide()
     return precision, f" (auto: {reason})"
-
-
-def auto_precision() -> tuple[str, str]:
-    """``("bfloat16", why)`` where mixed precision trains faster here, else ``("float32", why)``.
-
-    bfloat16 pays where the hardware multiplies in it: GPUs from NVIDIA's Ampere on (compute
-    capability 8.0), and CPUs with AVX512-BF16 or AMX under TensorFlow's oneDNN; elsewhere it is
-    emulated and slower than float32 (benchmarks/RESULTS.md, "Mixed-precision training").
-    """
-    import keras
-
-    from separation.unet_fast import bfloat16_is_fast
-
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus:
-            capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
-            if tuple(capability) >= (8, 0):
-                return "bfloat16", f"a GPU of compute capability {capability[0]}.{capability[1]}"
-            return "float32", "this GPU has no bfloat16 units"
-    if backend == "torch":
-        import torch
-
-        if torch.cuda.is_available():
-            if torch.cuda.is_bf16_supported():
-                return "bfloat16", "a GPU with bfloat16 units"
-            return "float32", "this GPU has no bfloat16 units"
-    if bfloat16_is_fast():
-        return "bfloat16", "this CPU has bfloat16 instructions"
-    return "float32", f"no bfloat16 instructions for the {backend} backend on this CPU"
 
 
 def make_callbacks(run_dir: Path, monitor: str, config: TrainConfig, state: dict | None,
@@ -460,47 +432,6 @@ def make_callbacks(run_dir: Path, monitor: str, config: TrainConfig, state: dict
     ]
 
 
-#: The option that sets each field of separation.augment.Augmentation, to name it in a refusal.
-AUGMENTATION_OPTIONS = {
-    "remix": "--remix", "gain": "--gain", "pitch": "--pitch", "tempo": "--tempo", "input_dropout": "--input-dropout",
-    "instrumental_share": "--instrumental-share", "vocal_level": "--vocal-level", "effects": "--vocal-fx",
-    "accompaniment_tracks": "--accompaniment-from", "short_tracks": "--short-tracks",
-    "voice_tracks": "--voice-share", "voice_share": "--voice-share", "effects_tracks": "--vocal-fx-on",
-}
-
-
-def make_augmentation(config: TrainConfig, cache, train_tracks: list[str]) -> Augmentation:
-    """The run's augmentation settings, checked once (separation.augment.Augmentation; their bounds
-    were checked by argparse): options that contradict each other are a UserError that names them,
-    and ``--accompaniment-from``, ``--voice-share`` and ``--vocal-fx-on`` become the names of their
-    dataset's training tracks."""
-    try:
-        augmentation = config.augmentation()
-    except AugmentationError as err:
-        raise UserError(err.worded(AUGMENTATION_OPTIONS)) from None
-    voice_dataset, voice_share = config.voice_share or (None, None)
-    try:
-        return dataclasses.replace(
-            augmentation,
-            accompaniment_tracks=_dataset_tracks(cache, train_tracks, config.accompaniment_from, "--accompaniment-from"),
-            voice_tracks=_dataset_tracks(cache, train_tracks, voice_dataset, "--voice-share"), voice_share=voice_share,
-            effects_tracks=_dataset_tracks(cache, train_tracks, config.vocal_fx_on, "--vocal-fx-on"))
-    except AugmentationError as err:
-        raise UserError(err.worded(AUGMENTATION_OPTIONS)) from None
-
-
-def _dataset_tracks(cache, train_tracks: list[str], dataset: str | None, option: str) -> list[str] | None:
-    """The training tracks of ``dataset`` (None for None), for ``option`` (``--accompaniment-from``...)."""
-    if dataset is None:
-        return None
-    tracks = [n for n in train_tracks if cache.track(n)["dataset"] == dataset]
-    if not tracks:
-        datasets = sorted({cache.track(n)["dataset"] for n in train_tracks})
-        raise UserError(f"{option} {dataset}: no training track of that dataset "
-                        f"(the training tracks are {', '.join(datasets)}); prepare it into the cache or choose another")
-    return tracks
-
-
 def load_init_weights(path, params: AudioParams, filters: tuple[int, ...], kernel_size: int) -> list:
     """The weights of the model at ``path`` (``--init-from``: a .keras file or a folder holding
     one), refused with a UserError unless it fits this run: its audio parameters must equal the
@@ -520,16 +451,6 @@ def load_init_weights(path, params: AudioParams, filters: tuple[int, ...], kerne
                         f"--kernel-size {theirs[1]}; here --filters {','.join(map(str, filters))} --kernel-size "
                         f"{kernel_size}): train with those")
     return source.get_weights()
-
-
-def _open_cache(path):
-    """Open the cache folder, or explain how to make one."""
-    from separation.cache import Cache
-
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"--cache {path}: no such folder; make one with: python data_generator.py prepare ...")
-    return Cache(path)
 
 
 def split_tracks(cache, split: str, validation_split: float, seed: int,

@@ -166,6 +166,7 @@ def curves_file(factors=()) -> str:
 
 def main(argv=None) -> int:
     import train
+    from separation.cache import open_cache
 
     args = get_parser().parse_args(argv)
     config = train.TrainConfig.from_args(args)
@@ -176,7 +177,7 @@ def main(argv=None) -> int:
         raise UserError(f"--align dropout trains without dropout; it cannot go with --dropout {config.dropout}")
     if "dropout" in args.align:
         config = dataclasses.replace(config, dropout=0.0)
-    cache = train._open_cache(args.cache)
+    cache = open_cache(args.cache)
     train_tracks, _ = train.split_tracks(cache, config.split, config.validation_split, config.seed,
                                          config.validation_from)
     test = find_test_tracks(cache, config.split, args.test, args.limit) if args.test else None

@@ -50,6 +50,8 @@ from pathlib import Path
 
 import train
 from separation import runs
+from separation.augment import make_augmentation
+from separation.cache import open_cache
 from separation.cli import run_cli
 from separation.errors import UserError
 from separation.files import atomic_output, atomic_write_text
@@ -141,11 +143,11 @@ def main(argv=None) -> int:
     config = train.TrainConfig.from_args(args)
     if config.distribute != "none" or config.jit_compile:
         raise UserError("--distribute and --jit-compile are Keras' options; pytorch_twin/train_torch.py trains on one device")
-    cache = train._open_cache(args.cache)
+    cache = open_cache(args.cache)
     train_tracks, val_tracks = train.split_tracks(cache, config.split, config.validation_split, config.seed,
                                                   config.validation_from)
     config = dataclasses.replace(config, train_tracks=tuple(train_tracks), validation_tracks=tuple(val_tracks))
-    augmentation = train.make_augmentation(config, cache, train_tracks)
+    augmentation = make_augmentation(config, cache, train_tracks)
     size = 2 ** len(config.filters)
     if cache.params.n_bins % size or cache.params.patch_frames % size:
         raise UserError(f"--filters: {len(config.filters)} layers need patches divisible by {size}, the cache's "

@@ -16,6 +16,9 @@ patch's start, zero-padded (``pad``); at a random offset inside it (``place``, :
 or, mixing from waveforms, placed so and with the accompaniment continued by other tracks' to the
 patch's end (``fill``, :func:`fill_accompaniment`).
 
+:func:`make_augmentation` makes a training run's settings from its command line, naming its
+options in a refusal (:data:`AUGMENTATION_OPTIONS`).
+
 Both draw everything from the batch's generator, in a fixed order, and each setting draws only
 when it is on, so a batch stays a function of (seed, epoch, index) and a run without a setting
 gets the batches it always had. Design notes: ``docs/design.md``, "Data".
@@ -230,6 +233,54 @@ def production_effects() -> tuple[str, ...]:
             raise
         raise UserError("the vocal effects need production.py, which is not in this checkout") from None
     return tuple(production.EFFECTS)
+
+
+# --------------------------------------------------------------------------------------------
+# A training run's settings, from its command line
+# --------------------------------------------------------------------------------------------
+
+
+#: The option of train.py (and pytorch_twin/train_torch.py) that sets each field of
+#: :class:`Augmentation`, to name it in a refusal.
+AUGMENTATION_OPTIONS = {
+    "remix": "--remix", "gain": "--gain", "pitch": "--pitch", "tempo": "--tempo", "input_dropout": "--input-dropout",
+    "instrumental_share": "--instrumental-share", "vocal_level": "--vocal-level", "effects": "--vocal-fx",
+    "accompaniment_tracks": "--accompaniment-from", "short_tracks": "--short-tracks",
+    "voice_tracks": "--voice-share", "voice_share": "--voice-share", "effects_tracks": "--vocal-fx-on",
+}
+
+
+def make_augmentation(config, cache, train_tracks: list[str]) -> Augmentation:
+    """A training run's augmentation settings, checked once (:class:`Augmentation`; their bounds
+    were checked by argparse), from its ``train.TrainConfig`` ``config`` and its cache
+    (``cache.Cache``): options that contradict each other are a UserError that names them
+    (:data:`AUGMENTATION_OPTIONS`), and ``--accompaniment-from``, ``--voice-share`` and
+    ``--vocal-fx-on`` become the names of their dataset's training tracks."""
+    try:
+        augmentation = config.augmentation()
+    except AugmentationError as err:
+        raise UserError(err.worded(AUGMENTATION_OPTIONS)) from None
+    voice_dataset, voice_share = config.voice_share or (None, None)
+    try:
+        return dataclasses.replace(
+            augmentation,
+            accompaniment_tracks=_dataset_tracks(cache, train_tracks, config.accompaniment_from, "--accompaniment-from"),
+            voice_tracks=_dataset_tracks(cache, train_tracks, voice_dataset, "--voice-share"), voice_share=voice_share,
+            effects_tracks=_dataset_tracks(cache, train_tracks, config.vocal_fx_on, "--vocal-fx-on"))
+    except AugmentationError as err:
+        raise UserError(err.worded(AUGMENTATION_OPTIONS)) from None
+
+
+def _dataset_tracks(cache, train_tracks: list[str], dataset: str | None, option: str) -> list[str] | None:
+    """The training tracks of ``dataset`` (None for None), for ``option`` (``--accompaniment-from``...)."""
+    if dataset is None:
+        return None
+    tracks = [n for n in train_tracks if cache.track(n)["dataset"] == dataset]
+    if not tracks:
+        datasets = sorted({cache.track(n)["dataset"] for n in train_tracks})
+        raise UserError(f"{option} {dataset}: no training track of that dataset "
+                        f"(the training tracks are {', '.join(datasets)}); prepare it into the cache or choose another")
+    return tracks
 
 
 # --------------------------------------------------------------------------------------------

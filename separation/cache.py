@@ -7,8 +7,9 @@ magnitudes of the mixture, the vocals and the accompaniment over the model's bin
 waveform mixing reads (:mod:`separation.augment`). Tracks of the ``instrumental`` dataset are
 streamed (:func:`audio.stream_mono`): an hour-long file is never held whole, and only its
 accompaniment is stored (its vocals are silent and its mixture is its accompaniment).
-:class:`Cache` opens a prepared folder; :class:`TrackSet` reads patches and segments of some of
-its tracks. :func:`export` writes a dataset split as a stems folder instead.
+:class:`Cache` opens a prepared folder (:func:`open_cache`, that of a ``--cache`` option);
+:class:`TrackSet` reads patches and segments of some of its tracks. :func:`export` writes a
+dataset split as a stems folder instead.
 
 Run one prepare per cache folder at a time (two at once would overwrite each other's index).
 
@@ -205,6 +206,15 @@ class Cache:
         state = self.__dict__.copy()
         state["_open"] = collections.OrderedDict()
         return state
+
+
+def open_cache(path) -> Cache:
+    """The cache folder of a training command's ``--cache`` (train.py, the PyTorch twin's), or a
+    UserError that says how to make one."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"--cache {path}: no such folder; make one with: python data_generator.py prepare ...")
+    return Cache(path)
 
 
 class TrackSet:

@@ -13,7 +13,8 @@ has the figures):
   stride-1 convolution with the kernel taps of that parity (3x3, 3x2, 2x3, 2x2 of the 5x5,
   :func:`parity_taps`): small decoder blocks run those as four matrix products, the one-channel
   mask layer as one convolution to four channels; both are interleaved by ``depth_to_space``;
-* optionally everything in bfloat16 (:func:`bfloat16_is_fast` says where that pays).
+* optionally everything in bfloat16 (:func:`bfloat16_is_fast` says where that pays; for
+  training, ``train.py --precision auto``, :func:`auto_precision`).
 
 :func:`inference_mask_model` checks the result against ``unet_model.mask_model`` on a patch
 when it builds it, and returns ``mask_model`` instead, with a warning, when they disagree: a
@@ -70,6 +71,36 @@ def bfloat16_is_fast() -> bool:
     except OSError:
         return False
     return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
+def auto_precision() -> tuple[str, str]:
+    """``train.py --precision auto``: ``("bfloat16", why)`` where mixed precision trains faster here, else
+    ``("float32", why)``.
+
+    bfloat16 pays where the hardware multiplies in it: GPUs from NVIDIA's Ampere on (compute
+    capability 8.0), and CPUs with AVX512-BF16 or AMX under TensorFlow's oneDNN; elsewhere it is
+    emulated and slower than float32 (benchmarks/RESULTS.md, "Mixed-precision training").
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+            if tuple(capability) >= (8, 0):
+                return "bfloat16", f"a GPU of compute capability {capability[0]}.{capability[1]}"
+            return "float32", "this GPU has no bfloat16 units"
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            if torch.cuda.is_bf16_supported():
+                return "bfloat16", "a GPU with bfloat16 units"
+            return "float32", "this GPU has no bfloat16 units"
+    if bfloat16_is_fast():
+        return "bfloat16", "this CPU has bfloat16 instructions"
+    return "float32", f"no bfloat16 instructions for the {backend} backend on this CPU"
 
 
 def fastest_mask_model(model, precision: str = "auto"):

@@ -17,7 +17,7 @@ import separation
 
 import data_generator as dg
 from separation import audio, cli, datasets
-from separation.augment import Augmentation, AugmentationError, level_gain
+from separation.augment import AUGMENTATION_OPTIONS, Augmentation, AugmentationError, level_gain
 from separation.cache import CACHE_FORMAT, PARTS, Cache, magnitude_blocks, prepare
 from separation.errors import UserError
 from helpers import write_stems
@@ -373,11 +373,9 @@ def test_bad_mixing_options(kwargs, message):
 ])
 def test_a_refusal_names_the_options_of_a_command_line(kwargs, message):
     """One check, two wordings: train.py names its options where the library names the fields."""
-    import train
-
     with pytest.raises(AugmentationError) as err:
         Augmentation(**kwargs)
-    assert err.value.worded(train.AUGMENTATION_OPTIONS) == message
+    assert err.value.worded(AUGMENTATION_OPTIONS) == message
 
 
 def test_augmentation_settings_are_normalised_and_say_what_they_turn_on():

@@ -78,12 +78,12 @@ def test_a_bfloat16_run_saves_float32_models_that_separate_and_resumes_in_bfloat
 @pytest.mark.slow
 def test_auto_is_decided_when_the_run_starts_and_kept_when_it_resumes(tiny_cache, tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
-    monkeypatch.setattr(train, "auto_precision", lambda: ("bfloat16", "a stand-in machine"))
+    monkeypatch.setattr(unet_fast, "auto_precision", lambda: ("bfloat16", "a stand-in machine"))
     assert train.main(options(tiny_cache, run, 1, "--precision", "auto")) == 0
     assert "in bfloat16 (auto: a stand-in machine)" in capsys.readouterr().out
     config = json.loads((run / "config.json").read_text())
     assert (config["precision"], config["precision_used"]) == ("auto", "bfloat16")
-    monkeypatch.setattr(train, "auto_precision", lambda: ("float32", "another machine"))
+    monkeypatch.setattr(unet_fast, "auto_precision", lambda: ("float32", "another machine"))
     assert train.main(options(tiny_cache, run, 2, "--precision", "auto")) == 0
     assert "in bfloat16 (auto, as the run started)" in capsys.readouterr().out
 
@@ -91,7 +91,7 @@ def test_auto_is_decided_when_the_run_starts_and_kept_when_it_resumes(tiny_cache
 @pytest.mark.parametrize("fast", [True, False])
 def test_auto_precision_follows_the_cpu(monkeypatch, fast):
     monkeypatch.setattr(unet_fast, "bfloat16_is_fast", lambda: fast)
-    precision, why = train.auto_precision()  # no GPU here (nor in CI)
+    precision, why = unet_fast.auto_precision()  # no GPU here (nor in CI)
     assert precision == ("bfloat16" if fast else "float32") and why
 
 

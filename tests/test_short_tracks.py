@@ -237,7 +237,7 @@ def test_the_option_reaches_config_json_and_the_augmentation(cache_dir, tmp_path
     args = train.get_parser().parse_args(train_args(cache_dir, tmp_path, "--short-tracks", "fill", "--vocal-level", "-4", "6"))
     config = train.TrainConfig.from_args(args)
     assert config.to_dict()["short_tracks"] == "fill"
-    augmentation = train.make_augmentation(config, Cache(cache_dir), list(SECONDS))
+    augmentation = augment.make_augmentation(config, Cache(cache_dir), list(SECONDS))
     assert augmentation == Augmentation(vocal_level=(-4.0, 6.0), short_tracks="fill")
     default = train.TrainConfig.from_args(train.get_parser().parse_args(train_args(cache_dir, tmp_path)))
     assert default.short_tracks == "pad" and default.augmentation() == Augmentation()

@@ -10,7 +10,7 @@ import pytest
 import data_generator as dg
 import train
 from separation import audio
-from separation.augment import Augmentation, AugmentationError, mixed_waveforms
+from separation.augment import Augmentation, AugmentationError, make_augmentation, mixed_waveforms
 from separation.cache import Cache
 from separation.errors import UserError
 
@@ -87,13 +87,13 @@ def test_make_augmentation_turns_datasets_into_tracks(two_datasets, tmp_path):
     names = two_datasets.names()
     config = train.TrainConfig(cache=str(two_datasets.path), voice_share=("stems", 0.75), vocal_level=(-10.0, 2.0),
                                vocal_fx=("reverb",), vocal_fx_on="mir1k")
-    a = train.make_augmentation(config, two_datasets, names)
+    a = make_augmentation(config, two_datasets, names)
     assert a.voice_tracks == tuple(two_datasets.names(dataset="stems")) and a.voice_share == 0.75
     assert a.effects_tracks == tuple(two_datasets.names(dataset="mir1k")) and a.mixing
     with pytest.raises(UserError, match="--voice-share musdb: no training track of that dataset"):
-        train.make_augmentation(train.TrainConfig(cache="c", voice_share=("musdb", 0.5)), two_datasets, names)
+        make_augmentation(train.TrainConfig(cache="c", voice_share=("musdb", 0.5)), two_datasets, names)
     with pytest.raises(UserError, match="--vocal-fx-on chooses whose vocals --vocal-fx processes"):
-        train.make_augmentation(train.TrainConfig(cache="c", vocal_fx_on="mir1k"), two_datasets, names)
+        make_augmentation(train.TrainConfig(cache="c", vocal_fx_on="mir1k"), two_datasets, names)
     # every voice of the cache chosen, with a share below 1: nothing to draw the rest from
     with pytest.raises(UserError, match="a voice share below 1 has no other voices"):
         dg.PatchSampler(two_datasets, batch_size=2,
