@@ -2,42 +2,34 @@
 
     python inference.py SONG [SONG|FOLDER ...] [-o separated/] [--model PATH] [--wiener] [--no-refine]
 
-writes ``separated/<song>/vocals.wav`` and ``separated/<song>/accompaniment.wav`` at the song's
-own sample rate, channel count and length. ``--stems``, ``--filename``, ``--format``, ``--bits``
-and ``--mp3-bitrate`` choose what is written (``stems.Outputs``), ``--start`` and ``--duration``
-part of each song; ``separation/stems.py`` finds the songs, checks memory, names and writes
-their stems. In a notebook or a program, a :class:`Separator` loads the model once and
-separates arrays or files::
+writes ``separated/<song>/vocals.wav`` and ``accompaniment.wav`` at each song's own sample rate,
+channel count and length; ``separation/stems.py`` finds the songs, checks memory, names and
+writes their stems (``--stems``, ``--filename``, ``--format``...). In a notebook or a program, a
+:class:`Separator` loads the model once and separates arrays or files::
 
     separator = Separator()                     # the shipped model; Separator("runs/NAME") another
     stems = separator.separate(mixture, sr)     # {"vocals": ..., "accompaniment": ...}
     separator.separate_file("song.mp3", "separated")   # separated/song/{vocals,accompaniment}.wav
 
-How a song is separated
------------------------
+How a song is separated (why so: docs/design.md, "Inference")
+-------------------------------------------------------------
 1. The mask is computed where the model was trained: on the song folded to mono and resampled
    to 8192 Hz, as a ``(512, frames)`` magnitude spectrogram cut into overlapping patches of 128
-   frames, each normalised and masked by the model. The patch masks are blended with triangular
-   weights (:func:`overlap_add`), so a frame's mask comes mostly from patches that see it in
-   their middle, with context on both sides.
-2. The mask is applied to the song's own STFT at its own rate (full band), whose frames last as
-   long as the model's (:func:`frame_grid`): interpolated to those frames' times and bins'
-   frequencies (:func:`full_band_mask`), it multiplies every channel's complex STFT (the mixture
-   phase is kept), and the inverse STFT gives the vocals. The accompaniment is
-   ``mixture - vocals``, so the two stems add up to the mixture exactly (up to float rounding).
-3. Above 4096 Hz the model knows nothing, and of its top bins little: resampling to 8192 Hz has
-   all but silenced the mixture there. So above :data:`PASSBAND` of the model's band (3840 Hz)
-   every frequency takes, frame by frame, the mean mask of the band just below
-   (:data:`HIGH_BAND_REFERENCE`): how much of the upper spectrum the model gave to the voice is
-   extended to the sibilants, breaths and upper harmonics above it. A song already at 8192 Hz
-   gets the mask exactly as in training (``audio.apply_mask``).
+   frames, each normalised and masked by the model; the patch masks are blended with triangular
+   weights (:func:`overlap_add`), a frame's mask mostly from patches that see it in their middle.
+2. The mask, interpolated to the times and frequencies of the song's own STFT at its own rate
+   (:func:`full_band_mask`), whose frames last as long as the model's (:func:`frame_grid`),
+   multiplies every channel's complex STFT (the mixture phase is kept); the inverse STFT gives
+   the vocals, and the accompaniment is ``mixture - vocals``: the stems add up to the mixture.
+3. Above :data:`PASSBAND` of the model's band (3840 Hz), which resampling to 8192 Hz has all but
+   silenced, every frequency takes, frame by frame, the mean mask of the band just below
+   (:data:`HIGH_BAND_REFERENCE`). A song at 8192 Hz gets the mask as in training (``audio.apply_mask``).
 4. Optionally (``--wiener``), a multichannel Wiener filter refines the masked estimates, as
-   Open-Unmix does (:func:`wiener_vocals`); off by default (docs/design.md).
-5. A second, finer mask (:func:`refine_vocals`, ``--refine``, on by default): the vocals are
-   re-read on a 4096-point STFT (at 44.1 kHz) with 75 % overlap, and each cell of the mixture
-   takes their share of its magnitude, at most all of it. The first mask's STFT has only 25 %
-   overlap, like the model's, and its inverse spreads the mask's effect at the frames' edges;
-   the second reading repairs most of that (docs/design.md, "The second, finer mask").
+   Open-Unmix does (:func:`wiener_vocals`).
+5. A second, finer mask (:func:`refine_vocals`; ``--no-refine`` turns it off): on a 4096-point
+   STFT (at 44.1 kHz) with 75 % overlap, each cell of the mixture takes the first vocals' share of
+   its magnitude, at most all of it, which repairs most of what the first mask's STFT (25 %
+   overlap, like the model's) spread at its frames' edges.
 
 Long songs take bounded memory: the model runs on ``batch_size`` patches at a time, and steps 2
 and 5 on chunks of frames (``audio.masked_istft``), with the same result as in one piece.
@@ -49,14 +41,13 @@ import argparse
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from separation import audio, stems
 from separation.audio import DEFAULT_PARAMS, AudioParams
-from separation.cli import ArgumentParser, Steps, bounded, checked, progress_bar, run_cli, timed
+from separation.cli import ArgumentParser, Steps, bounded, run_cli, timed
 from separation.errors import UserError
 
 #: Fraction of each patch shared with the next one (benchmarks/bench_overlap.py measures others).
@@ -79,12 +70,11 @@ def overlap_add(x: np.ndarray, fn, size: int, *, overlap: float = DEFAULT_OVERLA
                 progress=None) -> np.ndarray:
     """Apply ``fn`` to overlapping segments of ``x`` along its last axis and blend the results.
 
-    ``x`` is ``(rows, frames)``; ``fn`` maps a batch ``(batch, rows, size)`` to
-    ``(batch, out_rows, size)``. Segments start every ``size * (1 - overlap)`` frames and the
-    last one ends at the last frame; an input shorter than ``size`` is zero padded at the end.
-    Each output frame is the weighted mean of the segments covering it, with triangular weights
-    (highest mid-segment, never zero), and the result is cropped to ``(out_rows, frames)``.
-    ``progress(n)``, if given, is called with the number of segments done after each batch.
+    ``x`` is ``(rows, frames)``; ``fn`` maps a batch ``(batch, rows, size)`` to ``(batch, out_rows,
+    size)``. Segments start as :func:`segment_starts` says (an input shorter than ``size`` is zero
+    padded); each output frame is the mean of the segments covering it, weighted by a triangle
+    (highest mid-segment, never zero), cropped to ``(out_rows, frames)``. ``progress(n)``, if
+    given, counts the segments done after each batch.
     """
     frames = x.shape[-1]
     starts = segment_starts(frames, size, overlap)
@@ -132,19 +122,11 @@ def n_segments(frames: int, size: int, overlap: float = DEFAULT_OVERLAP) -> int:
 
 
 def frame_grid(sr: int, params: AudioParams = DEFAULT_PARAMS) -> tuple[int, int]:
-    """``(n_fft, hop)`` at rate ``sr`` whose frames last as long as the model's.
-
-    The hop is the model's hop scaled by ``sr / sample_rate`` and rounded (:func:`full_band_mask`
-    maps each frame's time exactly); the window is the scaled n_fft rounded up to the next even
-    length whose prime factors are all small, for a fast FFT.
-    """
-    import scipy.fft
-
+    """``(n_fft, hop)`` at rate ``sr`` whose frames last as long as the model's: its hop scaled by
+    ``sr / sample_rate`` and rounded (:func:`full_band_mask` maps each frame's time exactly), its
+    n_fft scaled and rounded up to a fast FFT's length (``audio.fast_fft_length``)."""
     scale = sr / params.sample_rate
-    n_fft = scipy.fft.next_fast_len(max(2, math.ceil(params.n_fft * scale)))
-    while n_fft % 2:
-        n_fft = scipy.fft.next_fast_len(n_fft + 1)
-    return n_fft, max(1, round(params.hop_length * scale))
+    return audio.fast_fft_length(max(2, math.ceil(params.n_fft * scale))), max(1, round(params.hop_length * scale))
 
 
 def full_band_mask(mask: np.ndarray, sr: int, frames: range | np.ndarray, params: AudioParams = DEFAULT_PARAMS, *,
@@ -153,10 +135,9 @@ def full_band_mask(mask: np.ndarray, sr: int, frames: range | np.ndarray, params
 
     Returns ``(n_fft/2+1, len(frames))`` for the given frame indices of the :func:`frame_grid`
     STFT: linear interpolation in time (frame centres) and frequency (bin centres) up to the
-    passband's edge; above it each frame takes one value, :func:`mean_high_band`'s (as the
-    module docstring explains). ``high_band(in_time, nyquist) -> (row, edge)`` replaces that
-    rule (``benchmarks/bench_full_band.py`` measures others this way). ``grid`` ``(n_fft, hop)``
-    replaces :func:`frame_grid`'s STFT (the Wiener filter's has a shorter hop).
+    passband's edge, above it each frame's :func:`mean_high_band`. ``high_band(in_time, nyquist)
+    -> (row, edge)`` replaces that rule (``benchmarks/bench_full_band.py``), ``grid`` ``(n_fft,
+    hop)`` the STFT of :func:`frame_grid` (the Wiener filter's has a shorter hop).
     """
     n_fft, hop = grid or frame_grid(sr, params)
     frames = np.asarray(frames)
@@ -210,22 +191,12 @@ def wiener_vocals(spec: np.ndarray, mask: np.ndarray, *, iterations: int = 1, bl
     """The vocals' STFT of a mixture STFT after a multichannel Wiener filter (``norbert.wiener``).
 
     ``spec`` is the mixture's complex STFT ``(bins, frames, channels)``, ``mask`` the model's
-    vocals mask ``(bins, frames)``; the result has ``spec``'s shape. The method is Open-Unmix's
-    post-filter (Nugraha, Liutkus & Vincent 2016; ``norbert``, https://github.com/sigsep/norbert):
-
-    1. Source magnitude estimates, per channel: vocals ``mask * |X|``, accompaniment
-       ``(1 - mask) * |X|``, with the mixture's phase as first complex estimates.
-    2. Each source is modelled, in each bin and frame, as a complex Gaussian whose covariance
-       is a power spectrogram ``v_j(f, t)`` times a spatial covariance matrix ``R_j(f)``
-       (channels x channels: where the source sits in the stereo image). Expectation-
-       maximisation (``iterations`` rounds) re-estimates ``v_j`` and ``R_j`` from the current
-       estimates and then
-    3. the complex Wiener estimates ``y_j = v_j R_j (sum_k v_k R_k)^-1 x``: unlike the mask,
-       they can use the inter-channel phase to tell a centred voice from side instruments.
-
-    Only the vocals are returned: the caller takes the accompaniment as ``mixture - vocals``,
-    so the stems add up to the mixture exactly. ``R_j`` is estimated per block of
-    ``block_frames`` frames (all frames if None), which bounds memory.
+    vocals mask ``(bins, frames)``; the result has ``spec``'s shape. Open-Unmix's post-filter
+    (Nugraha, Liutkus & Vincent 2016; the model: docs/design.md, "The Wiener post-filter"): from
+    the first estimates ``mask * |X|`` and ``(1 - mask) * |X|``, ``iterations`` rounds of EM fit
+    each source's power spectrogram and spatial covariance, whose Wiener estimates can use the
+    inter-channel phase. The covariances are estimated per block of ``block_frames`` frames (all
+    if None), which bounds memory. Only the vocals are returned.
     """
     import norbert
 
@@ -248,9 +219,8 @@ def wiener_vocals(spec: np.ndarray, mask: np.ndarray, *, iterations: int = 1, bl
 # --------------------------------------------------------------------------------------------
 
 
-#: The refinement's window (:func:`refine_grid`), in samples at :data:`REFINE_RATE`: 4096 at
-#: 44.1 kHz, 93 ms, Open-Unmix's STFT (2048 and 8192 do as well: benchmarks/RESULTS.md,
-#: "Inference refinements"). None turns the refinement off.
+#: The refinement's window (:func:`refine_grid`) in samples at :data:`REFINE_RATE`: 93 ms, Open-Unmix's
+#: STFT (benchmarks/RESULTS.md, "Inference refinements"). None turns the refinement off.
 DEFAULT_REFINE = 4096
 #: The rate at which a refinement window is counted in samples; at another rate it lasts as long.
 REFINE_RATE = 44100
@@ -262,13 +232,9 @@ MIN_REFINE, MAX_REFINE = 16, 65536
 
 def refine_grid(sr: int, window: int) -> tuple[int, int]:
     """``(n_fft, hop)`` of the refinement's STFT at rate ``sr``: ``window`` samples at
-    :data:`REFINE_RATE` scaled to ``sr`` (the same duration), rounded up to an even length with
-    small prime factors (a fast FFT, as :func:`frame_grid`), and :data:`REFINE_HOP` of it."""
-    import scipy.fft
-
-    n_fft = scipy.fft.next_fast_len(max(4, math.ceil(window * sr / REFINE_RATE)))
-    while n_fft % 2:
-        n_fft = scipy.fft.next_fast_len(n_fft + 1)
+    :data:`REFINE_RATE` scaled to ``sr`` (the same duration), rounded up to a fast FFT's length
+    (``audio.fast_fft_length``, as :func:`frame_grid`), and :data:`REFINE_HOP` of it."""
+    n_fft = audio.fast_fft_length(max(4, math.ceil(window * sr / REFINE_RATE)))
     return n_fft, max(1, round(n_fft * REFINE_HOP))
 
 
@@ -285,11 +251,8 @@ def refine_vocals(mixture: np.ndarray, vocals: np.ndarray, n_fft: int, hop: int,
 
     On an STFT of ``n_fft`` points and ``hop`` (:func:`refine_grid`), each channel's vocals
     ``V`` and mixture ``X`` give :func:`ratio_mask` ``min(|V| / |X|, 1)``, which multiplies the
-    mixture's STFT (its phase kept); the inverse STFT is the refined vocals. Re-reading the
-    first estimate on a denser grid with the mixture's phase, and refusing it any cell louder
-    than the mixture's, is a step towards a consistent estimate: it repairs most of what the
-    first mask's 25 %-overlap STFT amplified at its frames' edges (docs/design.md, "The second,
-    finer mask"). Chunked as the first mask (``audio.masked_istft``), the same result as in one piece.
+    mixture's STFT (its phase kept); the inverse STFT is the refined vocals (why it helps:
+    docs/design.md, "The second, finer mask"). Chunked as the first mask (``audio.masked_istft``).
     """
     def apply(spec, _, vocals_spec):
         return spec * ratio_mask(vocals_spec, spec)
@@ -306,20 +269,15 @@ def refine_vocals(mixture: np.ndarray, vocals: np.ndarray, n_fft: int, hop: int,
 class Separator:
     """Vocals and accompaniment from a trained U-Net: load the model once, separate arrays or files.
 
-    ``model`` is None (the shipped model, ``unet_model.PRETRAINED``), a ``.keras`` file or a run
-    folder (loaded with the ``audio_params.json`` beside it), a Keras U-Net from
-    ``unet_model.build_unet`` (its audio parameters in ``params``, default
-    :data:`audio.DEFAULT_PARAMS`), or any function mapping normalised patches
-    ``(batch, n_bins, patch_frames, 1)`` to masks (an oracle mask, the PyTorch twin).
-
-    ``overlap`` is the fraction of each patch shared with the next, ``batch_size`` the patches
-    per model call, ``chunk_frames`` the full-rate STFT frames processed at once (memory).
-    ``precision`` (``"float32"``, ``"bfloat16"`` or ``"auto"``): a U-Net runs as
-    ``unet_fast.fastest_mask_model`` chooses, the same mask, faster. ``post_filter="wiener"``
-    refines the masked stems with a multichannel Wiener filter of ``wiener_iterations`` EM rounds
-    (:func:`wiener_vocals`). ``refine``, a window in samples at 44.1 kHz (:func:`refine_grid`),
-    re-masks the vocals on that finer STFT (:func:`refine_vocals`), after the Wiener filter if
-    both are on; None leaves them as masked. Values out of range raise ``ValueError``.
+    ``model`` is None (the shipped model), a ``.keras`` file or a run folder (with the
+    ``audio_params.json`` beside it), a Keras U-Net from ``unet_model.build_unet`` (its audio
+    parameters in ``params``), or any function mapping normalised patches ``(batch, n_bins,
+    patch_frames, 1)`` to masks (an oracle mask, the PyTorch twin). ``overlap``: the fraction of
+    each patch shared with the next; ``batch_size``: patches per model call; ``chunk_frames``:
+    full-rate STFT frames at once (memory); ``precision`` (float32, bfloat16, auto): as
+    ``unet_fast.fastest_mask_model`` runs a U-Net; ``post_filter="wiener"``: :func:`wiener_vocals`
+    with ``wiener_iterations`` EM rounds; ``refine``: :func:`refine_vocals`'s window in samples at
+    44.1 kHz, after the Wiener filter if both are on (None: off). Values out of range raise ``ValueError``.
     """
 
     def __init__(self, model=None, params: AudioParams | None = None, *, overlap: float = DEFAULT_OVERLAP,
@@ -357,9 +315,8 @@ class Separator:
         """Separate a song into ``{"vocals": ..., "accompaniment": ...}`` at its own rate.
 
         ``mixture`` is ``(samples, channels)`` (or 1-D mono) float audio at ``sr`` Hz; both stems
-        have its shape and ``vocals + accompaniment == mixture`` up to float rounding.
-        ``progress(done, total)``, if given, is called as the work advances (model batches and
-        STFT chunks); ``timings`` (a dict) accumulates seconds per stage (the benchmark's).
+        have its shape and add up to it. ``progress(done, total)`` is called as the work advances;
+        ``timings`` (a dict) accumulates seconds per stage (the benchmark's).
         """
         vocals = self.vocals(mixture, sr, progress=progress, timings=timings)
         return {"vocals": vocals, "accompaniment": np.asarray(mixture, dtype=np.float32) - vocals}
@@ -367,17 +324,7 @@ class Separator:
     def vocals(self, mixture: np.ndarray, sr: int, *, progress=None, timings: dict | None = None) -> np.ndarray:
         """The vocals stem of :meth:`separate` alone (the mixture's shape)."""
         params = self.params
-        x = np.asarray(mixture, dtype=np.float32)
-        one_d = x.ndim == 1
-        if one_d:
-            x = x[:, None]
-        if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-            raise ValueError(f"mixture must be non-empty (samples, channels) audio, got shape {np.shape(mixture)}")
-        if not np.isfinite(x).all():
-            raise ValueError("mixture contains NaN or infinite samples")
-        if int(sr) != sr or sr <= 0:
-            raise ValueError(f"sample rate must be a positive integer, got {sr}")
-        sr = int(sr)
+        x, sr = audio.checked_audio(mixture, sr)  # (samples, channels) float32
         with timed(timings, "resample"):
             mono = audio.resample(audio.to_mono(x), sr, params.sample_rate)[:, 0]
             # A song shorter than one window: zeros after it, as the centred STFT would add anyway.
@@ -393,14 +340,12 @@ class Separator:
         if self.refine:
             vocals = refine_vocals(x, vocals, *self.refine_grid(sr), chunk_frames=self.chunk_frames, progress=step,
                                    timings=timings)
-        return vocals[:, 0] if one_d else vocals
+        return vocals[:, 0] if np.ndim(mixture) == 1 else vocals
 
     def mask(self, mix_mag: np.ndarray, *, progress=None) -> np.ndarray:
-        """The model's mask for a whole mono magnitude spectrogram ``(n_bins, frames)`` -> same shape.
-
-        Patches of ``patch_frames`` frames are normalised one by one (mixture peak 1), as in
-        training, and blended by :func:`overlap_add`; ``progress(n)`` counts patches.
-        """
+        """The model's mask for a whole mono magnitude spectrogram ``(n_bins, frames)`` -> same shape:
+        patches normalised one by one (mixture peak 1), as in training, and blended by
+        :func:`overlap_add`; ``progress(n)`` counts patches."""
         def masks(patches):  # (B, bins, frames) -> (B, bins, frames)
             (normalised,) = audio.normalize_patches(patches)
             return self.predict(normalised[..., None])[..., 0]
@@ -410,12 +355,9 @@ class Separator:
 
     def apply_mask(self, mixture: np.ndarray, sr: int, mask: np.ndarray, *, progress=None,
                    timings: dict | None = None) -> np.ndarray:
-        """The vocals of ``(samples, channels)`` audio at ``sr`` under a model-rate mask ``(n_bins, frames)``.
-
-        The mask is mapped onto the song's own STFT (:func:`full_band_mask`), or, at the model's
-        own rate, applied as in training; with ``post_filter="wiener"``, :meth:`_wiener`. Any mask
-        can be applied (an oracle, in the benchmarks).
-        """
+        """The vocals of ``(samples, channels)`` audio at ``sr`` under a model-rate mask ``(n_bins, frames)``
+        (any mask: an oracle too), mapped onto the song's own STFT (:func:`full_band_mask`), at the
+        model's rate applied as in training; with ``post_filter="wiener"``, :meth:`_wiener`."""
         params = self.params
         if self.post_filter == "wiener":
             return self._wiener(mixture, sr, mask, progress=progress, timings=timings)
@@ -447,9 +389,8 @@ class Separator:
     def _wiener(self, mixture: np.ndarray, sr: int, mask: np.ndarray, *, progress=None,
                 timings: dict | None = None) -> np.ndarray:
         """:meth:`apply_mask` with the Wiener post-filter: the mask mapped onto an STFT of
-        :data:`WIENER_HOP` of the hop, and each chunk's vocals :func:`wiener_vocals`'s instead of
-        mask x mixture (its spatial covariances are estimated per block within a chunk, so the
-        result depends slightly on ``chunk_frames``)."""
+        :data:`WIENER_HOP` of the hop, each chunk's vocals :func:`wiener_vocals`'s (estimated per
+        block within a chunk, so the result depends slightly on ``chunk_frames``)."""
         params = self.params
         n_fft, hop = self.stft_grid(sr)
         # At the model's rate the model saw every bin: its own mask, the top bin repeated (as in training).
@@ -472,9 +413,8 @@ class Separator:
 
         ``outputs`` (``stems.Outputs``) chooses other stems, file names or formats; ``name`` (the
         template's {track}) defaults to ``stems.song_name``; ``start`` and ``duration`` (seconds)
-        separate part of the file. The stems have the file's rate, channels and length. Existing
-        files raise :class:`UserError` unless ``overwrite``; the stems appear together or not at
-        all (``stems.write_stems``).
+        separate part of the file. Existing files raise :class:`UserError` unless ``overwrite``;
+        the stems appear together or not at all (``stems.write_stems``).
         """
         outputs = outputs or stems.Outputs()
         paths = outputs.paths(path, out_dir, name)
@@ -532,32 +472,7 @@ def get_parser() -> argparse.ArgumentParser:
                              f"{DEFAULT_REFINE or 'off'}; benchmarks/RESULTS.md, 'Inference refinements')")
     refine.add_argument("--no-refine", dest="refine", action="store_const", const=None,
                         help="leave the vocals as the model's mask gives them")
-    parser.add_argument("--overwrite", action="store_true", help="replace stems that already exist")
-    parser.add_argument("--max-memory", type=bounded(float, 0, low_open=True), default=stems.DEFAULT_MAX_MEMORY,
-                        metavar="GiB",
-                        help="refuse, before reading it, a song whose separation would need more memory than this "
-                             "(estimated from its header: about 0.9 GiB plus 0.5 GiB per 10 minutes of 44.1 kHz "
-                             "stereo; docs/errors.md) (default: %(default)s)")
-    files = parser.add_argument_group("what is written, where and how")
-    files.add_argument("--stems", type=checked(stems.parse_stems), default=stems.STEMS, metavar="NAMES",
-                       help="stems to write, separated by commas: vocals, accompaniment (also called instrumental "
-                            "or, as in Demucs, no_vocals); each file is named as asked (default: vocals,accompaniment)")
-    files.add_argument("--filename", type=checked(stems.check_filename), default=stems.DEFAULT_FILENAME,
-                       metavar="TEMPLATE",
-                       help="file names under OUTPUT, Demucs' template: {track} the song's name, {stem}, {ext} the "
-                            "format's extension, {trackext} the song's; {stem} is required (default: %(default)s)")
-    files.add_argument("--format", choices=audio.WRITE_FORMATS, default="wav",
-                       help="file format (default: %(default)s); mp3 and ogg through libsndfile, or ffmpeg where "
-                            "libsndfile is older than 1.1; mp3 holds 32, 44.1 or 48 kHz, the next one up is taken")
-    files.add_argument("--bits", choices=tuple(audio.BIT_DEPTHS),
-                       help="samples of wav and flac: 16- or 24-bit integers, or 32f, 32-bit float (wav only); "
-                            "default: 16, or float for a wav stem beyond full scale (integers clip it, with a note)")
-    files.add_argument("--mp3-bitrate", type=int, choices=audio.MP3_BITRATES, metavar="KBPS",
-                       help="constant bitrate of --format mp3 in kbit/s, 32 to 320 (default: 320)")
-    files.add_argument("--start", type=bounded(float, 0), default=0.0, metavar="SECONDS",
-                       help="separate from this time in each song (default: its beginning)")
-    files.add_argument("--duration", type=bounded(float, 0, low_open=True), metavar="SECONDS",
-                       help="separate this many seconds (default: up to the end)")
+    stems.add_arguments(parser)
     return parser
 
 
@@ -566,13 +481,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.wiener_iterations is not None and not args.wiener:
         parser.error("argument --wiener-iterations: only with --wiener")
-    if args.mp3_bitrate is not None and args.format != "mp3":
-        parser.error("argument --mp3-bitrate: only with --format mp3")
-    try:
-        outputs = stems.Outputs(args.stems, args.filename, args.format, args.bits,
-                                args.mp3_bitrate or audio.MP3_BITRATES[-1])
-    except ValueError as err:
-        parser.error(f"argument --bits: {err}")  # the one combination the options' own types cannot check
+    outputs = stems.outputs_from_args(parser, args)
     import unet_model
 
     model_path = unet_model.model_file(args.model)
@@ -588,32 +497,9 @@ def main(argv=None) -> int:
 
     print(f"Separating {len(files)} song{'s' if len(files) > 1 else ''} on {unet_fast.device_name()} in {separator.precision} "
           f"with {model_path}", flush=True)
-    failed = list(problems)
-    for path in files:
-        start = time.perf_counter()
-        try:
-            stems.check_memory(path, args.max_memory, separator, args.start, args.duration)
-            bar = progress_bar(stems.song_name(path)) if sys.stderr.isatty() else None
-            paths = separator.separate_file(path, args.output, overwrite=True, outputs=outputs, start=args.start,
-                                            duration=args.duration, progress=bar)
-        except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
-            failed.append(str(err))
-            continue
-        except MemoryError:
-            print(f"error: {path}: not enough memory to separate it", file=sys.stderr)
-            failed.append(f"{path}: out of memory")
-            continue
-        import soundfile
-
-        info = soundfile.info(str(next(iter(paths.values()))))
-        print(f"{path} -> {', '.join(map(str, paths.values()))} ({info.frames / info.samplerate:.1f} s of audio at "
-              f"{info.samplerate} Hz, {info.channels} ch, in {time.perf_counter() - start:.1f} s)")
-    if failed:
-        print(f"error: {len(failed)} of {len(files) + len(problems)} inputs failed (listed above); "
-              f"the other {len(files) + len(problems) - len(failed)} were separated", file=sys.stderr)
-        return 1
-    return 0
+    # One song after another; a song that fails is an error line, and the others are separated.
+    return stems.separate_songs(separator, files, problems, args.output, outputs, args.max_memory, args.start,
+                                args.duration)
 
 
 if __name__ == "__main__":

@@ -459,6 +459,22 @@ def _encode_ffmpeg(path: Path, audio: np.ndarray, sr: int, fmt: str, bitrate: in
         raise AudioError(f"{path}: ffmpeg cannot write {fmt} ({reason[-1] if reason else 'ffmpeg failed'})")
 
 
+def checked_audio(audio, sr) -> tuple[np.ndarray, int]:
+    """A song given as an array, checked: ``(audio as (samples, channels) float32, sr as int)``; 1-D
+    audio is one channel. Raises ``ValueError`` for no samples, NaN or infinite ones, or a rate
+    that is not a positive integer."""
+    x = np.asarray(audio, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"mixture must be non-empty (samples, channels) audio, got shape {np.shape(audio)}")
+    if not np.isfinite(x).all():
+        raise ValueError("mixture contains NaN or infinite samples")
+    if int(sr) != sr or sr <= 0:
+        raise ValueError(f"sample rate must be a positive integer, got {sr}")
+    return x, int(sr)
+
+
 def to_mono(audio: np.ndarray) -> np.ndarray:
     """Fold ``(samples, channels)`` to ``(samples, 1)`` by averaging the channels."""
     if audio.shape[1] == 1:
@@ -520,6 +536,17 @@ def stft(audio: np.ndarray, params: AudioParams = DEFAULT_PARAMS, n_fft: int | N
         block = slice(start, start + FFT_BLOCK)
         spec[..., block, :] = scipy.fft.rfft(frames[..., block, :] * window, axis=-1)
     return spec.T  # (bins, frames[, ch]), a view
+
+
+def fast_fft_length(n: int) -> int:
+    """The smallest even length of at least ``n`` whose prime factors are all small: a fast FFT
+    (``scipy.fft.next_fast_len``), and an even window, whose centre is a sample."""
+    import scipy.fft
+
+    n = scipy.fft.next_fast_len(n)
+    while n % 2:
+        n = scipy.fft.next_fast_len(n + 1)
+    return n
 
 
 def istft(spec: np.ndarray, length: int, params: AudioParams = DEFAULT_PARAMS, n_fft: int | None = None,

@@ -10,7 +10,9 @@ method, kept apart from it (as Demucs keeps ``save_audio`` out of its ``Separato
   :func:`check_start`, :func:`prepare_output`) refuses what would fail or replace a file, and
   :func:`check_memory`, from a song's header, a song that would not fit in memory
   (:func:`memory_needed`);
-* :func:`write_stems` writes a song's stems together or not at all.
+* :func:`write_stems` writes a song's stems together or not at all;
+* :func:`add_arguments` adds the command line's options for all this, :func:`outputs_from_args`
+  makes its :class:`Outputs`, and :func:`separate_songs` separates its songs one after another.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ import shutil
 import string
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from separation import audio
+from separation.cli import bounded, checked, progress_bar
 from separation.errors import UserError
 from separation.files import disk_full, lock_folder, no_space, remove_partial, temp_prefix
 
@@ -176,6 +180,54 @@ def writable_name(name: str) -> str:
     if len(name.encode()) > 255:
         name = name.encode()[:240].decode("utf-8", errors="ignore") + "-" + hashlib.sha1(raw).hexdigest()[:8]
     return name
+
+
+# --------------------------------------------------------------------------------------------
+# The command line's options for all this (inference.py)
+# --------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser) -> None:
+    """Add ``inference.py``'s options for what this module does: ``--overwrite``, ``--max-memory``
+    (:func:`check_memory`) and the group "what is written, where and how" (:class:`Outputs`,
+    ``--start``, ``--duration``); :func:`outputs_from_args` reads the group back."""
+    parser.add_argument("--overwrite", action="store_true", help="replace stems that already exist")
+    parser.add_argument("--max-memory", type=bounded(float, 0, low_open=True), default=DEFAULT_MAX_MEMORY,
+                        metavar="GiB",
+                        help="refuse, before reading it, a song whose separation would need more memory than this "
+                             "(estimated from its header: about 0.9 GiB plus 0.5 GiB per 10 minutes of 44.1 kHz "
+                             "stereo; docs/errors.md) (default: %(default)s)")
+    group = parser.add_argument_group("what is written, where and how")
+    group.add_argument("--stems", type=checked(parse_stems), default=STEMS, metavar="NAMES",
+                       help="stems to write, separated by commas: vocals, accompaniment (also called instrumental "
+                            "or, as in Demucs, no_vocals); each file is named as asked (default: vocals,accompaniment)")
+    group.add_argument("--filename", type=checked(check_filename), default=DEFAULT_FILENAME,
+                       metavar="TEMPLATE",
+                       help="file names under OUTPUT, Demucs' template: {track} the song's name, {stem}, {ext} the "
+                            "format's extension, {trackext} the song's; {stem} is required (default: %(default)s)")
+    group.add_argument("--format", choices=audio.WRITE_FORMATS, default="wav",
+                       help="file format (default: %(default)s); mp3 and ogg through libsndfile, or ffmpeg where "
+                            "libsndfile is older than 1.1; mp3 holds 32, 44.1 or 48 kHz, the next one up is taken")
+    group.add_argument("--bits", choices=tuple(audio.BIT_DEPTHS),
+                       help="samples of wav and flac: 16- or 24-bit integers, or 32f, 32-bit float (wav only); "
+                            "default: 16, or float for a wav stem beyond full scale (integers clip it, with a note)")
+    group.add_argument("--mp3-bitrate", type=int, choices=audio.MP3_BITRATES, metavar="KBPS",
+                       help="constant bitrate of --format mp3 in kbit/s, 32 to 320 (default: 320)")
+    group.add_argument("--start", type=bounded(float, 0), default=0.0, metavar="SECONDS",
+                       help="separate from this time in each song (default: its beginning)")
+    group.add_argument("--duration", type=bounded(float, 0, low_open=True), metavar="SECONDS",
+                       help="separate this many seconds (default: up to the end)")
+
+
+def outputs_from_args(parser, args) -> Outputs:
+    """The :class:`Outputs` of a command line parsed with :func:`add_arguments`, or ``parser.error``
+    for an option that does not go with ``--format``."""
+    if args.mp3_bitrate is not None and args.format != "mp3":
+        parser.error("argument --mp3-bitrate: only with --format mp3")
+    try:
+        return Outputs(args.stems, args.filename, args.format, args.bits, args.mp3_bitrate or audio.MP3_BITRATES[-1])
+    except ValueError as err:
+        parser.error(f"argument --bits: {err}")  # the one combination the options' own types cannot check
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,3 +456,44 @@ def write_stems(files: dict[Path, np.ndarray], sr: int, outputs: Outputs | None 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+
+
+# --------------------------------------------------------------------------------------------
+# The command line's songs, one after another
+# --------------------------------------------------------------------------------------------
+
+
+def separate_songs(separator, files: list[Path], problems: list[str], output: Path, outputs: Outputs,
+                   max_memory: float, start: float = 0.0, duration: float | None = None) -> int:
+    """Separate the command line's songs (``files``; the inputs of ``problems`` were refused and
+    reported already) with ``separator`` (an ``inference.Separator``) into ``output`` as
+    ``outputs`` says, with a progress bar on a terminal and one line per song. A song that fails
+    is an error line and the others go on: one over ``max_memory`` GiB (:func:`check_memory`), one
+    the separation refuses, one that runs out of memory. Returns the exit status: 1 if any input
+    failed (with a last error line that counts them), else 0."""
+    failed = list(problems)
+    for path in files:
+        began = time.perf_counter()
+        try:
+            check_memory(path, max_memory, separator, start, duration)
+            bar = progress_bar(song_name(path)) if sys.stderr.isatty() else None
+            paths = separator.separate_file(path, output, overwrite=True, outputs=outputs, start=start,
+                                            duration=duration, progress=bar)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed.append(str(err))
+            continue
+        except MemoryError:
+            print(f"error: {path}: not enough memory to separate it", file=sys.stderr)
+            failed.append(f"{path}: out of memory")
+            continue
+        import soundfile
+
+        info = soundfile.info(str(next(iter(paths.values()))))
+        print(f"{path} -> {', '.join(map(str, paths.values()))} ({info.frames / info.samplerate:.1f} s of audio at "
+              f"{info.samplerate} Hz, {info.channels} ch, in {time.perf_counter() - began:.1f} s)")
+    if failed:
+        print(f"error: {len(failed)} of {len(files) + len(problems)} inputs failed (listed above); "
+              f"the other {len(files) + len(problems) - len(failed)} were separated", file=sys.stderr)
+        return 1
+    return 0

@@ -211,6 +211,17 @@ def test_save_into_missing_or_read_only_folder(tmp_path):
 # ---------------------------------------------------------------------------- STFT
 
 
+def test_fast_fft_length_is_the_next_even_length_of_small_primes():
+    """5512.5 samples (the model's window at 44.1 kHz) round up to 5544 = 2^3 3^2 7 11, not 5514 = 2 3 919."""
+    assert audio.fast_fft_length(5513) == 5544 and audio.fast_fft_length(1024) == 1024
+    for n in (2, 3, 97, 1025, 4097, 6001):
+        length, rest = audio.fast_fft_length(n), audio.fast_fft_length(n)
+        for prime in (2, 3, 5, 7, 11):
+            while rest % prime == 0:
+                rest //= prime
+        assert length >= n and length % 2 == 0 and rest == 1
+
+
 def test_stft_shapes_follow_the_layout():
     x = noise(seconds=3.0)
     spec = audio.stft(x)
