@@ -457,7 +457,6 @@ def write_stems(files: dict[Path, np.ndarray], sr: int, outputs: Outputs | None 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-
 # --------------------------------------------------------------------------------------------
 # The command line's songs, one after another
 # --------------------------------------------------------------------------------------------
