@@ -51,7 +51,7 @@ def pytest_xdist_auto_num_workers(config) -> int:
 #: Test files that share a costly session fixture (``tiny_comparison``: three trainings; ``tiny_pipeline``), run in
 #: one process so that it is made once; every other file is a process's unit of work on its own.
 SAME_PROCESS = {"test_compare_training": "pipelines", "test_notebooks": "pipelines", "test_pipeline": "pipelines"}
-#: The groups that take longest (a minute to a minute and a half of CPU each, measured: docs/design.md), handed
+#: The groups that take longest (35 to 90 s of CPU each, measured: docs/design.md), handed
 #: out first so that none of them starts last and runs on alone (pytest.ini: --no-loadscope-reorder).
 LONGEST_FIRST = ("pipelines", "test_train", "test_ablation", "test_distributed")
 
