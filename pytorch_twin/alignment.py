@@ -3,6 +3,7 @@
     python pytorch_twin/compare_frameworks.py train [train.py's options] --align adam      # one factor aligned
     python pytorch_twin/compare_frameworks.py train [train.py's options] --align all       # all of them
     KERAS_BACKEND=torch python pytorch_twin/compare_frameworks.py check                    # the quick check
+    python pytorch_twin/compare_frameworks.py ablation runs/ablation-seed0 runs/ablation-seed1 ...  # the table
 
 With the same initial weights and batches, four things still differ between the twin's training
 (``pytorch_twin/train_torch.py``, the coursework's PyTorch) and Keras' (``train.py``). Each has a
@@ -30,7 +31,9 @@ and its Keras trainings: those change only with ``dropout``.
 ``compare_frameworks.py check`` (:func:`check_main`) shows, on a tiny U-Net and a few random
 batches in this process (Keras on its current backend), that each switch does what it says: with
 it on, the quantity it aligns agrees between Keras and the twin to a stated tolerance, and with
-it off it does not.
+it off it does not. ``compare_frameworks.py ablation`` (:func:`ablation_main`) gathers the
+comparisons of several seeds into the ablation's table: per setting, the twin's difference to
+Keras on PyTorch seed by seed, and its change from nothing aligned, paired by seed.
 """
 
 from __future__ import annotations
@@ -353,6 +356,135 @@ def format_check(rows: list[dict]) -> str:
         ["factor", "compared (largest relative difference, Keras vs twin)", "switch off", "switch on", "tolerance",
          "verdict"],
         [[r["factor"], r["compared"], shown(r["off"]), shown(r["on"]), r["tolerance"], r["verdict"]] for r in rows])
+
+
+# --------------------------------------------------------------------------------------------
+# The ablation's table: the twin's gap to Keras on PyTorch, per aligned setting and seed
+# --------------------------------------------------------------------------------------------
+
+ABLATION_METRICS = ("voc GNSDR", "best val loss")
+#: The gap the ablation explains: the twin against Keras on its own backend (same arithmetic).
+GAP = ("PyTorch twin", "Keras/PyTorch")
+
+
+def ablation_parser() -> argparse.ArgumentParser:
+    from separation.cli import ArgumentParser
+
+    parser = ArgumentParser(
+        prog="pytorch_twin/compare_frameworks.py ablation",
+        description="Issue 26's table: for every --align setting trained into all the given comparison folders "
+                    "(one per seed, made by 'pytorch_twin/compare_frameworks.py train --seed N [--align F]'), the "
+                    "PyTorch twin's difference to Keras/PyTorch seed by seed, its mean and sd, and how much "
+                    "aligning the setting changed it (paired by seed, against nothing aligned).")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="comparison folders, one per seed")
+    parser.add_argument("--out", help="also write the table as CSV to this file")
+    return parser
+
+
+def settings_in(run_dir) -> list[tuple[str, ...]]:
+    """The aligned settings whose comparison table lies in ``run_dir``: ``()`` for nothing aligned,
+    then single factors, then combinations, all four last."""
+    from pathlib import Path
+
+    from pytorch_twin.compare_training import TABLE_FILE
+
+    stem = TABLE_FILE.removesuffix(".csv")
+    found = set()
+    for path in Path(run_dir).glob(stem + "*.csv"):
+        suffix = path.name[len(stem):-len(".csv")]
+        if not suffix:
+            found.add(())
+        elif suffix.startswith("-align-"):
+            try:
+                found.add(factor_list(suffix.removeprefix("-align-").replace("-", ",")))
+            except argparse.ArgumentTypeError:
+                pass  # not a name that train --align writes
+    return sorted(found, key=lambda f: (len(f), [FACTORS.index(x) for x in f]))
+
+
+def setting_label(factors) -> str:
+    if not factors:
+        return "nothing aligned"
+    return "all" if tuple(factors) == FACTORS else ",".join(factors)
+
+
+def ablation_rows(run_dirs) -> tuple[list[dict], list[str]]:
+    """One row per metric and setting present in every folder: ``{"metric", "setting", "values"
+    (twin - Keras/PyTorch per folder), "mean", "sd", "change", "change sd"}`` (change: the values
+    minus those with nothing aligned, folder by folder; NaN without that setting). Also the
+    settings left out, each with the folders that lack it."""
+    from pytorch_twin.compare_training import read_comparison
+
+    for run_dir in run_dirs:
+        if not run_dir.is_dir():
+            raise UserError(f"{run_dir}: no such folder")
+    present = [set(settings_in(d)) for d in run_dirs]
+    every = sorted(set.union(*present), key=lambda f: (len(f), [FACTORS.index(x) for x in f]))
+    shown = [f for f in every if all(f in p for p in present)]
+    missing = [f"{setting_label(f)} (missing in {', '.join(str(d) for d, p in zip(run_dirs, present) if f not in p)})"
+               for f in every if f not in shown]
+    if not shown:
+        raise UserError(f"no --align setting has a comparison table in all of {', '.join(map(str, run_dirs))}; run "
+                        "'pytorch_twin/compare_frameworks.py train --seed N [--align F]' into each first")
+    gaps = {f: [read_comparison(d, f) for d in run_dirs] for f in shown}
+    rows = []
+    for metric in ABLATION_METRICS:
+        base = None
+        for factors in shown:
+            values = np.array([t[GAP[0]][metric] - t[GAP[1]][metric] for t in gaps[factors]])
+            if not factors:
+                base = values
+            change = values - base if base is not None else np.full_like(values, np.nan)
+            rows.append({"metric": metric, "setting": setting_label(factors), "values": values,
+                         "mean": values.mean(), "sd": _sd(values), "change": change.mean(), "change sd": _sd(change)})
+    return rows, missing
+
+
+def _sd(values) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+
+
+def ablation_main(argv=None) -> int:
+    from pathlib import Path
+
+    from pytorch_twin.compare_training import run_label
+    from separation import metrics
+    from separation.files import atomic_write_text
+
+    args = ablation_parser().parse_args(argv)
+    dirs = [Path(d) for d in args.run_dirs]
+    rows, missing = ablation_rows(dirs)
+    columns = [run_label(d, i) for i, d in enumerate(dirs)]
+
+    def shown(metric, value, sign="+"):  # losses in thousandths, as 'seeds' prints them
+        if not np.isfinite(value):
+            return "-"
+        return f"{value * 1e3:{sign}.4f}" if metric == "best val loss" else f"{value:{sign}.2f}"
+
+    for metric in ABLATION_METRICS:
+        name = f"{metric}{' (x1e-3)' if metric == 'best val loss' else ''}: {GAP[0]} - {GAP[1]}"
+        print(f"\n{name}, per setting; change: minus nothing aligned, paired by seed")
+        print(metrics.format_table(
+            ["--align", *columns, "mean", "sd", "change", "change sd"],
+            [[r["setting"], *(shown(metric, v) for v in r["values"]),
+              shown(metric, r["mean"]), shown(metric, r["sd"], ""), shown(metric, r["change"]),
+              shown(metric, r["change sd"], "")]
+             for r in rows if r["metric"] == metric]))
+    for line in missing:
+        print(f"left out: {line}")
+    if args.out:
+        import csv
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["metric", "setting", *columns, "mean", "sd", "change", "change sd"])
+        for r in rows:
+            writer.writerow([r["metric"], r["setting"], *(f"{v:.6g}" for v in r["values"]),
+                             *(f"{r[k]:.6g}" for k in ("mean", "sd", "change", "change sd"))])
+        atomic_write_text(args.out, buffer.getvalue())
+        print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":

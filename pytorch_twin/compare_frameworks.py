@@ -4,12 +4,14 @@
     python pytorch_twin/compare_frameworks.py --torch coursework.pt [--params audio_params.json] SONG.wav [SONG ...]
     python pytorch_twin/compare_frameworks.py train --cache CACHE --run-dir DIR [train.py's options] [--test SPLIT]
     python pytorch_twin/compare_frameworks.py seeds DIR [DIR ...] [--out seeds.csv]
+    python pytorch_twin/compare_frameworks.py ablation DIR [DIR ...] [--out ablation.csv]
 
 The ``train`` form trains the same recipe with Keras on TensorFlow, Keras on PyTorch and the PyTorch
 twin from the same initial weights and compares the three (``pytorch_twin/compare_training.py``; its
 ``--help``: ``python pytorch_twin/compare_frameworks.py train --help``); ``seeds`` gathers such comparisons made
 with different ``--seed`` values into one table (the spread between seeds beside the difference
-between frameworks). The first two compare one model.
+between frameworks); ``ablation`` gathers the ``--align`` settings of such folders (issue 26:
+the twin's gap to Keras on PyTorch per aligned factor). The first two compare one model.
 
 The model given (a ``.keras`` model, or a PyTorch checkpoint of the coursework U-Net) is
 converted to the other framework (``pytorch_twin/convert_weights.py``), and both separate every song with
@@ -91,6 +93,10 @@ def main(argv=None) -> int:
         from pytorch_twin import compare_training
 
         return compare_training.seeds_main(argv[1:])
+    if argv[:1] == ["ablation"]:  # issue 26: the twin's gap to Keras per --align setting, over seeds
+        from pytorch_twin import alignment
+
+        return alignment.ablation_main(argv[1:])
     args = get_parser().parse_args(argv)
     if args.batch_size < 1 or args.threads < 1 or args.bench_batches < 0:
         raise UserError("--batch-size and --threads must be at least 1 and --bench-batches at least 0")

@@ -69,3 +69,55 @@ def test_one_run_has_no_spread_and_bad_folders_are_one_line_errors(tmp_path, cap
     (partial / compare_training.TABLE_FILE).write_text("a,b\n1,2\n")
     with pytest.raises(UserError, match="not a comparison table"):
         compare_frameworks.main(["seeds", str(partial)])
+
+
+def test_ablation_gap_per_setting_and_its_change_paired_by_seed(tmp_path, capsys):
+    """``ablation``: per --align setting found in every folder, the twin - Keras/PyTorch gap seed by
+    seed and its change from nothing aligned (paired: a constant shift has sd 0); a setting some
+    folders lack is left out and named."""
+    from pytorch_twin import alignment
+
+    # (Keras/TensorFlow, Keras/PyTorch, twin) GNSDR per seed; the gap twin - Keras/PyTorch is -0.3, -0.2, -0.4
+    base = {0: [5.0, 5.7, 5.4], 1: [5.1, 5.6, 5.4], 2: [5.7, 5.8, 5.4]}
+    dirs = []
+    for seed, (tf, kt, twin) in base.items():
+        run_dir = write_comparison(tmp_path / f"seed{seed}", [0.003] * 3, [tf, kt, twin])
+        for factors, shift in ((("adam",), 0.3), (alignment.FACTORS, 0.25)):  # aligned: the gap shrinks by shift
+            losses = [0.003, 0.0031, 0.0030 + 0.0001 * seed]
+            rows = [{"training": label, "final val loss": loss, "best val loss": loss, "epochs": 8, "wall s": 1.0,
+                     "patches/s": 1.0, "voc GNSDR": g, "voc GSDR": g}
+                    for label, loss, g in zip(LABELS, losses, [tf, kt, twin + shift])]
+            compare_training.write_table(run_dir / compare_training.table_file(factors), rows)
+        dirs.append(run_dir)
+    compare_training.write_table(dirs[0] / compare_training.table_file(("order",)),
+                                 list(csv.DictReader(open(dirs[0] / compare_training.TABLE_FILE))))
+
+    out_csv = tmp_path / "ablation.csv"
+    assert compare_frameworks.main(["ablation", *map(str, dirs), "--out", str(out_csv)]) == 0
+    out = capsys.readouterr().out
+    rows = {(r["metric"], r["setting"]): r for r in csv.DictReader(open(out_csv))}
+    assert [s for m, s in rows if m == "voc GNSDR"] == ["nothing aligned", "adam", "all"]  # order: none, single, all
+    none = rows[("voc GNSDR", "nothing aligned")]
+    assert [float(none[c]) for c in ("run 1", "run 2", "run 3")] == pytest.approx([-0.3, -0.2, -0.4])
+    assert float(none["mean"]) == pytest.approx(-0.3) and float(none["sd"]) == pytest.approx(0.1)
+    assert float(none["change"]) == pytest.approx(0.0)
+    adam = rows[("voc GNSDR", "adam")]
+    assert float(adam["mean"]) == pytest.approx(0.0, abs=1e-9)
+    assert float(adam["change"]) == pytest.approx(0.3) and float(adam["change sd"]) == pytest.approx(0.0, abs=1e-9)
+    assert float(rows[("voc GNSDR", "all")]["change"]) == pytest.approx(0.25)
+    loss = rows[("best val loss", "all")]  # twin - Keras/PyTorch loss: -0.1e-3, 0, +0.1e-3
+    assert float(loss["mean"]) == pytest.approx(0.0, abs=1e-12) and float(loss["sd"]) == pytest.approx(1e-4)
+    assert f"left out: order (missing in {dirs[1]}, {dirs[2]})" in out  # seed 0 alone has it
+    assert "+0.30" in out and "-0.30" in out  # the printed table, signed
+
+
+def test_ablation_without_a_common_setting_is_a_one_line_error(tmp_path):
+    one = write_comparison(tmp_path / "one", [0.003] * 3, [4.0, 4.1, 4.2])
+    other = tmp_path / "other"
+    other.mkdir()
+    compare_training.write_table(other / compare_training.table_file(("adam",)),
+                                 list(csv.DictReader(open(one / compare_training.TABLE_FILE))))
+    with pytest.raises(UserError, match="no --align setting has a comparison table in all of"):
+        compare_frameworks.main(["ablation", str(one), str(other)])
+    with pytest.raises(UserError, match="missing: no such folder"):
+        compare_frameworks.main(["ablation", str(one), str(tmp_path / "missing")])
