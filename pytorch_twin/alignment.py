@@ -408,12 +408,13 @@ def setting_label(factors) -> str:
     return "all" if tuple(factors) == FACTORS else ",".join(factors)
 
 
-def ablation_rows(run_dirs) -> tuple[list[dict], list[str]]:
+def ablation_rows(run_dirs) -> tuple[list[dict], list[str], str]:
     """One row per metric and setting present in every folder: ``{"metric", "setting", "values"
     (twin - Keras/PyTorch per folder), "mean", "sd", "change", "change sd"}`` (change: the values
     minus those with nothing aligned, folder by folder; NaN without that setting). Also the
-    settings left out, each with the folders that lack it."""
-    from pytorch_twin.compare_training import read_comparison
+    settings left out, each with the folders that lack it, and the separation that scored the
+    test songs (``compare_training.same_separation``)."""
+    from pytorch_twin.compare_training import read_comparison, same_separation, table_file
 
     for run_dir in run_dirs:
         if not run_dir.is_dir():
@@ -427,6 +428,8 @@ def ablation_rows(run_dirs) -> tuple[list[dict], list[str]]:
         raise UserError(f"no --align setting has a comparison table in all of {', '.join(map(str, run_dirs))}; run "
                         "'pytorch_twin/compare_frameworks.py train --seed N [--align F]' into each first")
     gaps = {f: [read_comparison(d, f) for d in run_dirs] for f in shown}
+    separation = same_separation([t for f in shown for t in gaps[f]],
+                                 [d / table_file(f) for f in shown for d in run_dirs])
     rows = []
     for metric in ABLATION_METRICS:
         base = None
@@ -437,7 +440,7 @@ def ablation_rows(run_dirs) -> tuple[list[dict], list[str]]:
             change = values - base if base is not None else np.full_like(values, np.nan)
             rows.append({"metric": metric, "setting": setting_label(factors), "values": values,
                          "mean": values.mean(), "sd": _sd(values), "change": change.mean(), "change sd": _sd(change)})
-    return rows, missing
+    return rows, missing, separation
 
 
 def _sd(values) -> float:
@@ -453,8 +456,10 @@ def ablation_main(argv=None) -> int:
 
     args = ablation_parser().parse_args(argv)
     dirs = [Path(d) for d in args.run_dirs]
-    rows, missing = ablation_rows(dirs)
+    rows, missing, separation = ablation_rows(dirs)
     columns = [run_label(d, i) for i, d in enumerate(dirs)]
+    if separation:
+        print(f"test songs separated with the {separation}")
 
     def shown(metric, value, sign="+"):  # losses in thousandths, as 'seeds' prints them
         if not np.isfinite(value):

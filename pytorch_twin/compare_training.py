@@ -104,7 +104,8 @@ INIT_TORCH_FILE = "init.pt"
 TIMING_FILE = "timing.json"
 TABLE_FILE = "comparison.csv"  # comparison-align-adam.csv with --align adam: see table_file
 CURVES_FILE = "loss_curves.png"
-COLUMNS = ("training", "final val loss", "best val loss", "epochs", "wall s", "patches/s", "voc GNSDR", "voc GSDR")
+COLUMNS = ("training", "final val loss", "best val loss", "epochs", "wall s", "patches/s", "voc GNSDR", "voc GSDR",
+           "separation")
 POLL_SECONDS = 0.5
 #: ``python -c DIE_WITH_PARENT PARENT_PID SCRIPT ARGS...`` (Linux): asks the kernel to kill this process when
 #: its parent dies, even by SIGKILL, then becomes ``python SCRIPT ARGS...``; so a killed comparison never
@@ -130,6 +131,10 @@ def get_parser():
     group.add_argument("--test", metavar="SPLIT",
                        help="separate and score this split of the dataset the cache's training split came from")
     group.add_argument("--limit", type=bounded(int, 1), help="with --test: only the first N tracks")
+    group.add_argument("--no-refine", action="store_true",
+                       help="with --test: separate with the first mask only (inference.py --no-refine), the "
+                            "yardstick of docs/pytorch.md's three-seed table (made before the second mask); the "
+                            "table's 'separation' column says which scored it")
     group.add_argument("--threads", type=bounded(int, 1),
                        help="CPU threads of each training (default: each framework's own choice)")
     group.add_argument("--align", metavar="FACTORS", type=factor_list, default=(),
@@ -191,7 +196,7 @@ def main(argv=None) -> int:
                            run_dir / (INIT_TORCH_FILE if training.backend is None else INIT_FILE))
         run_training(run_dir, training, argv + (align if training.backend is None else []), args.threads)
 
-    scores = score_trainings(run_dir, test, args.test, three) if test else {}
+    scores = score_trainings(run_dir, test, args.test, three, refine=not args.no_refine) if test else {}
     rows = summarize(run_dir, patches_per_epoch(cache, train_tracks, config), scores, three)
     aligned = f"; aligned: {', '.join(args.align)}" if args.align else ""
     print(f"\nThe same recipe in three frameworks ({run_dir}; {len(train_tracks)} training tracks{aligned})")
@@ -390,19 +395,31 @@ def find_test_tracks(cache, train_split: str, split: str, limit: int | None = No
     return tracks
 
 
-def score_trainings(run_dir: Path, tracks: list, split: str, three=TRAININGS) -> dict[str, dict[str, float]]:
-    """``{training folder: {"voc GNSDR", "voc GSDR"}}``: each best model separates and BSS Eval v3
-    scores ``tracks``; per-track rows are kept in ``<folder>/test-<split>.json`` and reused while
-    the model and the tracks are unchanged."""
+def separation_name(refine: bool = True) -> str:
+    """How the test songs are separated: "refined 4096" (inference.py's default, the second mask's
+    window) or "first mask" (``--no-refine``)."""
+    import inference
 
+    return f"refined {inference.DEFAULT_REFINE}" if refine else "first mask"
+
+
+def score_trainings(run_dir: Path, tracks: list, split: str, three=TRAININGS,
+                    refine: bool = True) -> dict[str, dict[str, float]]:
+    """``{training folder: {"voc GNSDR", "voc GSDR", "separation"}}``: each best model separates
+    (with inference.py's second mask, or without it: ``refine``) and BSS Eval v3 scores ``tracks``;
+    per-track rows are kept in ``<folder>/test-<split>.json`` (``test-<split>-first-mask.json``)
+    and reused while the model, the tracks and the separation are unchanged."""
+
+    separation = separation_name(refine)
     scores = {}
     for training in three:
         folder = run_dir / training.folder
         model_path = folder / training.model_file
         if not model_path.is_file():
             raise UserError(f"{model_path}: missing; run the same command again to train it")
-        key = {"model_mtime": model_path.stat().st_mtime, "tracks": [t.name for t in tracks]}
-        saved = folder / f"test-{split}.json"
+        key = {"model_mtime": model_path.stat().st_mtime, "tracks": [t.name for t in tracks],
+               "separation": separation}
+        saved = folder / (f"test-{split}.json" if refine else f"test-{split}-first-mask.json")
         try:
             stored = json.loads(saved.read_text())
         except (OSError, ValueError):
@@ -411,10 +428,11 @@ def score_trainings(run_dir: Path, tracks: list, split: str, three=TRAININGS) ->
             rows = stored["rows"]
         else:
             print(f"separating and scoring {len(tracks)} {split} track(s) with the {training.label} model", flush=True)
-            rows = score_model(keras_model(folder, training), tracks, training.folder)
+            rows = score_model(keras_model(folder, training), tracks, training.folder, refine)
             atomic_write_text(saved, json.dumps({"key": key, "rows": rows}, indent=1) + "\n")
         summary = {s["metric"]: s["weighted"] for s in metrics.summarize(rows, ["v3_vocals_NSDR", "v3_vocals_SDR"])}
-        scores[training.folder] = {"voc GNSDR": summary["v3_vocals_NSDR"], "voc GSDR": summary["v3_vocals_SDR"]}
+        scores[training.folder] = {"voc GNSDR": summary["v3_vocals_NSDR"], "voc GSDR": summary["v3_vocals_SDR"],
+                                   "separation": separation}
     return scores
 
 
@@ -436,11 +454,12 @@ def keras_model(folder: Path, training: Training) -> Path:
     return target
 
 
-def score_model(model_path: Path, tracks: list, method: str) -> list[dict]:
-    """evaluate.py's per-track rows (BSS Eval v3) of one model on ``tracks``."""
+def score_model(model_path: Path, tracks: list, method: str, refine: bool = True) -> list[dict]:
+    """evaluate.py's per-track rows (BSS Eval v3) of one model on ``tracks``, separated by
+    inference.py's defaults (``refine`` False: without the second mask)."""
     import inference
 
-    separator = inference.Separator(model_path)
+    separator = inference.Separator(model_path, refine=inference.DEFAULT_REFINE if refine else None)
     settings = metrics.Settings(families=("v3",))
     rows = []
     for track in tracks:
@@ -472,7 +491,7 @@ def summarize(run_dir: Path, patches: int, scores: dict | None = None, three=TRA
             "epochs": len(epochs),
             "wall s": sum(timed) if timed else math.nan,
             "patches/s": len(timed) * patches / sum(timed) if timed and sum(timed) > 0 else math.nan,
-            **(scores or {}).get(training.folder, {"voc GNSDR": math.nan, "voc GSDR": math.nan}),
+            **(scores or {}).get(training.folder, {"voc GNSDR": math.nan, "voc GSDR": math.nan, "separation": ""}),
         })
     return rows
 
@@ -569,11 +588,27 @@ def read_comparison(run_dir: Path, factors=()) -> dict[str, dict[str, float]]:
             table[row["training"]] = {c: float(row[c]) for c in SEED_METRICS}
         except (KeyError, TypeError, ValueError):
             raise UserError(f"{path}: not a comparison table (columns {', '.join(COLUMNS)})") from None
+        table[row["training"]]["separation"] = row.get("separation") or ""  # absent before --no-refine existed
     missing = [t.label for t in TRAININGS if t.label not in table]
     if missing:
         raise UserError(f"{path}: no row for {', '.join(missing)}; run the same 'pytorch_twin/compare_frameworks.py train' "
                         "command again to finish it")
     return table
+
+
+def same_separation(tables: list[dict], names: list) -> str:
+    """The separation that scored every table's test songs ("" when none was scored); UserError
+    when tables scored with and without the second mask would be compared."""
+    found = {}
+    for table, name in zip(tables, names):
+        for row in table.values():
+            if row["separation"]:
+                found.setdefault(row["separation"], str(name))
+    if len(found) > 1:
+        raise UserError("the tables' test scores come from different separations ("
+                        + "; ".join(f"{s} in {name}" for s, name in found.items())
+                        + "): score them alike, with or without 'train ... --no-refine'")
+    return next(iter(found), "")
 
 
 def run_label(run_dir: Path, index: int, factors=()) -> str:
@@ -613,6 +648,7 @@ def seeds_main(argv=None) -> int:
 
     args = seeds_parser().parse_args(argv)
     tables = [read_comparison(Path(d), args.align) for d in args.run_dirs]
+    separation = same_separation(tables, args.run_dirs)
     rows = seed_tables(tables)
     n = len(tables)
     header = ["", *(run_label(Path(d), i, args.align) for i, d in enumerate(args.run_dirs)), "mean", "sd"]
@@ -620,7 +656,8 @@ def seeds_main(argv=None) -> int:
     def shown(metric, value):  # losses in thousandths: their differences are in the fourth digit
         return f"{value * 1e3:.4f}" if metric == "best val loss" else f"{value:.2f}"
 
-    print(f"{n} runs: " + ", ".join(map(str, args.run_dirs)))
+    print(f"{n} runs: " + ", ".join(map(str, args.run_dirs))
+          + (f"; test songs separated with the {separation}" if separation else ""))
     for metric in SEED_METRICS:
         name = metric + (" (x1e-3)" if metric == "best val loss" else "")
         print(f"\n{name}: each framework, then the difference of each pair run by run")

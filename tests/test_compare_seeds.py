@@ -121,3 +121,15 @@ def test_ablation_without_a_common_setting_is_a_one_line_error(tmp_path):
         compare_frameworks.main(["ablation", str(one), str(other)])
     with pytest.raises(UserError, match="missing: no such folder"):
         compare_frameworks.main(["ablation", str(one), str(tmp_path / "missing")])
+
+
+def test_tables_scored_with_and_without_the_second_mask_are_not_compared(tmp_path, capsys):
+    dirs = [write_comparison(tmp_path / f"seed{s}", [0.003] * 3, [4.0, 4.1, 4.2]) for s in range(2)]
+    for run_dir, separation in zip(dirs, ["refined 4096", "first mask"]):
+        rows = list(csv.DictReader(open(run_dir / compare_training.TABLE_FILE)))
+        compare_training.write_table(run_dir / compare_training.TABLE_FILE, [{**r, "separation": separation} for r in rows])
+    for command in ("seeds", "ablation"):
+        with pytest.raises(UserError, match="different separations.*refined 4096 in .*seed0.*first mask in .*seed1"):
+            compare_frameworks.main([command, *map(str, dirs)])
+    assert compare_frameworks.main(["seeds", str(dirs[1])]) == 0
+    assert "separated with the first mask" in capsys.readouterr().out

@@ -182,10 +182,34 @@ def test_three_frameworks_end_to_end_and_resumed_after_a_kill(tiny_comparison):
         assert history(run / training.folder)["epoch"] == list(range(epochs))
         cells = row_of(out, training.label)
         assert int(cells[2]) == epochs
-        assert all(np.isfinite(float(c)) for c in cells)  # losses, time, speed, GNSDR, GSDR
+        assert all(np.isfinite(float(c)) for c in cells[:-2])  # losses, time, speed, GNSDR, GSDR
+        assert cells[-2:] == ["refined", "4096"]  # separated as inference.py does by default
     assert (run / "pytorch" / "best.keras").is_file()  # the twin's model, converted for inference.py
     with open(run / compare_training.TABLE_FILE, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["training"] for r in rows] == [t.label for t in compare_training.TRAININGS]
     assert list(rows[0]) == list(compare_training.COLUMNS)
     assert (run / compare_training.CURVES_FILE).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_no_refine_scores_the_first_mask_into_files_of_its_own(tiny_comparison, tiny_cache):
+    """``--no-refine`` (the yardstick of the three-seed table): the test songs are separated
+    without the second mask, the scores differ from the refined ones, are cached apart (the
+    refined cache stays), and the table's separation column says which scored it."""
+    from separation.cache import open_cache
+
+    run = tiny_comparison.run
+    tracks = compare_training.find_test_tracks(open_cache(tiny_cache), "train", "test")
+    refined_cache = run / "pytorch" / "test-test.json"
+    before = refined_cache.read_text()
+    refined = compare_training.score_trainings(run, tracks, "test")  # the fixture's scores, reused
+    first = compare_training.score_trainings(run, tracks, "test", refine=False)
+    for training in compare_training.TRAININGS:
+        assert refined[training.folder]["separation"] == "refined 4096"
+        assert first[training.folder]["separation"] == "first mask"
+        assert first[training.folder]["voc GNSDR"] != pytest.approx(refined[training.folder]["voc GNSDR"], abs=1e-6)
+        assert (run / training.folder / "test-test-first-mask.json").is_file()
+    assert refined_cache.read_text() == before
+    row = compare_training.summarize(run, 16, first)[2]
+    assert row["separation"] == "first mask" and row["voc GNSDR"] == first["pytorch"]["voc GNSDR"]
