@@ -459,7 +459,7 @@ def ablation_main(argv=None) -> int:
     rows, missing, separation = ablation_rows(dirs)
     columns = [run_label(d, i) for i, d in enumerate(dirs)]
     if separation:
-        print(f"test songs separated with the {separation}")
+        print(f"test songs' separation: {separation}")
 
     def shown(metric, value, sign="+"):  # losses in thousandths, as 'seeds' prints them
         if not np.isfinite(value):

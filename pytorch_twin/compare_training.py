@@ -657,7 +657,7 @@ def seeds_main(argv=None) -> int:
         return f"{value * 1e3:.4f}" if metric == "best val loss" else f"{value:.2f}"
 
     print(f"{n} runs: " + ", ".join(map(str, args.run_dirs))
-          + (f"; test songs separated with the {separation}" if separation else ""))
+          + (f"; test songs' separation: {separation}" if separation else ""))
     for metric in SEED_METRICS:
         name = metric + (" (x1e-3)" if metric == "best val loss" else "")
         print(f"\n{name}: each framework, then the difference of each pair run by run")

@@ -132,4 +132,4 @@ def test_tables_scored_with_and_without_the_second_mask_are_not_compared(tmp_pat
         with pytest.raises(UserError, match="different separations.*refined 4096 in .*seed0.*first mask in .*seed1"):
             compare_frameworks.main([command, *map(str, dirs)])
     assert compare_frameworks.main(["seeds", str(dirs[1])]) == 0
-    assert "separated with the first mask" in capsys.readouterr().out
+    assert "test songs' separation: first mask" in capsys.readouterr().out
