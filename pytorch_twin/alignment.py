@@ -399,7 +399,12 @@ def settings_in(run_dir) -> list[tuple[str, ...]]:
                 found.add(factor_list(suffix.removeprefix("-align-").replace("-", ",")))
             except argparse.ArgumentTypeError:
                 pass  # not a name that train --align writes
-    return sorted(found, key=lambda f: (len(f), [FACTORS.index(x) for x in f]))
+    return sorted(found, key=setting_order)
+
+
+def setting_order(factors) -> tuple:
+    """Nothing aligned first, then single factors in :data:`FACTORS`' order, then combinations."""
+    return len(factors), [FACTORS.index(f) for f in factors]
 
 
 def setting_label(factors) -> str:
@@ -420,7 +425,7 @@ def ablation_rows(run_dirs) -> tuple[list[dict], list[str], str]:
         if not run_dir.is_dir():
             raise UserError(f"{run_dir}: no such folder")
     present = [set(settings_in(d)) for d in run_dirs]
-    every = sorted(set.union(*present), key=lambda f: (len(f), [FACTORS.index(x) for x in f]))
+    every = sorted(set.union(*present), key=setting_order)
     shown = [f for f in every if all(f in p for p in present)]
     missing = [f"{setting_label(f)} (missing in {', '.join(str(d) for d, p in zip(run_dirs, present) if f not in p)})"
                for f in every if f not in shown]

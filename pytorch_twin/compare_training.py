@@ -178,6 +178,8 @@ def main(argv=None) -> int:
     if config.distribute != "none" or config.jit_compile:
         raise UserError("--distribute and --jit-compile are Keras-only; the comparison trains on one device, "
                         "without XLA")
+    if args.no_refine and not args.test:
+        raise UserError("--no-refine changes how --test separates the test songs; give --test SPLIT too")
     if "dropout" in args.align and config.dropout not in (0.0, train.TrainConfig.dropout):
         raise UserError(f"--align dropout trains without dropout; it cannot go with --dropout {config.dropout}")
     if "dropout" in args.align:

@@ -151,6 +151,8 @@ def test_comparison_refuses_other_folders_and_keras_only_options(tiny_cache, tmp
         compare_frameworks.main(["train", *recipe(tiny_cache, tmp_path / "other")])
     with pytest.raises(UserError, match="Keras-only"):
         compare_frameworks.main(["train", *recipe(tiny_cache, tmp_path / "new"), "--jit-compile"])
+    with pytest.raises(UserError, match="--no-refine changes how --test separates"):
+        compare_frameworks.main(["train", *recipe(tiny_cache, tmp_path / "new"), "--no-refine"])
     assert not (tmp_path / "new").exists()
 
 
