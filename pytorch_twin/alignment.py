@@ -455,9 +455,8 @@ def _sd(values) -> float:
 def ablation_main(argv=None) -> int:
     from pathlib import Path
 
-    from pytorch_twin.compare_training import run_label
+    from pytorch_twin.compare_training import run_label, write_csv
     from separation import metrics
-    from separation.files import atomic_write_text
 
     args = ablation_parser().parse_args(argv)
     dirs = [Path(d) for d in args.run_dirs]
@@ -483,16 +482,9 @@ def ablation_main(argv=None) -> int:
     for line in missing:
         print(f"left out: {line}")
     if args.out:
-        import csv
-        import io
-
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["metric", "setting", *columns, "mean", "sd", "change", "change sd"])
-        for r in rows:
-            writer.writerow([r["metric"], r["setting"], *(f"{v:.6g}" for v in r["values"]),
-                             *(f"{r[k]:.6g}" for k in ("mean", "sd", "change", "change sd"))])
-        atomic_write_text(args.out, buffer.getvalue())
+        write_csv(args.out, ["metric", "setting", *columns, "mean", "sd", "change", "change sd"],
+                  [[r["metric"], r["setting"], *map(float, r["values"]),
+                    *(float(r[k]) for k in ("mean", "sd", "change", "change sd"))] for r in rows])
         print(f"wrote {args.out}")
     return 0
 

@@ -511,14 +511,20 @@ def print_table(rows: list[dict]) -> None:
 
 
 def write_table(path: Path, rows: list[dict]) -> None:
-    """The table as CSV (numbers to 6 significant digits: losses differ in the fourth), atomically."""
+    """The table as CSV, atomically (:func:`write_csv`)."""
+    write_csv(path, COLUMNS, [[row.get(c, "") for c in COLUMNS] for row in rows])
+
+
+def write_csv(path, header, rows) -> None:
+    """``rows`` under ``header`` as CSV, atomically; floats to 6 significant digits (losses differ
+    in the fourth)."""
     import csv
     import io
 
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()} for row in rows)
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([f"{v:.6g}" if isinstance(v, float) else v for v in row] for row in rows)
     atomic_write_text(path, buffer.getvalue())
 
 
@@ -668,15 +674,7 @@ def seeds_main(argv=None) -> int:
              shown(metric, r["sd"]) if math.isfinite(r["sd"]) else "-"]
             for r in rows if r["metric"] == metric]))
     if args.out:
-        import csv
-        import io
-
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["metric", "what", *(str(d) for d in args.run_dirs), "mean", "sd"])
-        for r in rows:
-            writer.writerow([r["metric"], r["what"], *(f"{v:.6g}" for v in r["values"]), f"{r['mean']:.6g}",
-                             f"{r['sd']:.6g}"])
-        atomic_write_text(args.out, buffer.getvalue())
+        write_csv(args.out, ["metric", "what", *(str(d) for d in args.run_dirs), "mean", "sd"],
+                  [[r["metric"], r["what"], *map(float, r["values"]), float(r["mean"]), float(r["sd"])] for r in rows])
         print(f"wrote {args.out}")
     return 0
